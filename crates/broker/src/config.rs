@@ -1,0 +1,476 @@
+//! The route configuration file (TOML).
+//!
+//! ```toml
+//! [endpoints]                 # optional; see `context` for precedence
+//! aws_sts = "http://127.0.0.1:4001"
+//!
+//! [[route]]
+//! name = "tenant-to-aws"
+//! source = { kind = "gce-metadata", audience = "https://psoxy.example/aws" }
+//! exchange = [
+//!   { kind = "aws-sts", role_arn = "arn:aws:iam::111122223333:role/psoxy-tenant-access" },
+//! ]
+//! ```
+//!
+//! Sources (`source.kind`):
+//! * `gce-metadata` — `audience` (ID token) or `scopes` (access token); `service_account`
+//!   (default `default`); `format` `full`|`standard` for ID tokens (default `full`).
+//! * `service-account-key` — `key_file` (Google JSON key, relative to this file),
+//!   `target_audience` (ID token) or `scopes` (access token).
+//! * `impersonate` — `service_account`, `audience` or `scopes`, `delegates`, `include_email`
+//!   (default true), `lifetime_seconds`; `caller` is the source of the caller's access token
+//!   (default: the metadata server's token).
+//! * `oidc-file` — `path` of a token file, re-read on every refresh.
+//!
+//! Exchanges (`exchange[].kind`):
+//! * `aws-sts` — `role_arn`, `session_name` (default `idbridge-<route>`), `duration_seconds`
+//!   (900–43200, default 3600), `policy` (session policy JSON), `region` (default `us-east-1`).
+//!
+//! Every error names the file, the line and the field. The whole file is validated before
+//! anything is fetched or bound.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Why a config file is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Cannot read the file.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// Path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Syntax, type or unknown-field error (toml's message carries line, column and field).
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// Path.
+        path: String,
+        /// Message.
+        message: String,
+    },
+    /// A semantic error at a given line.
+    #[error("config file {path}, line {line}: {message}")]
+    Invalid {
+        /// Path.
+        path: String,
+        /// 1-based line.
+        line: usize,
+        /// Message naming the field.
+        message: String,
+    },
+    /// The route does not exist.
+    #[error("no route named {name:?} in {path} (routes: {known})")]
+    NoSuchRoute {
+        /// Path.
+        path: String,
+        /// Asked-for name.
+        name: String,
+        /// Known names.
+        known: String,
+    },
+}
+
+/// Endpoint overrides.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointsConfig {
+    /// AWS STS base URL.
+    #[serde(default)]
+    pub aws_sts: Option<String>,
+    /// GCE metadata `host:port`.
+    #[serde(default)]
+    pub gce_metadata_host: Option<String>,
+    /// Google OAuth2 token URL.
+    #[serde(default)]
+    pub google_oauth2: Option<String>,
+    /// IAM Credentials base URL.
+    #[serde(default)]
+    pub google_iamcredentials: Option<String>,
+}
+
+/// Where the first identity comes from.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// The GCE metadata server.
+    GceMetadata {
+        /// Account name on the metadata server (`default` or an email).
+        #[serde(default = "default_sa")]
+        service_account: String,
+        /// ID-token audience.
+        #[serde(default)]
+        audience: Option<String>,
+        /// Access-token scopes.
+        #[serde(default)]
+        scopes: Option<Vec<String>>,
+        /// `full` (default) or `standard`.
+        #[serde(default)]
+        format: Option<String>,
+    },
+    /// A service-account key file.
+    ServiceAccountKey {
+        /// Path to the JSON key.
+        key_file: PathBuf,
+        /// ID-token audience.
+        #[serde(default)]
+        target_audience: Option<String>,
+        /// Access-token scopes.
+        #[serde(default)]
+        scopes: Option<Vec<String>>,
+    },
+    /// IAM Credentials impersonation.
+    Impersonate {
+        /// Target service account.
+        service_account: String,
+        /// ID-token audience.
+        #[serde(default)]
+        audience: Option<String>,
+        /// Access-token scopes.
+        #[serde(default)]
+        scopes: Option<Vec<String>>,
+        /// Delegation chain.
+        #[serde(default)]
+        delegates: Vec<String>,
+        /// Put `email` in ID tokens.
+        #[serde(default = "yes")]
+        include_email: bool,
+        /// Access-token lifetime.
+        #[serde(default)]
+        lifetime_seconds: Option<u32>,
+        /// Source of the caller's access token (default: metadata server).
+        #[serde(default)]
+        caller: Option<Box<SourceConfig>>,
+    },
+    /// A token file.
+    OidcFile {
+        /// Path.
+        path: PathBuf,
+    },
+}
+
+fn default_sa() -> String {
+    "default".to_owned()
+}
+fn yes() -> bool {
+    true
+}
+
+/// What the source yields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Yields {
+    /// An OIDC ID token.
+    IdToken,
+    /// A Google access token.
+    AccessToken,
+}
+
+impl SourceConfig {
+    /// The hop name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::GceMetadata { .. } => "gce-metadata",
+            SourceConfig::ServiceAccountKey { .. } => "service-account-key",
+            SourceConfig::Impersonate { .. } => "impersonate",
+            SourceConfig::OidcFile { .. } => "oidc-file",
+        }
+    }
+
+    fn audience_scopes(&self) -> (Option<&String>, Option<&Vec<String>>, &'static str) {
+        match self {
+            SourceConfig::GceMetadata { audience, scopes, .. } => (audience.as_ref(), scopes.as_ref(), "audience"),
+            SourceConfig::ServiceAccountKey {
+                target_audience,
+                scopes,
+                ..
+            } => (target_audience.as_ref(), scopes.as_ref(), "target_audience"),
+            SourceConfig::Impersonate { audience, scopes, .. } => (audience.as_ref(), scopes.as_ref(), "audience"),
+            SourceConfig::OidcFile { .. } => (None, None, ""),
+        }
+    }
+
+    /// What the source yields, or which field is wrong.
+    pub fn yields(&self) -> Result<Yields, String> {
+        if let SourceConfig::OidcFile { .. } = self {
+            return Ok(Yields::IdToken);
+        }
+        match self.audience_scopes() {
+            (Some(a), None, field) if a.is_empty() => Err(format!("field `source.{field}` is empty")),
+            (Some(_), None, _) => Ok(Yields::IdToken),
+            (None, Some(s), _) if s.is_empty() => Err("field `source.scopes` is empty".to_owned()),
+            (None, Some(_), _) => Ok(Yields::AccessToken),
+            (Some(_), Some(_), field) => Err(format!("set only one of `source.{field}` and `source.scopes`")),
+            (None, None, field) => Err(format!("set `source.{field}` (for an ID token) or `source.scopes` (for an access token)")),
+        }
+    }
+}
+
+/// One exchange step.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ExchangeConfig {
+    /// AWS STS AssumeRoleWithWebIdentity.
+    AwsSts {
+        /// Role ARN.
+        role_arn: String,
+        /// Session name.
+        #[serde(default)]
+        session_name: Option<String>,
+        /// Session length.
+        #[serde(default)]
+        duration_seconds: Option<u32>,
+        /// Session policy JSON.
+        #[serde(default)]
+        policy: Option<String>,
+        /// Region for the STS client.
+        #[serde(default)]
+        region: Option<String>,
+    },
+}
+
+impl ExchangeConfig {
+    /// The hop name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ExchangeConfig::AwsSts { .. } => "aws-sts",
+        }
+    }
+}
+
+/// One route as written.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The source.
+    pub source: SourceConfig,
+    /// The exchanges, in order.
+    #[serde(default)]
+    pub exchange: Vec<ExchangeConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    endpoints: EndpointsConfig,
+    #[serde(default)]
+    route: Vec<toml::Spanned<RouteConfig>>,
+}
+
+/// A validated config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from.
+    pub path: String,
+    /// Endpoint overrides.
+    pub endpoints: EndpointsConfig,
+    /// Routes, in file order.
+    pub routes: Vec<RouteConfig>,
+}
+
+impl Config {
+    /// Loads and validates a config file. Relative paths inside resolve against its directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string(), path.parent())
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str, path: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().replace('\n', "\n  "),
+        })?;
+        let mut routes = Vec::new();
+        for spanned in raw.route {
+            let line = line_of(text, spanned.span().start);
+            let mut route = spanned.into_inner();
+            let invalid = |message: String| ConfigError::Invalid {
+                path: path.to_owned(),
+                line,
+                message: format!("route {:?}: {message}", route.name),
+            };
+            if route.name.is_empty() || !route.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                return Err(invalid("field `name` must be non-empty letters, digits, `-`, `_`, `.`".into()));
+            }
+            if routes.iter().any(|r: &RouteConfig| r.name == route.name) {
+                return Err(invalid("field `name`: duplicate route name".into()));
+            }
+            validate_source(&route.source, "source").map_err(&invalid)?;
+            resolve_paths(&mut route.source, base);
+            let mut yields = route.source.yields().map_err(&invalid)?;
+            for (i, ex) in route.exchange.iter().enumerate() {
+                yields = validate_exchange(ex, yields).map_err(|m| invalid(format!("field `exchange[{i}]`: {m}")))?;
+            }
+            routes.push(route);
+        }
+        Ok(Config {
+            path: path.to_owned(),
+            endpoints: raw.endpoints,
+            routes,
+        })
+    }
+
+    /// A route by name.
+    pub fn route(&self, name: &str) -> Result<&RouteConfig, ConfigError> {
+        self.routes.iter().find(|r| r.name == name).ok_or_else(|| ConfigError::NoSuchRoute {
+            path: self.path.clone(),
+            name: name.to_owned(),
+            known: if self.routes.is_empty() {
+                "none".to_owned()
+            } else {
+                self.routes.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")
+            },
+        })
+    }
+}
+
+fn validate_source(s: &SourceConfig, at: &str) -> Result<(), String> {
+    s.yields().map_err(|m| m.replace("source.", &format!("{at}.")))?;
+    match s {
+        SourceConfig::GceMetadata { format, .. } => {
+            if let Some(f) = format
+                && f != "full"
+                && f != "standard"
+            {
+                return Err(format!("field `{at}.format` must be \"full\" or \"standard\", not {f:?}"));
+            }
+        }
+        SourceConfig::ServiceAccountKey { .. } | SourceConfig::OidcFile { .. } => {}
+        SourceConfig::Impersonate {
+            service_account,
+            caller,
+            lifetime_seconds,
+            ..
+        } => {
+            if !service_account.contains('@') && !service_account.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!("field `{at}.service_account` must be an email or a numeric unique id"));
+            }
+            if let Some(l) = lifetime_seconds
+                && !(1..=43200).contains(l)
+            {
+                return Err(format!("field `{at}.lifetime_seconds` must be 1..=43200"));
+            }
+            if let Some(c) = caller {
+                if c.yields() != Ok(Yields::AccessToken) {
+                    return Err(format!("field `{at}.caller` must yield an access token (set `scopes`)"));
+                }
+                validate_source(c, &format!("{at}.caller"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn resolve_paths(s: &mut SourceConfig, base: Option<&Path>) {
+    let Some(base) = base else { return };
+    let fix = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    };
+    match s {
+        SourceConfig::ServiceAccountKey { key_file, .. } => fix(key_file),
+        SourceConfig::OidcFile { path } => fix(path),
+        SourceConfig::Impersonate { caller: Some(c), .. } => resolve_paths(c, Some(base)),
+        _ => {}
+    }
+}
+
+fn validate_exchange(ex: &ExchangeConfig, input: Yields) -> Result<Yields, String> {
+    match ex {
+        ExchangeConfig::AwsSts {
+            role_arn,
+            session_name,
+            duration_seconds,
+            ..
+        } => {
+            if input != Yields::IdToken {
+                return Err("aws-sts needs an ID token, but the previous hop yields an access token (set an audience)".into());
+            }
+            let parts: Vec<&str> = role_arn.split(':').collect();
+            if parts.len() != 6 || parts[0] != "arn" || parts[2] != "iam" || !parts[5].starts_with("role/") {
+                return Err(format!("field `role_arn`: {role_arn:?} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"));
+            }
+            if let Some(n) = session_name
+                && (n.len() < 2 || n.len() > 64 || !n.chars().all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c)))
+            {
+                return Err(format!("field `session_name`: {n:?} must be 2–64 characters of [A-Za-z0-9_+=,.@-]"));
+            }
+            if let Some(d) = duration_seconds
+                && !(900..=43200).contains(d)
+            {
+                return Err(format!("field `duration_seconds`: {d} is outside 900..=43200"));
+            }
+            Ok(Yields::IdToken)
+        }
+    }
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset).map_or(1, |t| t.matches('\n').count() + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[[route]]
+name = "a"
+source = { kind = "gce-metadata", audience = "x" }
+exchange = [{ kind = "aws-sts", role_arn = "arn:aws:iam::111122223333:role/r" }]
+"#;
+
+    #[test]
+    fn parses_good() {
+        let c = Config::parse(GOOD, "c.toml", None).unwrap();
+        assert_eq!(c.routes.len(), 1);
+        assert!(c.route("a").is_ok());
+        let e = c.route("b").unwrap_err().to_string();
+        assert!(e.contains("routes: a"), "{e}");
+    }
+
+    #[test]
+    fn unknown_field_names_file_line_field() {
+        let bad = GOOD.replace("audience = \"x\"", "audience = \"x\", colour = 1");
+        let e = Config::parse(&bad, "c.toml", None).unwrap_err().to_string();
+        assert!(e.contains("c.toml"), "{e}");
+        assert!(e.contains("line 4"), "{e}");
+        assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn semantic_error_names_line_and_field() {
+        let bad = GOOD.replace("role/r", "user/r");
+        let e = Config::parse(&bad, "c.toml", None).unwrap_err().to_string();
+        assert!(e.contains("c.toml, line 2"), "{e}");
+        assert!(e.contains("role_arn"), "{e}");
+        let bad = GOOD.replace("audience = \"x\"", "scopes = [\"s\"]");
+        let e = Config::parse(&bad, "c.toml", None).unwrap_err().to_string();
+        assert!(e.contains("needs an ID token"), "{e}");
+        let bad = GOOD.replace("kind = \"aws-sts\"", "kind = \"aws-sts\", duration_seconds = 60");
+        let e = Config::parse(&bad, "c.toml", None).unwrap_err().to_string();
+        assert!(e.contains("duration_seconds"), "{e}");
+    }
+
+    #[test]
+    fn second_route_line() {
+        let two = format!("{GOOD}\n[[route]]\nname = \"a\"\nsource = {{ kind = \"oidc-file\", path = \"t\" }}\n");
+        let e = Config::parse(&two, "c.toml", None).unwrap_err().to_string();
+        assert!(e.contains("line 7"), "{e}");
+        assert!(e.contains("duplicate"), "{e}");
+    }
+}

@@ -1,0 +1,3 @@
+//! Exchanges: trade one credential for another at a cloud's token service.
+
+pub mod aws_sts;

@@ -1,0 +1,66 @@
+//! SigV4 request signing for `idbridge request` (like `curl --aws-sigv4`), through the
+//! `aws-sigv4` crate.
+
+use std::time::SystemTime;
+
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
+use idbridge_core::AwsCredentials;
+
+use crate::{BrokerError, ErrorKind};
+
+/// A request to sign.
+#[derive(Debug)]
+pub struct UnsignedRequest<'a> {
+    /// Method.
+    pub method: &'a str,
+    /// Full URL.
+    pub url: &'a str,
+    /// Headers (the `host` header is derived from the URL).
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: &'a [u8],
+}
+
+/// Returns the headers to add (`authorization`, `x-amz-date`, `x-amz-security-token`, …).
+pub fn sign_request(
+    creds: &AwsCredentials,
+    req: &UnsignedRequest<'_>,
+    service: &str,
+    region: &str,
+    time: SystemTime,
+) -> Result<Vec<(String, String)>, BrokerError> {
+    let fail = |m: String| BrokerError::new(ErrorKind::InvalidConfiguration, "sigv4", m);
+    let identity = Credentials::new(
+        &creds.access_key_id,
+        creds.secret_access_key.expose_secret(),
+        creds.session_token.as_ref().map(|t| t.expose_secret().to_owned()),
+        None,
+        "idbridge",
+    )
+    .into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name(service)
+        .time(time)
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| fail(format!("cannot build signing parameters: {e}")))?;
+    let signable = SignableRequest::new(
+        req.method,
+        req.url,
+        req.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        SignableBody::Bytes(req.body),
+    )
+    .map_err(|e| fail(format!("cannot sign this request: {e}")))?;
+    let (instructions, _sig) = sign(signable, &params.into())
+        .map_err(|e| fail(format!("signing failed: {e}")))?
+        .into_parts();
+    let (headers, _params) = instructions.into_parts();
+    Ok(headers
+        .into_iter()
+        .map(|h| (h.name().to_owned(), h.value().to_owned()))
+        .collect())
+}

@@ -1,0 +1,124 @@
+//! Sources: where a route's first identity comes from.
+//!
+//! Each source yields either an OIDC ID token or a Google access token
+//! ([`crate::config::Yields`]), and records one [`HopReport`] per network hop.
+
+pub mod gce_metadata;
+pub mod impersonate;
+pub mod oidc_file;
+pub mod sa_key;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use idbridge_core::Credential;
+
+use crate::config::SourceConfig;
+use crate::{BrokerError, Context, HopReport};
+
+/// Fetches the source's credential, appending hop reports.
+pub fn fetch<'a>(
+    cfg: &'a SourceConfig,
+    ctx: &'a Context,
+    hops: &'a mut Vec<HopReport>,
+) -> Pin<Box<dyn Future<Output = Result<Credential, BrokerError>> + Send + 'a>> {
+    Box::pin(async move {
+        match cfg {
+            SourceConfig::GceMetadata {
+                service_account,
+                audience,
+                scopes,
+                format,
+            } => gce_metadata::fetch(ctx, service_account, audience.as_deref(), scopes.as_deref(), format.as_deref(), hops).await,
+            SourceConfig::ServiceAccountKey {
+                key_file,
+                target_audience,
+                scopes,
+            } => sa_key::fetch(ctx, key_file, target_audience.as_deref(), scopes.as_deref(), hops).await,
+            SourceConfig::Impersonate {
+                service_account,
+                audience,
+                scopes,
+                delegates,
+                include_email,
+                lifetime_seconds,
+                caller,
+            } => {
+                let caller_token = match caller {
+                    Some(c) => fetch(c, ctx, hops).await?,
+                    None => {
+                        let scopes = [impersonate::CLOUD_PLATFORM.to_owned()];
+                        gce_metadata::fetch(ctx, "default", None, Some(&scopes), None, hops).await?
+                    }
+                };
+                let Credential::GoogleAccessToken(caller_token) = caller_token else {
+                    return Err(BrokerError::new(
+                        crate::ErrorKind::InvalidConfiguration,
+                        "impersonate",
+                        "the caller source must yield a Google access token",
+                    ));
+                };
+                let req = impersonate::Request {
+                    service_account,
+                    audience: audience.as_deref(),
+                    scopes: scopes.as_deref(),
+                    delegates,
+                    include_email: *include_email,
+                    lifetime_seconds: *lifetime_seconds,
+                };
+                impersonate::fetch(ctx, &caller_token, &req, hops).await
+            }
+            SourceConfig::OidcFile { path } => oidc_file::fetch(ctx, path, hops).await,
+        }
+    })
+}
+
+/// Reads an error body from a Google API: `google.rpc.Status` or OAuth `{"error",…}`; returns
+/// (code, message) without ever echoing unknown bodies (they may hold tokens).
+pub(crate) fn google_error(body: &str) -> (Option<String>, String) {
+    if let Ok(e) = serde_json::from_str::<idbridge_wire::google::RpcError>(body) {
+        return (Some(e.error.status), e.error.message);
+    }
+    if let Ok(e) = serde_json::from_str::<idbridge_wire::google::OAuthError>(body) {
+        return (Some(e.error), e.error_description.unwrap_or_default());
+    }
+    (None, "unrecognised error body".to_owned())
+}
+
+/// Builds an [`idbridge_core::IdToken`] from a JWT string, reading `exp` (unverified: the
+/// consumer of the token verifies it; we only schedule refreshes from it).
+pub(crate) fn id_token_from_jwt(hop: &str, jwt: &str) -> Result<(idbridge_core::IdToken, idbridge_core::jwt::UnverifiedJwt), BrokerError> {
+    let parsed = idbridge_core::jwt::UnverifiedJwt::parse(jwt)
+        .map_err(|e| BrokerError::new(crate::ErrorKind::Protocol, hop, format!("the ID token received is unreadable: {e}")))?;
+    let exp = parsed
+        .exp()
+        .and_then(|e| time::OffsetDateTime::from_unix_timestamp(e).ok())
+        .ok_or_else(|| BrokerError::new(crate::ErrorKind::Protocol, hop, "the ID token received has no integer `exp`"))?;
+    Ok((
+        idbridge_core::IdToken {
+            token: jwt.trim().into(),
+            expires_at: exp,
+        },
+        parsed,
+    ))
+}
+
+/// A short description of an ID token's identity for reports: `sub` (and email, aud).
+pub(crate) fn describe_claims(jwt: &idbridge_core::jwt::UnverifiedJwt) -> String {
+    let mut parts = Vec::new();
+    if let Some(e) = jwt.str_claim("email") {
+        parts.push(e.to_owned());
+    }
+    if let Some(s) = jwt.str_claim("sub") {
+        parts.push(format!("sub={s}"));
+    }
+    match jwt.claims.get("aud") {
+        Some(serde_json::Value::String(a)) => parts.push(format!("aud={a}")),
+        Some(serde_json::Value::Array(a)) => parts.push(format!(
+            "aud={}",
+            a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(",")
+        )),
+        _ => {}
+    }
+    parts.join(" ")
+}

@@ -1,0 +1,99 @@
+//! Source `impersonate`: IAM Credentials `generateIdToken` / `generateAccessToken`.
+//!
+//! `POST {iamcredentials}/v1/projects/-/serviceAccounts/{sa}:generateIdToken` with
+//! `Authorization: Bearer <caller access token>` and `{"audience","delegates","includeEmail"}`;
+//! or `:generateAccessToken` with `{"scope":[…],"lifetime":"3600s","delegates"}`. The caller
+//! needs `roles/iam.serviceAccountTokenCreator` on the target (and on each delegate in turn).
+//! The base URL comes from `endpoints.google_iamcredentials`, then
+//! `IDBRIDGE_GOOGLE_IAMCREDENTIALS_URL`, then `https://iamcredentials.googleapis.com`.
+
+use idbridge_core::{Credential, GoogleAccessToken};
+use idbridge_wire::google::{GenerateAccessTokenRequest, GenerateAccessTokenResponse, GenerateIdTokenRequest, GenerateIdTokenResponse};
+use tokio::time::Instant;
+
+use super::gce_metadata::urlencode;
+use crate::{BrokerError, Context, ErrorKind, HopReport};
+
+const HOP: &str = "impersonate";
+/// The scope a caller needs to call IAM Credentials.
+pub const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
+
+/// What to ask for.
+#[derive(Debug)]
+pub struct Request<'a> {
+    /// Target account.
+    pub service_account: &'a str,
+    /// ID-token audience.
+    pub audience: Option<&'a str>,
+    /// Access-token scopes.
+    pub scopes: Option<&'a [String]>,
+    /// Delegation chain (emails).
+    pub delegates: &'a [String],
+    /// `includeEmail`.
+    pub include_email: bool,
+    /// Access-token lifetime.
+    pub lifetime_seconds: Option<u32>,
+}
+
+/// Calls IAM Credentials as `caller`.
+pub async fn fetch(ctx: &Context, caller: &GoogleAccessToken, req: &Request<'_>, hops: &mut Vec<HopReport>) -> Result<Credential, BrokerError> {
+    let started = Instant::now();
+    let delegates: Option<Vec<String>> = (!req.delegates.is_empty()).then(|| {
+        req.delegates
+            .iter()
+            .map(|d| format!("projects/-/serviceAccounts/{d}"))
+            .collect()
+    });
+    let method = if req.audience.is_some() { "generateIdToken" } else { "generateAccessToken" };
+    let url = format!(
+        "{}/v1/projects/-/serviceAccounts/{}:{method}",
+        ctx.endpoints.google_iamcredentials,
+        urlencode(req.service_account)
+    );
+    let body = match req.audience {
+        Some(aud) => serde_json::to_value(GenerateIdTokenRequest {
+            audience: aud.to_owned(),
+            delegates,
+            include_email: Some(req.include_email),
+        }),
+        None => serde_json::to_value(GenerateAccessTokenRequest {
+            delegates,
+            scope: req.scopes.unwrap_or_default().to_vec(),
+            lifetime: req.lifetime_seconds.map(|s| format!("{s}s")),
+        }),
+    }
+    .map_err(|e| BrokerError::new(ErrorKind::InvalidConfiguration, HOP, e.to_string()))?;
+    let resp = ctx
+        .http
+        .post(&url)
+        .bearer_auth(caller.token.expose_secret())
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| BrokerError::from_http(HOP, &url, &e))?;
+    let status = resp.status().as_u16();
+    let text = zeroize::Zeroizing::new(resp.text().await.map_err(|e| BrokerError::from_http(HOP, &url, &e))?);
+    if status != 200 {
+        let (code, msg) = super::google_error(&text);
+        let who = caller.principal.as_deref().unwrap_or("the caller");
+        return Err(BrokerError::from_status(HOP, status, code, format!("{msg} (as {who} on {})", req.service_account)));
+    }
+    if req.audience.is_some() {
+        let parsed: GenerateIdTokenResponse = serde_json::from_str(&text)
+            .map_err(|_| BrokerError::new(ErrorKind::Protocol, HOP, format!("unparsable generateIdToken response from {url}")))?;
+        let (tok, claims) = super::id_token_from_jwt(HOP, &parsed.token)?;
+        hops.push(HopReport::new(HOP, url, format!("ID token: {}", super::describe_claims(&claims)), Some(tok.expires_at), started));
+        return Ok(Credential::IdToken(tok));
+    }
+    let parsed: GenerateAccessTokenResponse = serde_json::from_str(&text)
+        .map_err(|_| BrokerError::new(ErrorKind::Protocol, HOP, format!("unparsable generateAccessToken response from {url}")))?;
+    let expires_at = idbridge_core::timefmt::parse_rfc3339(&parsed.expire_time)
+        .ok_or_else(|| BrokerError::new(ErrorKind::Protocol, HOP, "unparsable expireTime"))?;
+    hops.push(HopReport::new(HOP, url, format!("access token: {}", req.service_account), Some(expires_at), started));
+    Ok(Credential::GoogleAccessToken(GoogleAccessToken {
+        token: parsed.access_token.into(),
+        expires_at,
+        principal: Some(req.service_account.to_owned()),
+        scopes: req.scopes.unwrap_or_default().to_vec(),
+    }))
+}

@@ -1,0 +1,139 @@
+//! Source `service-account-key`: a Google service-account JSON key (seed 004).
+//!
+//! 1. Sign a short-lived assertion with the key (RS256, `kid` = `private_key_id`):
+//!    `{"iss": client_email, "aud": "https://oauth2.googleapis.com/token", "iat", "exp": iat+3600,
+//!    "target_audience": …}` for an ID token, or `"scope": "a b"` for an access token.
+//! 2. `POST` it to the OAuth2 token endpoint with
+//!    `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer`.
+//! 3. Google answers `{"id_token"}` (a Google-signed JWT whose `azp`/`sub` are the account's
+//!    numeric id) or `{"access_token","expires_in"}`.
+//!
+//! Token endpoint precedence: `endpoints.google_oauth2`, `IDBRIDGE_GOOGLE_OAUTH2_URL`, the key
+//! file's `token_uri`, `https://oauth2.googleapis.com/token`. The assertion's `aud` is always
+//! Google's canonical token URL, as Google's own libraries send it.
+
+use std::path::Path;
+
+use idbridge_core::{Credential, GoogleAccessToken, SecretString};
+use idbridge_wire::google::{JWT_BEARER_GRANT, OAUTH2_TOKEN_AUDIENCE, OAuth2TokenResponse, ServiceAccountAssertion};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use crate::{BrokerError, Context, ErrorKind, HopReport};
+
+const HOP: &str = "service-account-key";
+/// Google caps assertion lifetime at one hour.
+const ASSERTION_LIFETIME_SECS: i64 = 3600;
+
+/// The fields of a Google JSON key that idbridge uses.
+#[derive(Deserialize)]
+struct KeyFile {
+    #[serde(rename = "type")]
+    kind: String,
+    private_key_id: String,
+    private_key: SecretString,
+    client_email: String,
+    #[serde(default)]
+    token_uri: Option<String>,
+}
+
+impl std::fmt::Debug for KeyFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyFile").field("client_email", &self.client_email).finish_non_exhaustive()
+    }
+}
+
+async fn read_key(path: &Path) -> Result<KeyFile, BrokerError> {
+    let text = tokio::fs::read(path)
+        .await
+        .map(zeroize::Zeroizing::new)
+        .map_err(|e| BrokerError::new(ErrorKind::Io, HOP, format!("cannot read key file {}: {e}", path.display())))?;
+    let key: KeyFile = serde_json::from_slice(&text).map_err(|e| {
+        // serde_json's message names the field and position, never the value.
+        BrokerError::new(ErrorKind::InvalidConfiguration, HOP, format!("key file {}: not a service-account key: {e}", path.display()))
+    })?;
+    if key.kind != "service_account" {
+        return Err(BrokerError::new(
+            ErrorKind::InvalidConfiguration,
+            HOP,
+            format!("key file {}: field `type` is {:?}, expected \"service_account\"", path.display(), key.kind),
+        ));
+    }
+    Ok(key)
+}
+
+/// Exchanges a signed assertion for an ID token or access token.
+pub async fn fetch(
+    ctx: &Context,
+    key_file: &Path,
+    target_audience: Option<&str>,
+    scopes: Option<&[String]>,
+    hops: &mut Vec<HopReport>,
+) -> Result<Credential, BrokerError> {
+    let started = Instant::now();
+    let key = read_key(key_file).await?;
+    let encoding = EncodingKey::from_rsa_pem(key.private_key.expose_secret().as_bytes()).map_err(|_| {
+        BrokerError::new(
+            ErrorKind::InvalidConfiguration,
+            HOP,
+            format!("key file {}: field `private_key` is not an RSA private key in PEM form", key_file.display()),
+        )
+    })?;
+    let now = ctx.clock.unix();
+    let claims = ServiceAccountAssertion {
+        iss: key.client_email.clone(),
+        aud: OAUTH2_TOKEN_AUDIENCE.to_owned(),
+        iat: now,
+        exp: now + ASSERTION_LIFETIME_SECS,
+        target_audience: target_audience.map(str::to_owned),
+        scope: scopes.map(|s| s.join(" ")),
+        sub: None,
+    };
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(key.private_key_id.clone());
+    let assertion = SecretString::new(
+        jsonwebtoken::encode(&header, &claims, &encoding)
+            .map_err(|e| BrokerError::new(ErrorKind::InvalidConfiguration, HOP, format!("cannot sign assertion: {e}")))?,
+    );
+    let url = ctx
+        .endpoints
+        .google_oauth2
+        .clone()
+        .or(key.token_uri.clone())
+        .unwrap_or_else(|| idbridge_core::env::DEFAULT_GOOGLE_OAUTH2_URL.to_owned());
+    let resp = ctx
+        .http
+        .post(&url)
+        .form(&[("grant_type", JWT_BEARER_GRANT), ("assertion", assertion.expose_secret())])
+        .send()
+        .await
+        .map_err(|e| BrokerError::from_http(HOP, &url, &e))?;
+    let status = resp.status().as_u16();
+    let body = zeroize::Zeroizing::new(resp.text().await.map_err(|e| BrokerError::from_http(HOP, &url, &e))?);
+    if status != 200 {
+        let (code, msg) = super::google_error(&body);
+        return Err(BrokerError::from_status(HOP, status, code, msg));
+    }
+    let parsed: OAuth2TokenResponse = serde_json::from_str(&body)
+        .map_err(|_| BrokerError::new(ErrorKind::Protocol, HOP, format!("unparsable token response from {url}")))?;
+    if target_audience.is_some() {
+        let jwt = parsed
+            .id_token
+            .ok_or_else(|| BrokerError::new(ErrorKind::Protocol, HOP, format!("no id_token in the response from {url}")))?;
+        let (tok, claims) = super::id_token_from_jwt(HOP, &jwt)?;
+        hops.push(HopReport::new(HOP, url, format!("ID token: {}", super::describe_claims(&claims)), Some(tok.expires_at), started));
+        return Ok(Credential::IdToken(tok));
+    }
+    let (Some(token), Some(expires_in)) = (parsed.access_token, parsed.expires_in) else {
+        return Err(BrokerError::new(ErrorKind::Protocol, HOP, format!("no access_token/expires_in in the response from {url}")));
+    };
+    let expires_at = ctx.clock.now() + time::Duration::seconds(expires_in);
+    hops.push(HopReport::new(HOP, url, format!("access token: {}", key.client_email), Some(expires_at), started));
+    Ok(Credential::GoogleAccessToken(GoogleAccessToken {
+        token: token.into(),
+        expires_at,
+        principal: Some(key.client_email),
+        scopes: scopes.unwrap_or_default().to_vec(),
+    }))
+}

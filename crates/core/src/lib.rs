@@ -1,0 +1,22 @@
+//! Shared types of idbridge.
+//!
+//! * [`secret`]: secret newtypes — redacted `Debug`, no `Display`, zeroized on drop, and an
+//!   explicit `expose_secret()` accessor. Every token, key and password idbridge handles lives in
+//!   one of them.
+//! * [`credential`]: the credentials a route produces (AWS session credentials, Google access
+//!   tokens, OIDC ID tokens), each with its expiry.
+//! * [`clock`]: the injectable clock; nothing else in idbridge reads the system time.
+//! * [`env`]: the environment variables idbridge reads, declared once.
+//! * [`jwt`]: reading (never trusting) the claims of a JWT for display and expiry.
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod clock;
+pub mod credential;
+pub mod env;
+pub mod jwt;
+pub mod secret;
+pub mod timefmt;
+
+pub use clock::{Clock, SystemClock};
+pub use credential::{AwsCredentials, Credential, GoogleAccessToken, IdToken};
+pub use secret::SecretString;

@@ -1,0 +1,811 @@
+//! The emulated GCE metadata server of the world's VM.
+//!
+//! Faithful to what google-auth (`default()`, compute and ID-token credentials), Go's
+//! `cloud.google.com/go/compute/metadata` and curl rely on:
+//!
+//! * `GET /` answers 200 with `Metadata-Flavor: Google` even without the request header
+//!   (google-auth's and Go's detection probes).
+//! * Every other request is refused with 403 if it carries `X-Forwarded-For` (checked first) or
+//!   lacks `Metadata-Flavor: Google`; only `GET` (and `HEAD`) is allowed.
+//! * Every response carries `Metadata-Flavor: Google`, `Server: Metadata Server for VM` and a
+//!   `Content-Type` (`application/json` or `application/text`; google-auth reads it
+//!   unconditionally).
+//! * Directories list their entries one per line (subdirectories with a trailing `/`);
+//!   `?recursive=true` returns a JSON tree with camelCase keys as GCE does (`projectId`,
+//!   `serviceAccounts`, …); `?alt=json` renders a leaf or a listing as JSON.
+//! * `instance/service-accounts/{default|email}/token[?scopes=a,b]` issues an access token;
+//!   `…/identity?audience=A[&format=standard|full]` a Google-signed ID token (`email` and the
+//!   `google.compute_engine` block only with `format=full`).
+//!
+//! Without a VM in the world every data path is 404.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use idbridge_wire::gce_metadata::TokenResponse;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::Emulator;
+use crate::google::sign_google_id_token;
+use crate::state::GooglePrincipal;
+use crate::world::{ServiceAccount, Vm};
+
+const FLAVOR: &str = "Metadata-Flavor";
+const TEXT: &str = "application/text";
+const JSON: &str = "application/json";
+/// The universe every emulated VM lives in.
+const UNIVERSE_DOMAIN: &str = "googleapis.com";
+/// `instance_creation_timestamp` of the emulated VM (the world does not say; 2023-11-14T22:13:20Z).
+const VM_CREATION_TIMESTAMP: i64 = 1_700_000_000;
+
+/// The metadata server router for the world's VM.
+pub fn router(state: Arc<Emulator>) -> Router {
+    Router::new().fallback(handle).with_state(state)
+}
+
+async fn handle(
+    State(state): State<Arc<Emulator>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let path = uri.path();
+    if method != Method::GET && method != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
+    }
+    if path == "/" {
+        // Detection probes: no request-header requirement.
+        return text(StatusCode::OK, "computeMetadata/\n");
+    }
+    if headers.contains_key("x-forwarded-for") {
+        return text(
+            StatusCode::FORBIDDEN,
+            "Forbidden: requests carrying X-Forwarded-For are refused by the metadata server.\n",
+        );
+    }
+    if headers.get(FLAVOR).and_then(|v| v.to_str().ok()) != Some("Google") {
+        return text(
+            StatusCode::FORBIDDEN,
+            "Missing required header \"Metadata-Flavor\": \"Google\"",
+        );
+    }
+    let query = Query::parse(uri.query());
+    if path == "/computeMetadata" || path == "/computeMetadata/" {
+        return text(StatusCode::OK, "v1/\n");
+    }
+    let Some(rest) = path
+        .strip_prefix("/computeMetadata/v1")
+        .filter(|r| r.is_empty() || r.starts_with('/'))
+    else {
+        return not_found();
+    };
+    let Some(vm) = &state.world.vm else {
+        return not_found();
+    };
+    let segments: Option<Vec<String>> = rest
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .ok()
+                .map(|c| c.into_owned())
+        })
+        .collect();
+    let Some(segments) = segments else {
+        return not_found();
+    };
+    let tree = tree(&state, vm);
+    let mut node = &tree;
+    for seg in &segments {
+        let Node::Dir(entries) = node else {
+            return not_found();
+        };
+        match entries.iter().find(|e| e.path == *seg) {
+            Some(e) => node = &e.node,
+            None => return not_found(),
+        }
+    }
+    render(&state, vm, node, &query)
+}
+
+/// Query parameters the metadata server understands.
+#[derive(Debug, Default)]
+struct Query {
+    recursive: bool,
+    alt: Option<String>,
+    audience: Option<String>,
+    format: Option<String>,
+    licenses: bool,
+    scopes: Option<String>,
+}
+
+impl Query {
+    fn parse(q: Option<&str>) -> Self {
+        let mut out = Query::default();
+        for (k, v) in url::form_urlencoded::parse(q.unwrap_or_default().as_bytes()) {
+            match &*k {
+                "recursive" => out.recursive = v.eq_ignore_ascii_case("true"),
+                "alt" => out.alt = Some(v.into_owned()),
+                "audience" => out.audience = Some(v.into_owned()),
+                "format" => out.format = Some(v.into_owned()),
+                "licenses" => out.licenses = v.eq_ignore_ascii_case("true"),
+                "scopes" => out.scopes = Some(v.into_owned()),
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// One entry of a metadata directory: its path name and its key in recursive JSON.
+#[derive(Debug)]
+struct Entry {
+    path: String,
+    json: String,
+    node: Node,
+}
+
+#[derive(Debug)]
+enum Node {
+    Dir(Vec<Entry>),
+    /// A text value (JSON string).
+    Text(String),
+    /// A numeric value (text as is, JSON number).
+    Number(String),
+    /// Newline-terminated lines (JSON array).
+    Lines(Vec<String>),
+    /// `…/token`: issues an access token for the account.
+    Token(String),
+    /// `…/identity`: signs an ID token for the account.
+    Identity(String),
+}
+
+/// `numeric-project-id` → `numericProjectId`.
+fn camel(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut upper = false;
+    for c in name.chars() {
+        if c == '-' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn entry(path: &str, node: Node) -> Entry {
+    Entry {
+        path: path.to_owned(),
+        json: camel(path),
+        node,
+    }
+}
+
+fn project_number(state: &Emulator, vm: &Vm) -> String {
+    state
+        .world
+        .project(&vm.project)
+        .map(|p| p.number.clone())
+        .unwrap_or_default()
+}
+
+fn service_account_dir(vm: &Vm, sa: &str) -> Node {
+    Node::Dir(vec![
+        entry("aliases", Node::Lines(vec!["default".to_owned()])),
+        entry("email", Node::Text(sa.to_owned())),
+        entry("identity", Node::Identity(sa.to_owned())),
+        entry("scopes", Node::Lines(vm.scopes.clone())),
+        entry("token", Node::Token(sa.to_owned())),
+    ])
+}
+
+/// The VM's metadata as a tree rooted at `/computeMetadata/v1/`.
+fn tree(state: &Emulator, vm: &Vm) -> Node {
+    let number = project_number(state, vm);
+    let sa = &vm.service_account;
+    let accounts = Node::Dir(vec![
+        Entry {
+            path: "default".to_owned(),
+            json: "default".to_owned(),
+            node: service_account_dir(vm, sa),
+        },
+        Entry {
+            path: sa.clone(),
+            json: sa.clone(),
+            node: service_account_dir(vm, sa),
+        },
+    ]);
+    let instance = Node::Dir(vec![
+        entry("attributes", Node::Dir(Vec::new())),
+        entry(
+            "hostname",
+            Node::Text(format!(
+                "{}.{}.c.{}.internal",
+                vm.instance_name, vm.zone, vm.project
+            )),
+        ),
+        entry("id", Node::Number(vm.instance_id.clone())),
+        entry("name", Node::Text(vm.instance_name.clone())),
+        entry("service-accounts", accounts),
+        entry(
+            "zone",
+            Node::Text(format!("projects/{number}/zones/{}", vm.zone)),
+        ),
+    ]);
+    let project = Node::Dir(vec![
+        entry("attributes", Node::Dir(Vec::new())),
+        entry("numeric-project-id", Node::Number(number)),
+        entry("project-id", Node::Text(vm.project.clone())),
+    ]);
+    let universe = Node::Dir(vec![entry(
+        "universe-domain",
+        Node::Text(UNIVERSE_DOMAIN.to_owned()),
+    )]);
+    Node::Dir(vec![
+        entry("instance", instance),
+        entry("project", project),
+        entry("universe", universe),
+    ])
+}
+
+fn number_json(n: &str) -> Value {
+    n.parse::<u64>()
+        .map(Value::from)
+        .unwrap_or_else(|_| Value::String(n.to_owned()))
+}
+
+/// The recursive JSON of a node (`token` and `identity` are not data and are left out).
+fn to_json(node: &Node) -> Option<Value> {
+    match node {
+        Node::Dir(entries) => {
+            let mut map = Map::new();
+            for e in entries {
+                if let Some(v) = to_json(&e.node) {
+                    map.insert(e.json.clone(), v);
+                }
+            }
+            Some(Value::Object(map))
+        }
+        Node::Text(s) => Some(Value::String(s.clone())),
+        Node::Number(n) => Some(number_json(n)),
+        Node::Lines(lines) => Some(json!(lines)),
+        Node::Token(_) | Node::Identity(_) => None,
+    }
+}
+
+fn render(state: &Emulator, vm: &Vm, node: &Node, q: &Query) -> Response {
+    let alt_json = q.alt.as_deref() == Some("json");
+    match node {
+        Node::Dir(entries) => {
+            if q.recursive {
+                json_value(&to_json(node).unwrap_or_default())
+            } else if alt_json {
+                let names: Vec<String> = entries.iter().map(listing_name).collect();
+                json_value(&json!(names))
+            } else {
+                data(
+                    TEXT,
+                    entries
+                        .iter()
+                        .map(|e| format!("{}\n", listing_name(e)))
+                        .collect(),
+                )
+            }
+        }
+        Node::Text(_) | Node::Number(_) | Node::Lines(_) if alt_json => {
+            json_value(&to_json(node).unwrap_or_default())
+        }
+        Node::Text(s) | Node::Number(s) => data(TEXT, s.clone()),
+        Node::Lines(lines) => data(TEXT, lines.iter().map(|l| format!("{l}\n")).collect()),
+        Node::Token(email) => token(state, vm, email, q),
+        Node::Identity(email) => identity(state, vm, email, q),
+    }
+}
+
+fn listing_name(e: &Entry) -> String {
+    match e.node {
+        Node::Dir(_) => format!("{}/", e.path),
+        _ => e.path.clone(),
+    }
+}
+
+fn token(state: &Emulator, vm: &Vm, email: &str, q: &Query) -> Response {
+    state.bump("metadata.token");
+    let requested: Vec<String> = q
+        .scopes
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let scopes = if requested.is_empty() {
+        vm.scopes.clone()
+    } else {
+        requested
+    };
+    let lifetime = state.world.lifetimes.access_token_seconds;
+    let (access_token, expires_at) = state.issue_google_token(
+        GooglePrincipal::ServiceAccount(email.to_owned()),
+        scopes,
+        lifetime,
+    );
+    let expires_in = (expires_at - state.clock.now()).whole_seconds().max(1);
+    match serde_json::to_vec(&TokenResponse {
+        access_token,
+        expires_in,
+        token_type: "Bearer".to_owned(),
+    }) {
+        Ok(body) => with_headers(StatusCode::OK, JSON, body),
+        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n"),
+    }
+}
+
+fn identity(state: &Emulator, vm: &Vm, email: &str, q: &Query) -> Response {
+    state.bump("metadata.identity");
+    let Some(audience) = q.audience.as_deref().filter(|a| !a.is_empty()) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "non-empty audience parameter required\n",
+        );
+    };
+    let full = match q.format.as_deref() {
+        None | Some("standard") => false,
+        Some("full") => true,
+        Some(_) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "format parameter must be \"standard\" or \"full\"\n",
+            );
+        }
+    };
+    let Some(sa): Option<&ServiceAccount> = state.world.service_account(email) else {
+        return not_found();
+    };
+    let google = full.then(|| {
+        let mut ce = json!({
+            "instance_creation_timestamp": VM_CREATION_TIMESTAMP,
+            "instance_id": vm.instance_id,
+            "instance_name": vm.instance_name,
+            "project_id": vm.project,
+            "project_number": number_json(&project_number(state, vm)),
+            "zone": vm.zone,
+        });
+        if q.licenses {
+            ce["license_id"] = json!([]);
+        }
+        json!({ "compute_engine": ce })
+    });
+    match sign_google_id_token(state, sa, audience, full, google) {
+        Ok(jwt) => with_headers(StatusCode::OK, TEXT, jwt.into_bytes()),
+        Err(e) => {
+            tracing::error!(error = %e, "metadata server could not sign an identity token");
+            text(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n")
+        }
+    }
+}
+
+fn with_headers(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response {
+    let mut resp = (status, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(FLAVOR, HeaderValue::from_static("Google"));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(
+        header::SERVER,
+        HeaderValue::from_static("Metadata Server for VM"),
+    );
+    h.insert("x-xss-protection", HeaderValue::from_static("0"));
+    h.insert(
+        header::X_FRAME_OPTIONS,
+        HeaderValue::from_static("SAMEORIGIN"),
+    );
+    resp
+}
+
+/// A plain-text answer (errors, the ping).
+fn text(status: StatusCode, body: &str) -> Response {
+    with_headers(status, TEXT, body.as_bytes().to_vec())
+}
+
+/// A 200 metadata value, with an `ETag` (a digest of the body) as GCE sends for values.
+fn data(content_type: &'static str, body: String) -> Response {
+    let etag = hex::encode(&Sha256::digest(body.as_bytes())[..8]);
+    let mut resp = with_headers(StatusCode::OK, content_type, body.into_bytes());
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    resp
+}
+
+fn json_value(v: &Value) -> Response {
+    data(JSON, v.to_string())
+}
+
+fn not_found() -> Response {
+    text(StatusCode::NOT_FOUND, "Not Found\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use idbridge_core::jwt::UnverifiedJwt;
+    use jsonwebtoken::{Algorithm, Validation};
+
+    use super::*;
+    use crate::World;
+    use crate::google::test_support::{T0, emulator, emulator_with, send};
+
+    const SA: &str = "psoxy-tenant@saas-tenant.iam.gserviceaccount.com";
+    const SA_ID: &str = "112233445566778899001";
+    const CP: &str = "https://www.googleapis.com/auth/cloud-platform";
+
+    fn md(path: &str) -> Request<Body> {
+        Request::get(path)
+            .header("metadata-flavor", "Google")
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    async fn ok_text(r: &Router, path: &str) -> (String, String) {
+        let (resp, body) = send(r, md(path)).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{path}: {body}");
+        assert_eq!(resp.headers()["metadata-flavor"], "Google");
+        let ct = resp.headers()["content-type"].to_str().unwrap().to_owned();
+        (ct, body)
+    }
+
+    #[tokio::test]
+    async fn ping_needs_no_header() {
+        let (emu, _) = emulator();
+        let r = router(emu);
+        let (resp, _) = send(&r, Request::get("/").body(Body::empty()).unwrap()).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["metadata-flavor"], "Google");
+        assert!(resp.headers().contains_key("content-type"));
+    }
+
+    #[tokio::test]
+    async fn header_rules() {
+        let (emu, _) = emulator();
+        let r = router(emu);
+        let path = "/computeMetadata/v1/project/project-id";
+        let (resp, body) = send(&r, Request::get(path).body(Body::empty()).unwrap()).await;
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            body,
+            "Missing required header \"Metadata-Flavor\": \"Google\""
+        );
+        assert_eq!(resp.headers()["metadata-flavor"], "Google");
+
+        let req = Request::get(path)
+            .header("Metadata-Flavor", "google")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(send(&r, req).await.0.status(), StatusCode::FORBIDDEN);
+
+        let req = Request::get(path)
+            .header("Metadata-Flavor", "Google")
+            .header("X-Forwarded-For", "10.0.0.1")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(send(&r, req).await.0.status(), StatusCode::FORBIDDEN);
+
+        let req = Request::post(path)
+            .header("Metadata-Flavor", "Google")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(
+            send(&r, req).await.0.status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+
+        // Header names are case-insensitive.
+        let req = Request::get(path)
+            .header("METADATA-FLAVOR", "Google")
+            .body(Body::empty())
+            .unwrap();
+        let (resp, body) = send(&r, req).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(body, "saas-tenant");
+        assert_eq!(resp.headers()["server"], "Metadata Server for VM");
+    }
+
+    #[tokio::test]
+    async fn token_for_default_and_by_email() {
+        let (emu, _) = emulator();
+        let r = router(emu.clone());
+        for sa in ["default", SA] {
+            let (ct, body) = ok_text(
+                &r,
+                &format!("/computeMetadata/v1/instance/service-accounts/{sa}/token"),
+            )
+            .await;
+            assert_eq!(ct, "application/json");
+            let t: TokenResponse = serde_json::from_str(&body).unwrap();
+            assert_eq!(t.token_type, "Bearer");
+            assert_eq!(t.expires_in, 3600);
+            let issued = emu.google_token(&t.access_token).unwrap();
+            assert_eq!(
+                issued.principal,
+                GooglePrincipal::ServiceAccount(SA.to_owned())
+            );
+            assert_eq!(issued.scopes, vec![CP.to_owned()]);
+        }
+        let (_, body) = ok_text(
+            &r,
+            "/computeMetadata/v1/instance/service-accounts/default/token?scopes=https%3A%2F%2Fwww.googleapis.com%2Fauth%2Fa,b",
+        )
+        .await;
+        let t: TokenResponse = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            emu.google_token(&t.access_token).unwrap().scopes,
+            vec![
+                "https://www.googleapis.com/auth/a".to_owned(),
+                "b".to_owned()
+            ]
+        );
+        assert_eq!(emu.count("metadata.token"), 3);
+    }
+
+    #[tokio::test]
+    async fn identity_standard_and_full() {
+        let (emu, _) = emulator();
+        let r = router(emu.clone());
+        let mut v = Validation::new(Algorithm::RS256);
+        v.set_audience(&["https://my-audience.example"]);
+        v.set_issuer(&["https://accounts.google.com"]);
+        v.validate_exp = false;
+
+        let (ct, jwt) = ok_text(
+            &r,
+            "/computeMetadata/v1/instance/service-accounts/default/identity?audience=https%3A%2F%2Fmy-audience.example",
+        )
+        .await;
+        assert_eq!(ct, "application/text");
+        let c = jsonwebtoken::decode::<Value>(&jwt, emu.google_key.decoding_key(), &v)
+            .unwrap()
+            .claims;
+        assert_eq!(c["sub"], SA_ID);
+        assert_eq!(c["azp"], SA_ID);
+        assert_eq!(c["iat"], T0);
+        assert_eq!(c["exp"], T0 + 3600);
+        assert!(c.get("email").is_none());
+        assert!(c.get("google").is_none());
+
+        let (_, jwt) = ok_text(
+            &r,
+            &format!(
+                "/computeMetadata/v1/instance/service-accounts/{SA}/identity?audience=https%3A%2F%2Fmy-audience.example&format=full&licenses=TRUE"
+            ),
+        )
+        .await;
+        let c = jsonwebtoken::decode::<Value>(&jwt, emu.google_key.decoding_key(), &v)
+            .unwrap()
+            .claims;
+        assert_eq!(c["email"], SA);
+        assert_eq!(c["email_verified"], true);
+        let ce = &c["google"]["compute_engine"];
+        assert_eq!(ce["instance_id"], "4520031799277581759");
+        assert_eq!(ce["instance_name"], "tenant-worker-1");
+        assert_eq!(ce["project_id"], "saas-tenant");
+        assert_eq!(ce["project_number"], 314_159_265_358u64);
+        assert_eq!(ce["zone"], "us-central1-b");
+        assert!(ce["instance_creation_timestamp"].is_number());
+        assert_eq!(emu.count("metadata.identity"), 2);
+
+        for bad in [
+            "/computeMetadata/v1/instance/service-accounts/default/identity",
+            "/computeMetadata/v1/instance/service-accounts/default/identity?audience=",
+            "/computeMetadata/v1/instance/service-accounts/default/identity?audience=a&format=weird",
+        ] {
+            let (resp, body) = send(&r, md(bad)).await;
+            assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{bad}");
+            assert!(resp.headers().contains_key("content-type"));
+            if !bad.contains("format") {
+                assert!(body.contains("non-empty audience parameter required"));
+            }
+        }
+        // Expiry is readable without verification, as google-auth does.
+        assert!(UnverifiedJwt::parse(&jwt).unwrap().exp().is_some());
+    }
+
+    #[tokio::test]
+    async fn service_account_info_and_leaves() {
+        let (emu, _) = emulator();
+        let r = router(emu);
+        let (ct, body) = ok_text(
+            &r,
+            "/computeMetadata/v1/instance/service-accounts/default/?recursive=true",
+        )
+        .await;
+        assert_eq!(ct, "application/json");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v,
+            json!({"aliases": ["default"], "email": SA, "scopes": [CP]})
+        );
+        let _: idbridge_wire::gce_metadata::ServiceAccountInfo = serde_json::from_value(v).unwrap();
+
+        let (ct, body) =
+            ok_text(&r, "/computeMetadata/v1/instance/service-accounts/default/").await;
+        assert_eq!(ct, "application/text");
+        assert_eq!(body, "aliases\nemail\nidentity\nscopes\ntoken\n");
+
+        let (_, body) = ok_text(&r, "/computeMetadata/v1/instance/service-accounts/").await;
+        assert_eq!(body, format!("default/\n{SA}/\n"));
+        let (_, body) = ok_text(
+            &r,
+            "/computeMetadata/v1/instance/service-accounts/?recursive=true",
+        )
+        .await;
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["default"]["email"], SA);
+        assert_eq!(v[SA]["email"], SA);
+
+        assert_eq!(
+            ok_text(
+                &r,
+                "/computeMetadata/v1/instance/service-accounts/default/email"
+            )
+            .await
+            .1,
+            SA
+        );
+        assert_eq!(
+            ok_text(
+                &r,
+                "/computeMetadata/v1/instance/service-accounts/default/scopes"
+            )
+            .await
+            .1,
+            format!("{CP}\n")
+        );
+        assert_eq!(
+            ok_text(
+                &r,
+                "/computeMetadata/v1/instance/service-accounts/default/aliases"
+            )
+            .await
+            .1,
+            "default\n"
+        );
+        let email_path = "/computeMetadata/v1/instance/service-accounts/psoxy-tenant%40saas-tenant.iam.gserviceaccount.com/email";
+        assert_eq!(ok_text(&r, email_path).await.1, SA);
+        let (ct, body) = ok_text(
+            &r,
+            "/computeMetadata/v1/instance/service-accounts/default/scopes?alt=json",
+        )
+        .await;
+        assert_eq!(ct, "application/json");
+        assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), json!([CP]));
+    }
+
+    #[tokio::test]
+    async fn project_instance_and_trees() {
+        let (emu, _) = emulator();
+        let r = router(emu);
+        assert_eq!(
+            ok_text(&r, "/computeMetadata/v1/project/project-id")
+                .await
+                .1,
+            "saas-tenant"
+        );
+        assert_eq!(
+            ok_text(&r, "/computeMetadata/v1/project/numeric-project-id")
+                .await
+                .1,
+            "314159265358"
+        );
+        assert_eq!(
+            ok_text(&r, "/computeMetadata/v1/instance/id").await.1,
+            "4520031799277581759"
+        );
+        assert_eq!(
+            ok_text(&r, "/computeMetadata/v1/instance/name").await.1,
+            "tenant-worker-1"
+        );
+        assert_eq!(
+            ok_text(&r, "/computeMetadata/v1/instance/zone").await.1,
+            "projects/314159265358/zones/us-central1-b"
+        );
+        assert_eq!(
+            ok_text(&r, "/computeMetadata/v1/instance/hostname").await.1,
+            "tenant-worker-1.us-central1-b.c.saas-tenant.internal"
+        );
+        assert_eq!(
+            ok_text(&r, "/computeMetadata/v1/universe/universe-domain")
+                .await
+                .1,
+            "googleapis.com"
+        );
+        assert_eq!(
+            ok_text(&r, "/computeMetadata/v1/").await.1,
+            "instance/\nproject/\nuniverse/\n"
+        );
+
+        let (ct, body) = ok_text(&r, "/computeMetadata/v1/?recursive=true").await;
+        assert_eq!(ct, "application/json");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["project"]["projectId"], "saas-tenant");
+        assert_eq!(v["project"]["numericProjectId"], 314_159_265_358u64);
+        assert_eq!(v["instance"]["serviceAccounts"]["default"]["email"], SA);
+        assert_eq!(v["instance"]["id"], 4_520_031_799_277_581_759u64);
+        assert_eq!(v["universe"]["universeDomain"], "googleapis.com");
+        assert!(
+            v["instance"]["serviceAccounts"]["default"]
+                .get("token")
+                .is_none()
+        );
+
+        let (_, body) = ok_text(&r, "/computeMetadata/v1/instance/?recursive=true").await;
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["zone"], "projects/314159265358/zones/us-central1-b");
+        let (_, body) = ok_text(&r, "/computeMetadata/v1/project/?recursive=true").await;
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v,
+            json!({"attributes": {}, "numericProjectId": 314_159_265_358u64, "projectId": "saas-tenant"})
+        );
+    }
+
+    #[tokio::test]
+    async fn not_found_paths() {
+        let (emu, _) = emulator();
+        let r = router(emu);
+        for path in [
+            "/computeMetadata/v1/instance/service-accounts/nobody@x.iam.gserviceaccount.com/token",
+            "/computeMetadata/v1/instance/service-accounts/myapp@gcp-project.iam.gserviceaccount.com/email",
+            "/computeMetadata/v1/instance/nothing",
+            "/computeMetadata/v1/project/project-id/deeper",
+            "/computeMetadata/v2/",
+            "/latest/meta-data/",
+        ] {
+            let (resp, body) = send(&r, md(path)).await;
+            assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{path}");
+            assert!(!body.contains('<'), "{path}: {body}");
+            assert!(resp.headers().contains_key("content-type"));
+            assert_eq!(resp.headers()["metadata-flavor"], "Google");
+        }
+    }
+
+    #[tokio::test]
+    async fn no_vm_means_no_data() {
+        let world = World::from_str_at(
+            "[[project]]\nid = \"p\"\nnumber = \"1\"\n",
+            "novm.toml",
+            None,
+        )
+        .unwrap();
+        let (emu, _) = emulator_with(world);
+        let r = router(emu);
+        assert_eq!(
+            send(&r, Request::get("/").body(Body::empty()).unwrap())
+                .await
+                .0
+                .status(),
+            StatusCode::OK
+        );
+        for path in [
+            "/computeMetadata/v1/",
+            "/computeMetadata/v1/project/project-id",
+            "/computeMetadata/v1/instance/service-accounts/default/token",
+        ] {
+            assert_eq!(
+                send(&r, md(path)).await.0.status(),
+                StatusCode::NOT_FOUND,
+                "{path}"
+            );
+        }
+    }
+}

@@ -1,0 +1,962 @@
+//! IAM Credentials `generateIdToken` and `generateAccessToken`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use idbridge_core::timefmt::rfc3339_seconds;
+use idbridge_wire::google::{
+    GenerateAccessTokenRequest, GenerateAccessTokenResponse, GenerateIdTokenRequest,
+    GenerateIdTokenResponse,
+};
+use serde_json::{Value, json};
+
+use super::{json_response, rpc_error, sign_google_id_token, signing_failed};
+use crate::Emulator;
+use crate::state::{GooglePrincipal, GoogleToken};
+use crate::world::ServiceAccount;
+
+/// Longest `generateAccessToken` lifetime without the org-policy extension.
+const MAX_ACCESS_TOKEN_SECONDS: i64 = 3600;
+/// Scopes that let a caller's token use the IAM Credentials API.
+const API_SCOPES: [&str; 2] = [
+    "https://www.googleapis.com/auth/cloud-platform",
+    "https://www.googleapis.com/auth/iam",
+];
+const RESOURCE_PREFIX: &str = "projects/-/serviceAccounts/";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    IdToken,
+    AccessToken,
+}
+
+impl Method {
+    fn permission(self) -> &'static str {
+        match self {
+            Method::IdToken => "iam.serviceAccounts.getOpenIdToken",
+            Method::AccessToken => "iam.serviceAccounts.getAccessToken",
+        }
+    }
+
+    fn rpc_name(self) -> &'static str {
+        match self {
+            Method::IdToken => "google.iam.credentials.v1.IAMCredentials.GenerateIdToken",
+            Method::AccessToken => "google.iam.credentials.v1.IAMCredentials.GenerateAccessToken",
+        }
+    }
+}
+
+/// Whether the IAM member `member` (as written in a binding) designates `principal`.
+///
+/// * `serviceAccount:<email>` matches that service account.
+/// * `principal://iam.googleapis.com/…/subject/<s>` matches the federated principal with exactly
+///   that identifier.
+/// * `principalSet://iam.googleapis.com/<pool>/attribute.<name>/<value>` matches a federated
+///   principal of `<pool>` (`projects/N/locations/global/workloadIdentityPools/P`, or a
+///   workforce pool) whose attribute `attribute.<name>` (or `<name>`) equals `<value>`; values may
+///   contain `/`.
+/// * `principalSet://…/<pool>/group/<g>` matches when `google.groups` (a JSON array or a
+///   comma-separated list) contains `<g>`.
+/// * `principalSet://…/<pool>/*` matches every principal of the pool.
+///
+/// Anything else (`user:`, `group:`, `allUsers`, malformed members) matches nothing.
+pub fn member_matches(member: &str, principal: &GooglePrincipal) -> bool {
+    match principal {
+        GooglePrincipal::ServiceAccount(email) => member
+            .strip_prefix("serviceAccount:")
+            .is_some_and(|m| m.eq_ignore_ascii_case(email)),
+        GooglePrincipal::Federated {
+            principal,
+            attributes,
+        } => {
+            if member.starts_with("principal://") {
+                return member == principal;
+            }
+            let Some(set) = member.strip_prefix("principalSet://") else {
+                return false;
+            };
+            let Some((pool, selector)) = split_pool(set) else {
+                return false;
+            };
+            let Some(subject_part) = principal
+                .strip_prefix("principal://")
+                .and_then(|p| p.strip_prefix(pool))
+            else {
+                return false;
+            };
+            if !subject_part.starts_with("/subject/") {
+                return false;
+            }
+            if selector == "*" {
+                return true;
+            }
+            if let Some(group) = selector.strip_prefix("group/") {
+                return attributes
+                    .get("google.groups")
+                    .is_some_and(|groups| group_list(groups).iter().any(|g| g == group));
+            }
+            if let Some(rest) = selector.strip_prefix("attribute.") {
+                let Some((name, value)) = rest.split_once('/') else {
+                    return false;
+                };
+                let actual = attributes
+                    .get(&format!("attribute.{name}"))
+                    .or_else(|| attributes.get(name));
+                return actual.is_some_and(|a| a == value);
+            }
+            false
+        }
+    }
+}
+
+/// Splits `iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/P/<selector>`
+/// into the pool part (through `P`) and the selector.
+fn split_pool(set: &str) -> Option<(&str, &str)> {
+    let marker = ["/workloadIdentityPools/", "/workforcePools/"]
+        .iter()
+        .find_map(|m| set.find(m).map(|i| i + m.len()))?;
+    let slash = set[marker..].find('/')? + marker;
+    let (pool, selector) = (&set[..slash], &set[slash + 1..]);
+    (!pool[marker..].is_empty() && !selector.is_empty()).then_some((pool, selector))
+}
+
+fn group_list(groups: &str) -> Vec<String> {
+    if groups.trim_start().starts_with('[') {
+        serde_json::from_str::<Vec<String>>(groups).unwrap_or_default()
+    } else {
+        groups.split(',').map(|g| g.trim().to_owned()).collect()
+    }
+}
+
+/// `POST /v1/projects/{project}/serviceAccounts/{sa}:{method}`.
+pub(super) async fn call(
+    State(state): State<Arc<Emulator>>,
+    Path((project, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let method = match name.rsplit_once(':') {
+        Some((_, "generateIdToken")) => Method::IdToken,
+        Some((_, "generateAccessToken")) => Method::AccessToken,
+        Some((_, other @ ("signBlob" | "signJwt"))) => {
+            return rpc_error(
+                StatusCode::NOT_IMPLEMENTED,
+                "UNIMPLEMENTED",
+                format!("Method {other} is not implemented by the idbridge emulator."),
+                Vec::new(),
+            );
+        }
+        _ => {
+            return rpc_error(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                "Method not found.",
+                Vec::new(),
+            );
+        }
+    };
+    let sa_name = name.rsplit_once(':').map(|(sa, _)| sa).unwrap_or_default();
+    state.bump(match method {
+        Method::IdToken => "google.iamcredentials.generateIdToken",
+        Method::AccessToken => "google.iamcredentials.generateAccessToken",
+    });
+
+    let caller = match authenticate(&state, &headers) {
+        Ok(t) => t,
+        Err(resp) => return *resp,
+    };
+    if !caller.scopes.is_empty()
+        && !caller
+            .scopes
+            .iter()
+            .any(|s| API_SCOPES.contains(&s.as_str()))
+    {
+        return insufficient_scopes(method);
+    }
+    if project != "-" {
+        return invalid_argument(format!(
+            "Invalid resource name projects/{project}/serviceAccounts/{sa_name}: the project must be the wildcard '-'."
+        ));
+    }
+    let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => return invalid_argument("Invalid JSON payload received. Expected a JSON object."),
+        }
+    };
+
+    match method {
+        Method::IdToken => generate_id_token(&state, sa_name, &caller, body),
+        Method::AccessToken => generate_access_token(&state, sa_name, &caller, body),
+    }
+}
+
+fn generate_id_token(
+    state: &Emulator,
+    sa_name: &str,
+    caller: &GoogleToken,
+    mut body: Value,
+) -> Response {
+    if let Some(obj) = body.as_object_mut() {
+        obj.entry("audience")
+            .or_insert_with(|| Value::String(String::new()));
+    }
+    let req: GenerateIdTokenRequest = match serde_json::from_value(body) {
+        Ok(r) => r,
+        Err(e) => return invalid_argument(format!("Invalid JSON payload received. {e}")),
+    };
+    if req.audience.is_empty() {
+        return invalid_argument("Audience is required and must not be empty.");
+    }
+    let target = match authorize(
+        state,
+        sa_name,
+        req.delegates.as_deref(),
+        caller,
+        Method::IdToken,
+    ) {
+        Ok(t) => t,
+        Err(resp) => return *resp,
+    };
+    match sign_google_id_token(
+        state,
+        target,
+        &req.audience,
+        req.include_email.unwrap_or(false),
+        None,
+    ) {
+        Ok(token) => json_response(StatusCode::OK, &GenerateIdTokenResponse { token }),
+        Err(e) => signing_failed(&e),
+    }
+}
+
+fn generate_access_token(
+    state: &Emulator,
+    sa_name: &str,
+    caller: &GoogleToken,
+    body: Value,
+) -> Response {
+    let req: GenerateAccessTokenRequest = match serde_json::from_value(body) {
+        Ok(r) => r,
+        Err(e) => return invalid_argument(format!("Invalid JSON payload received. {e}")),
+    };
+    let scopes: Vec<String> = req
+        .scope
+        .iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if scopes.is_empty() || scopes.len() != req.scope.len() {
+        return invalid_argument("Scope is required: give at least one non-empty OAuth scope.");
+    }
+    let lifetime = match req.lifetime.as_deref().map(parse_duration) {
+        None => MAX_ACCESS_TOKEN_SECONDS,
+        Some(Some(secs)) if (1..=MAX_ACCESS_TOKEN_SECONDS).contains(&secs) => secs,
+        Some(Some(secs)) => {
+            return invalid_argument(format!(
+                "The lifetime requested ({secs}s) must be between 1s and {MAX_ACCESS_TOKEN_SECONDS}s; longer lifetimes need the org-policy constraint constraints/iam.allowServiceAccountCredentialLifetimeExtension."
+            ));
+        }
+        Some(None) => {
+            return invalid_argument(
+                "Invalid value for lifetime: expected a duration such as \"3600s\".",
+            );
+        }
+    };
+    let target = match authorize(
+        state,
+        sa_name,
+        req.delegates.as_deref(),
+        caller,
+        Method::AccessToken,
+    ) {
+        Ok(t) => t,
+        Err(resp) => return *resp,
+    };
+    let (access_token, expires_at) = state.issue_google_token(
+        GooglePrincipal::ServiceAccount(target.email.clone()),
+        scopes,
+        lifetime,
+    );
+    json_response(
+        StatusCode::OK,
+        &GenerateAccessTokenResponse {
+            access_token,
+            expire_time: rfc3339_seconds(expires_at),
+        },
+    )
+}
+
+/// A protobuf JSON duration (`"3600s"`, `"1.5s"`), whole seconds (fractions truncated).
+fn parse_duration(s: &str) -> Option<i64> {
+    let num = s.strip_suffix('s')?;
+    let (whole, frac) = num.split_once('.').unwrap_or((num, ""));
+    if whole.is_empty()
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    whole.parse().ok()
+}
+
+/// The caller's live token from `Authorization: Bearer`.
+fn authenticate(state: &Emulator, headers: &HeaderMap) -> Result<GoogleToken, Box<Response>> {
+    let Some(auth) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Err(Box::new(unauthenticated(
+            "Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.",
+            "CREDENTIALS_MISSING",
+        )));
+    };
+    let token = auth
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
+    match token.and_then(|t| state.google_token(t)) {
+        Some(t) => Ok(t),
+        None => Err(Box::new(unauthenticated(
+            "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.",
+            "ACCESS_TOKEN_TYPE_UNSUPPORTED",
+        ))),
+    }
+}
+
+fn unauthenticated(message: &str, reason: &str) -> Response {
+    let mut resp = rpc_error(
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHENTICATED",
+        message,
+        vec![json!({
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": reason,
+            "domain": "googleapis.com",
+            "metadata": {"service": "iamcredentials.googleapis.com"},
+        })],
+    );
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"https://accounts.google.com/\""),
+    );
+    resp
+}
+
+fn insufficient_scopes(method: Method) -> Response {
+    rpc_error(
+        StatusCode::FORBIDDEN,
+        "PERMISSION_DENIED",
+        "Request had insufficient authentication scopes.",
+        vec![json!({
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": "ACCESS_TOKEN_SCOPE_INSUFFICIENT",
+            "domain": "googleapis.com",
+            "metadata": {"service": "iamcredentials.googleapis.com", "method": method.rpc_name()},
+        })],
+    )
+}
+
+fn invalid_argument(message: impl Into<String>) -> Response {
+    rpc_error(
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        message,
+        Vec::new(),
+    )
+}
+
+fn not_found(sa: &str) -> Response {
+    rpc_error(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        format!("Not found; Gaia id not found for email {sa}"),
+        Vec::new(),
+    )
+}
+
+fn permission_denied(method: Method) -> Response {
+    let permission = method.permission();
+    rpc_error(
+        StatusCode::FORBIDDEN,
+        "PERMISSION_DENIED",
+        format!("Permission '{permission}' denied on resource (or it may not exist)."),
+        vec![json!({
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": "IAM_PERMISSION_DENIED",
+            "domain": "iam.googleapis.com",
+            "metadata": {"permission": permission},
+        })],
+    )
+}
+
+/// Resolves the target and every delegate, and checks each hop of caller → delegates → target.
+fn authorize<'w>(
+    state: &'w Emulator,
+    sa_name: &str,
+    delegates: Option<&[String]>,
+    caller: &GoogleToken,
+    method: Method,
+) -> Result<&'w ServiceAccount, Box<Response>> {
+    let Some(target) = state.world.service_account(sa_name) else {
+        return Err(Box::new(not_found(sa_name)));
+    };
+    let mut chain = Vec::new();
+    for d in delegates.unwrap_or_default() {
+        let name = match d.strip_prefix(RESOURCE_PREFIX) {
+            Some(n) => n,
+            None if d.starts_with("projects/") => {
+                return Err(Box::new(invalid_argument(format!(
+                    "Invalid delegate {d}: expected projects/-/serviceAccounts/{{ACCOUNT_EMAIL_OR_UNIQUEID}}."
+                ))));
+            }
+            None => d.as_str(),
+        };
+        match state.world.service_account(name) {
+            Some(sa) => chain.push(sa),
+            None => return Err(Box::new(not_found(name))),
+        }
+    }
+    chain.push(target);
+
+    let mut principal = caller.principal.clone();
+    for account in chain {
+        if !has_grant(account, &principal) {
+            tracing::debug!(account = %account.email, "IAM Credentials: permission denied");
+            return Err(Box::new(permission_denied(method)));
+        }
+        principal = GooglePrincipal::ServiceAccount(account.email.clone());
+    }
+    Ok(target)
+}
+
+/// Whether `principal` holds a role with the token-minting permissions on `account`
+/// (`roles/iam.serviceAccountTokenCreator` or `roles/iam.workloadIdentityUser`).
+fn has_grant(account: &ServiceAccount, principal: &GooglePrincipal) -> bool {
+    account
+        .token_creators
+        .iter()
+        .chain(&account.workload_identity_users)
+        .any(|m| member_matches(m, principal))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use axum::body::Body;
+    use axum::http::Request;
+
+    use super::*;
+    use crate::World;
+    use crate::google::router;
+    use crate::google::test_support::{T0, emulator, emulator_with, send};
+
+    const VM_SA: &str = "psoxy-tenant@saas-tenant.iam.gserviceaccount.com";
+    const MYAPP: &str = "myapp@gcp-project.iam.gserviceaccount.com";
+    const MYAPP_ID: &str = "100367186111111111111";
+    const AWS_CALLER: &str = "aws-caller@aws-bridge-prod.iam.gserviceaccount.com";
+    const POOL: &str =
+        "iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/aws-pool";
+
+    /// A VM token obtained from the metadata router, as a workload would.
+    async fn vm_token(emu: &Arc<Emulator>) -> String {
+        let md = crate::gce_metadata::router(emu.clone());
+        let req = Request::get("/computeMetadata/v1/instance/service-accounts/default/token")
+            .header("Metadata-Flavor", "Google")
+            .body(Body::empty())
+            .unwrap();
+        let (resp, body) = send(&md, req).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["access_token"].as_str().unwrap().to_owned()
+    }
+
+    async fn post(
+        r: &axum::Router,
+        path: &str,
+        bearer: Option<&str>,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::post(path).header("content-type", "application/json");
+        if let Some(b) = bearer {
+            req = req.header("authorization", format!("Bearer {b}"));
+        }
+        let (resp, text) = send(r, req.body(Body::from(body.to_string())).unwrap()).await;
+        (
+            resp.status(),
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+        )
+    }
+
+    fn id_path(sa: &str) -> String {
+        format!("/v1/projects/-/serviceAccounts/{sa}:generateIdToken")
+    }
+
+    fn at_path(sa: &str) -> String {
+        format!("/v1/projects/-/serviceAccounts/{sa}:generateAccessToken")
+    }
+
+    #[tokio::test]
+    async fn vm_account_mints_id_token_for_myapp() {
+        let (emu, _) = emulator();
+        let r = router(emu.clone());
+        let tok = vm_token(&emu).await;
+        let (status, body) = post(
+            &r,
+            &id_path(MYAPP),
+            Some(&tok),
+            json!({"audience": "aws-trust-1", "delegates": null, "includeEmail": true}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let jwt = body["token"].as_str().unwrap();
+        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        v.set_audience(&["aws-trust-1"]);
+        v.validate_exp = false;
+        let c = jsonwebtoken::decode::<Value>(jwt, emu.google_key.decoding_key(), &v)
+            .unwrap()
+            .claims;
+        assert_eq!(c["iss"], "https://accounts.google.com");
+        assert_eq!(c["sub"], MYAPP_ID);
+        assert_eq!(c["azp"], MYAPP_ID);
+        assert_eq!(c["email"], MYAPP);
+        assert_eq!(c["email_verified"], true);
+        assert_eq!(c["exp"], T0 + 3600);
+        assert_eq!(emu.count("google.iamcredentials.generateIdToken"), 1);
+
+        // By unique id, without email.
+        let (status, body) =
+            post(&r, &id_path(MYAPP_ID), Some(&tok), json!({"audience": "a"})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let c = idbridge_core::jwt::UnverifiedJwt::parse(body["token"].as_str().unwrap()).unwrap();
+        assert!(c.claims.get("email").is_none());
+    }
+
+    #[tokio::test]
+    async fn vm_account_is_denied_for_aws_caller_with_googles_body() {
+        let (emu, _) = emulator();
+        let r = router(emu.clone());
+        let tok = vm_token(&emu).await;
+        let (status, body) = post(
+            &r,
+            &id_path(AWS_CALLER),
+            Some(&tok),
+            json!({"audience": "a"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            body,
+            json!({"error": {
+                "code": 403,
+                "message": "Permission 'iam.serviceAccounts.getOpenIdToken' denied on resource (or it may not exist).",
+                "status": "PERMISSION_DENIED",
+                "details": [{
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "IAM_PERMISSION_DENIED",
+                    "domain": "iam.googleapis.com",
+                    "metadata": {"permission": "iam.serviceAccounts.getOpenIdToken"}
+                }]
+            }})
+        );
+        let (status, body) = post(
+            &r,
+            &at_path(AWS_CALLER),
+            Some(&tok),
+            json!({"scope": ["s"]}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            body["error"]["message"],
+            "Permission 'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist)."
+        );
+        assert_eq!(
+            body["error"]["details"][0]["metadata"]["permission"],
+            "iam.serviceAccounts.getAccessToken"
+        );
+    }
+
+    #[tokio::test]
+    async fn authentication_is_required() {
+        let (emu, clock) = emulator();
+        let r = router(emu.clone());
+        let (status, body) = post(&r, &id_path(MYAPP), None, json!({"audience": "a"})).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["error"]["status"], "UNAUTHENTICATED");
+
+        let (status, body) = post(
+            &r,
+            &id_path(MYAPP),
+            Some("ya29.made-up"),
+            json!({"audience": "a"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("Request had invalid authentication credentials.")
+        );
+        assert!(!body.to_string().contains("made-up"));
+
+        let tok = vm_token(&emu).await;
+        clock.advance(3601);
+        let (status, _) = post(&r, &id_path(MYAPP), Some(&tok), json!({"audience": "a"})).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn unknown_account_project_and_method() {
+        let (emu, _) = emulator();
+        let r = router(emu.clone());
+        let tok = vm_token(&emu).await;
+        let ghost = "ghost@saas-tenant.iam.gserviceaccount.com";
+        let (status, body) = post(&r, &id_path(ghost), Some(&tok), json!({"audience": "a"})).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"]["status"], "NOT_FOUND");
+        assert_eq!(
+            body["error"]["message"],
+            format!("Not found; Gaia id not found for email {ghost}")
+        );
+
+        let path = format!("/v1/projects/gcp-project/serviceAccounts/{MYAPP}:generateIdToken");
+        let (status, body) = post(&r, &path, Some(&tok), json!({"audience": "a"})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"]["status"], "INVALID_ARGUMENT");
+
+        let (status, body) = post(
+            &r,
+            &id_path(MYAPP),
+            Some(&tok),
+            json!({"includeEmail": true}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"]["status"], "INVALID_ARGUMENT");
+
+        let path = format!("/v1/projects/-/serviceAccounts/{MYAPP}:frobnicate");
+        let (status, _) = post(&r, &path, Some(&tok), json!({})).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+
+        // Percent-encoded email in the path.
+        let path = "/v1/projects/-/serviceAccounts/myapp%40gcp-project.iam.gserviceaccount.com:generateIdToken";
+        let (status, _) = post(&r, path, Some(&tok), json!({"audience": "a"})).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn access_token_lifetime_and_scope_rules() {
+        let (emu, _) = emulator();
+        let r = router(emu.clone());
+        let tok = vm_token(&emu).await;
+        let cp = "https://www.googleapis.com/auth/cloud-platform";
+
+        let (status, body) = post(
+            &r,
+            &at_path(MYAPP),
+            Some(&tok),
+            json!({"delegates": null, "scope": [cp], "lifetime": "1200s"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["expireTime"], "2025-01-01T00:20:00Z");
+        let issued = emu
+            .google_token(body["accessToken"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(
+            issued.principal,
+            GooglePrincipal::ServiceAccount(MYAPP.to_owned())
+        );
+        assert_eq!(issued.scopes, vec![cp.to_owned()]);
+        assert_eq!(emu.count("google.iamcredentials.generateAccessToken"), 1);
+
+        // Default lifetime is one hour; so is the maximum.
+        let (_, body) = post(&r, &at_path(MYAPP), Some(&tok), json!({"scope": [cp]})).await;
+        assert_eq!(body["expireTime"], "2025-01-01T01:00:00Z");
+        let (status, _) = post(
+            &r,
+            &at_path(MYAPP),
+            Some(&tok),
+            json!({"scope": [cp], "lifetime": "3600s"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+
+        for bad in [
+            json!({"scope": [cp], "lifetime": "43200s"}),
+            json!({"scope": [cp], "lifetime": "0s"}),
+            json!({"scope": [cp], "lifetime": "an hour"}),
+            json!({"scope": []}),
+            json!({}),
+            json!({"scope": [""]}),
+        ] {
+            let (status, body) = post(&r, &at_path(MYAPP), Some(&tok), bad.clone()).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad} → {body}");
+            assert_eq!(body["error"]["status"], "INVALID_ARGUMENT");
+        }
+
+        // The minted token authenticates further IAM Credentials calls as myapp.
+        let (_, body) = post(&r, &at_path(MYAPP), Some(&tok), json!({"scope": [cp]})).await;
+        let myapp_tok = body["accessToken"].as_str().unwrap().to_owned();
+        let (status, _) = post(
+            &r,
+            &id_path(MYAPP),
+            Some(&myapp_tok),
+            json!({"audience": "a"}),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "myapp holds no grant on itself"
+        );
+    }
+
+    #[tokio::test]
+    async fn caller_token_needs_an_api_scope() {
+        let (emu, _) = emulator();
+        let r = router(emu.clone());
+        let (tok, _) = emu.issue_google_token(
+            GooglePrincipal::ServiceAccount(VM_SA.to_owned()),
+            vec!["https://www.googleapis.com/auth/devstorage.read_only".to_owned()],
+            3600,
+        );
+        let (status, body) = post(&r, &id_path(MYAPP), Some(&tok), json!({"audience": "a"})).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            body["error"]["details"][0]["reason"],
+            "ACCESS_TOKEN_SCOPE_INSUFFICIENT"
+        );
+    }
+
+    const CHAIN_WORLD: &str = r#"
+[[project]]
+id = "p"
+number = "42"
+
+[[service_account]]
+email = "a@p.iam.gserviceaccount.com"
+unique_id = "1"
+project = "p"
+
+[[service_account]]
+email = "b@p.iam.gserviceaccount.com"
+unique_id = "2"
+project = "p"
+token_creators = ["serviceAccount:a@p.iam.gserviceaccount.com"]
+
+[[service_account]]
+email = "c@p.iam.gserviceaccount.com"
+unique_id = "3"
+project = "p"
+token_creators = ["serviceAccount:b@p.iam.gserviceaccount.com"]
+workload_identity_users = [
+  "principalSet://iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/aws-pool/attribute.aws_role/arn:aws:sts::111122223333:assumed-role/ci",
+]
+
+[[service_account]]
+email = "d@p.iam.gserviceaccount.com"
+unique_id = "4"
+project = "p"
+token_creators = ["serviceAccount:c@p.iam.gserviceaccount.com"]
+"#;
+
+    #[tokio::test]
+    async fn delegation_chain_allowed_and_denied() {
+        let (emu, _) = emulator_with(World::from_str_at(CHAIN_WORLD, "chain.toml", None).unwrap());
+        let r = router(emu.clone());
+        let (a_tok, _) = emu.issue_google_token(
+            GooglePrincipal::ServiceAccount("a@p.iam.gserviceaccount.com".to_owned()),
+            vec![API_SCOPES[0].to_owned()],
+            3600,
+        );
+        // a → b → c: each hop holds the grant.
+        let (status, body) = post(
+            &r,
+            &id_path("c@p.iam.gserviceaccount.com"),
+            Some(&a_tok),
+            json!({"audience": "x", "delegates": ["projects/-/serviceAccounts/b@p.iam.gserviceaccount.com"]}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        // a → b → c → d by unique ids.
+        let (status, body) = post(
+            &r,
+            &at_path("4"),
+            Some(&a_tok),
+            json!({"scope": ["s"], "delegates": ["projects/-/serviceAccounts/2", "projects/-/serviceAccounts/3"]}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        // a → c directly: no grant.
+        let (status, _) = post(
+            &r,
+            &id_path("c@p.iam.gserviceaccount.com"),
+            Some(&a_tok),
+            json!({"audience": "x"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        // a → b → d: b holds nothing on d.
+        let (status, body) = post(
+            &r,
+            &at_path("d@p.iam.gserviceaccount.com"),
+            Some(&a_tok),
+            json!({"scope": ["s"], "delegates": ["projects/-/serviceAccounts/b@p.iam.gserviceaccount.com"]}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            body["error"]["details"][0]["reason"],
+            "IAM_PERMISSION_DENIED"
+        );
+        // Unknown delegate.
+        let (status, _) = post(
+            &r,
+            &at_path("d@p.iam.gserviceaccount.com"),
+            Some(&a_tok),
+            json!({"scope": ["s"], "delegates": ["projects/-/serviceAccounts/zz@p.iam.gserviceaccount.com"]}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn federated_principal_by_attribute() {
+        let (emu, _) = emulator_with(World::from_str_at(CHAIN_WORLD, "chain.toml", None).unwrap());
+        let r = router(emu.clone());
+        let fed = |role: &str| GooglePrincipal::Federated {
+            principal: format!(
+                "principal://{POOL}/subject/arn:aws:sts::111122223333:assumed-role/{role}/session"
+            ),
+            attributes: BTreeMap::from([(
+                "attribute.aws_role".to_owned(),
+                format!("arn:aws:sts::111122223333:assumed-role/{role}"),
+            )]),
+        };
+        let (ok_tok, _) = emu.issue_google_token(fed("ci"), vec![API_SCOPES[0].to_owned()], 3600);
+        let (status, body) = post(
+            &r,
+            &at_path("c@p.iam.gserviceaccount.com"),
+            Some(&ok_tok),
+            json!({"scope": ["s"], "lifetime": "1200s"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            body["expireTime"],
+            rfc3339_seconds(emu.clock.now() + time::Duration::seconds(1200))
+        );
+        let (bad_tok, _) =
+            emu.issue_google_token(fed("other"), vec![API_SCOPES[0].to_owned()], 3600);
+        let (status, _) = post(
+            &r,
+            &at_path("c@p.iam.gserviceaccount.com"),
+            Some(&bad_tok),
+            json!({"scope": ["s"]}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+
+    #[test]
+    fn member_matching_table() {
+        let sa = GooglePrincipal::ServiceAccount("x@p.iam.gserviceaccount.com".to_owned());
+        let subject = format!("principal://{POOL}/subject/repo:org/app:ref:refs/heads/main");
+        let fed = GooglePrincipal::Federated {
+            principal: subject.clone(),
+            attributes: BTreeMap::from([
+                ("attribute.repository".to_owned(), "org/app".to_owned()),
+                ("env".to_owned(), "prod".to_owned()),
+                (
+                    "google.groups".to_owned(),
+                    r#"["admins","devs"]"#.to_owned(),
+                ),
+            ]),
+        };
+        let other_pool =
+            "iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/other-pool";
+        let cases: Vec<(String, &GooglePrincipal, bool)> = vec![
+            (
+                "serviceAccount:x@p.iam.gserviceaccount.com".into(),
+                &sa,
+                true,
+            ),
+            (
+                "serviceAccount:y@p.iam.gserviceaccount.com".into(),
+                &sa,
+                false,
+            ),
+            ("user:x@p.iam.gserviceaccount.com".into(), &sa, false),
+            (subject.clone(), &sa, false),
+            (subject.clone(), &fed, true),
+            (
+                format!("principal://{POOL}/subject/repo:org/other"),
+                &fed,
+                false,
+            ),
+            (format!("principalSet://{POOL}/*"), &fed, true),
+            (format!("principalSet://{other_pool}/*"), &fed, false),
+            (
+                format!("principalSet://{POOL}/attribute.repository/org/app"),
+                &fed,
+                true,
+            ),
+            (
+                format!("principalSet://{POOL}/attribute.repository/org/other"),
+                &fed,
+                false,
+            ),
+            (
+                format!("principalSet://{other_pool}/attribute.repository/org/app"),
+                &fed,
+                false,
+            ),
+            (
+                format!("principalSet://{POOL}/attribute.env/prod"),
+                &fed,
+                true,
+            ),
+            (
+                format!("principalSet://{POOL}/attribute.missing/prod"),
+                &fed,
+                false,
+            ),
+            (format!("principalSet://{POOL}/group/devs"), &fed, true),
+            (format!("principalSet://{POOL}/group/ops"), &fed, false),
+            (format!("principalSet://{POOL}/"), &fed, false),
+            (format!("principalSet://{POOL}/*"), &sa, false),
+            (
+                "serviceAccount:x@p.iam.gserviceaccount.com".into(),
+                &fed,
+                false,
+            ),
+            ("allUsers".into(), &fed, false),
+            ("principalSet://garbage".into(), &fed, false),
+        ];
+        for (member, principal, want) in cases {
+            assert_eq!(
+                member_matches(&member, principal),
+                want,
+                "{member} vs {principal:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("3600s"), Some(3600));
+        assert_eq!(parse_duration("1.5s"), Some(1));
+        assert_eq!(parse_duration("3600"), None);
+        assert_eq!(parse_duration("-5s"), None);
+        assert_eq!(parse_duration("s"), None);
+    }
+}

@@ -1,0 +1,215 @@
+//! The emulator's shared state: the world, keys, issued sessions and tokens, counters.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+
+use idbridge_core::SecretString;
+use idbridge_core::clock::SharedClock;
+use jsonwebtoken::jwk::JwkSet;
+use time::OffsetDateTime;
+
+use crate::keys::{KeyError, SigningKey};
+use crate::world::World;
+
+/// An STS session the emulated AWS issued.
+#[derive(Debug, Clone)]
+pub struct AwsSession {
+    /// `ASIA…`.
+    pub access_key_id: String,
+    /// Secret key.
+    pub secret_access_key: SecretString,
+    /// Session token.
+    pub session_token: SecretString,
+    /// Role ARN.
+    pub role_arn: String,
+    /// Session name.
+    pub session_name: String,
+    /// `AROA…`.
+    pub role_id: String,
+    /// Expiry.
+    pub expires_at: OffsetDateTime,
+}
+
+impl AwsSession {
+    /// `arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION`.
+    pub fn assumed_role_arn(&self) -> String {
+        let account = self.role_arn.split(':').nth(4).unwrap_or_default();
+        let role = self.role_arn.rsplit('/').next().unwrap_or_default();
+        format!("arn:aws:sts::{account}:assumed-role/{role}/{}", self.session_name)
+    }
+
+    /// The account id.
+    pub fn account(&self) -> &str {
+        self.role_arn.split(':').nth(4).unwrap_or_default()
+    }
+}
+
+/// Who a Google access token acts as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GooglePrincipal {
+    /// A service account (email).
+    ServiceAccount(String),
+    /// A federated principal (`principal://iam.googleapis.com/…/subject/…`) with its attributes.
+    Federated {
+        /// The `principal://` identifier.
+        principal: String,
+        /// Mapped attributes (`attribute.*`, `google.groups`).
+        attributes: BTreeMap<String, String>,
+    },
+}
+
+/// A Google access token the emulator issued.
+#[derive(Debug, Clone)]
+pub struct GoogleToken {
+    /// Who it acts as.
+    pub principal: GooglePrincipal,
+    /// Scopes.
+    pub scopes: Vec<String>,
+    /// Expiry.
+    pub expires_at: OffsetDateTime,
+}
+
+/// Base URLs of the running listeners (filled once bound).
+#[derive(Debug, Clone, Default)]
+pub struct Endpoints {
+    /// AWS STS, e.g. `http://127.0.0.1:4001`.
+    pub aws_sts: String,
+    /// Google APIs (OAuth2, IAM Credentials, STS, certs), e.g. `http://127.0.0.1:4002`.
+    pub google: String,
+    /// GCE metadata server, e.g. `http://127.0.0.1:4003`.
+    pub metadata: String,
+}
+
+/// The emulated clouds.
+#[derive(Debug)]
+pub struct Emulator {
+    /// What exists.
+    pub world: World,
+    /// Time.
+    pub clock: SharedClock,
+    /// Google's ID-token signing key.
+    pub google_key: SigningKey,
+    /// Keys of `generate_key = true` issuers, by issuer URL.
+    pub issuer_keys: BTreeMap<String, SigningKey>,
+    /// JWKS of every extra issuer (declared or generated), by issuer URL.
+    pub issuer_jwks: BTreeMap<String, JwkSet>,
+    /// STS sessions by access key id.
+    pub aws_sessions: Mutex<HashMap<String, AwsSession>>,
+    /// Google access tokens by token value.
+    pub google_tokens: Mutex<HashMap<String, GoogleToken>>,
+    /// Counters per operation (`aws_sts.AssumeRoleWithWebIdentity`, …).
+    pub stats: Mutex<BTreeMap<String, u64>>,
+    /// Where the listeners are.
+    pub endpoints: RwLock<Endpoints>,
+}
+
+/// Why an emulator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Key generation failed.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// A declared JWKS is not a JWK set.
+    #[error("oidc_issuer {issuer}: field `jwks`: not a JWK set: {message}")]
+    Jwks {
+        /// Issuer.
+        issuer: String,
+        /// Parser message.
+        message: String,
+    },
+}
+
+impl Emulator {
+    /// Builds the emulator for `world`, generating its keys.
+    pub fn new(world: World, clock: SharedClock) -> Result<Arc<Self>, StartError> {
+        let google_key = SigningKey::generate_rsa("accounts.google.com")?;
+        let mut issuer_keys = BTreeMap::new();
+        let mut issuer_jwks = BTreeMap::new();
+        for iss in &world.oidc_issuers {
+            if iss.generate_key {
+                let key = SigningKey::generate_rsa(&iss.issuer)?;
+                issuer_jwks.insert(iss.issuer.clone(), crate::keys::jwks([&key]));
+                issuer_keys.insert(iss.issuer.clone(), key);
+            }
+        }
+        for (issuer, text) in &world.resolved_jwks {
+            let set: JwkSet = serde_json::from_str(text).map_err(|e| StartError::Jwks {
+                issuer: issuer.clone(),
+                message: e.to_string(),
+            })?;
+            issuer_jwks.insert(issuer.clone(), set);
+        }
+        Ok(Arc::new(Self {
+            world,
+            clock,
+            google_key,
+            issuer_keys,
+            issuer_jwks,
+            aws_sessions: Mutex::default(),
+            google_tokens: Mutex::default(),
+            stats: Mutex::default(),
+            endpoints: RwLock::default(),
+        }))
+    }
+
+    /// Counts one call of `op`.
+    pub fn bump(&self, op: &str) {
+        if let Ok(mut s) = self.stats.lock() {
+            *s.entry(op.to_owned()).or_default() += 1;
+        }
+    }
+
+    /// How many times `op` was called.
+    pub fn count(&self, op: &str) -> u64 {
+        self.stats.lock().ok().and_then(|s| s.get(op).copied()).unwrap_or(0)
+    }
+
+    /// A snapshot of all counters.
+    pub fn stats_snapshot(&self) -> BTreeMap<String, u64> {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Current endpoints.
+    pub fn endpoints(&self) -> Endpoints {
+        self.endpoints.read().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    /// Records an issued Google access token and returns its value.
+    pub fn issue_google_token(&self, principal: GooglePrincipal, scopes: Vec<String>, lifetime_secs: i64) -> (String, OffsetDateTime) {
+        let token = format!("ya29.emu-{}", hex::encode(rand::random::<[u8; 24]>()));
+        let expires_at = self.clock.now() + time::Duration::seconds(lifetime_secs);
+        if let Ok(mut m) = self.google_tokens.lock() {
+            m.insert(
+                token.clone(),
+                GoogleToken {
+                    principal,
+                    scopes,
+                    expires_at,
+                },
+            );
+        }
+        (token, expires_at)
+    }
+
+    /// Looks up a live Google access token.
+    pub fn google_token(&self, token: &str) -> Option<GoogleToken> {
+        let now = self.clock.now();
+        self.google_tokens
+            .lock()
+            .ok()
+            .and_then(|m| m.get(token).cloned())
+            .filter(|t| t.expires_at > now)
+    }
+
+    /// Records an STS session.
+    pub fn insert_session(&self, session: AwsSession) {
+        if let Ok(mut m) = self.aws_sessions.lock() {
+            m.insert(session.access_key_id.clone(), session);
+        }
+    }
+
+    /// Looks up an STS session by access key id (expired ones included; callers check).
+    pub fn session(&self, access_key_id: &str) -> Option<AwsSession> {
+        self.aws_sessions.lock().ok().and_then(|m| m.get(access_key_id).cloned())
+    }
+}

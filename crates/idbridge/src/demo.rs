@@ -1,0 +1,208 @@
+//! `idbridge demo`: every seed flow against the built-in emulator, hop by hop.
+//!
+//! The emulator runs in-process on loopback ports; the flows are the configs in `examples/`
+//! (compiled in), so the demo proves the examples work. A flow that is expected to be refused
+//! (seed 002's naive trust policy) passes when AWS refuses it with `AccessDenied`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use idbridge_broker::exchange::aws_sts;
+use idbridge_broker::{Config, Context, HopReport, Route};
+use idbridge_core::Credential;
+use idbridge_core::env::MapEnv;
+use idbridge_emulator::{Emulator, Ports, World};
+
+use crate::cli::DemoArgs;
+use crate::commands::CliError;
+
+struct Flow {
+    seed: &'static str,
+    title: &'static str,
+    file: &'static str,
+    config: &'static str,
+    route: &'static str,
+    expect_code: Option<&'static str>,
+}
+
+const FLOWS: &[Flow] = &[
+    Flow {
+        seed: "000",
+        title: "GCE VM account → AWS role (numeric-id audience)",
+        file: "seed000-gce-to-aws.toml",
+        config: include_str!("../../../examples/seed000-gce-to-aws.toml"),
+        route: "tenant-to-aws",
+        expect_code: None,
+    },
+    Flow {
+        seed: "002",
+        title: "impersonated ID token → AWS role (aud = azp, oaud = audience)",
+        file: "seed002-impersonate-to-aws.toml",
+        config: include_str!("../../../examples/seed002-impersonate-to-aws.toml"),
+        route: "myapp-to-aws",
+        expect_code: None,
+    },
+    Flow {
+        seed: "002",
+        title: "the trap: audience written into accounts.google.com:aud",
+        file: "seed002-impersonate-to-aws.toml",
+        config: include_str!("../../../examples/seed002-impersonate-to-aws.toml"),
+        route: "myapp-to-aws-naive",
+        expect_code: Some("AccessDenied"),
+    },
+    Flow {
+        seed: "004",
+        title: "service-account key → OAuth2 ID token → AWS role (oaud + Null)",
+        file: "seed004-sa-key-to-aws.toml",
+        config: include_str!("../../../examples/seed004-sa-key-to-aws.toml"),
+        route: "sa-key-to-aws",
+        expect_code: None,
+    },
+    Flow {
+        seed: "k8s",
+        title: "projected token file → AWS role (generic OIDC provider)",
+        file: "k8s-oidc-file-to-aws.toml",
+        config: include_str!("../../../examples/k8s-oidc-file-to-aws.toml"),
+        route: "k8s-to-aws",
+        expect_code: None,
+    },
+];
+
+const SEED004_KEY: &str = include_str!("../../../examples/keys/seed004-sa-key.json");
+const K8S_ISSUER: &str = "https://kubernetes.idbridge.test";
+
+pub(crate) async fn run(a: DemoArgs) -> Result<ExitCode, CliError> {
+    let world = World::builtin().map_err(|e| CliError::Failed(e.to_string()))?;
+    let emulator = Emulator::new(world, idbridge_core::clock::system()).map_err(|e| CliError::Failed(e.to_string()))?;
+    let running = idbridge_emulator::serve(emulator.clone(), [127, 0, 0, 1].into(), Ports::default())
+        .await
+        .map_err(|e| CliError::Failed(format!("demo: cannot start the emulator: {e}")))?;
+    let dir = tempfile::tempdir().map_err(|e| CliError::Failed(format!("demo: temp dir: {e}")))?;
+    prepare_files(dir.path(), &emulator)?;
+    let env = Arc::new(MapEnv(running.env_pairs().into_iter().collect()));
+
+    let mut all_ok = true;
+    let mut json_flows = Vec::new();
+    if !a.json {
+        println!("idbridge demo — built-in emulator: AWS STS http://{}, Google http://{}, metadata http://{}\n", running.aws_sts, running.google, running.metadata);
+    }
+    for flow in FLOWS {
+        let (ok, hops, outcome) = run_flow(flow, dir.path(), env.clone()).await;
+        all_ok &= ok;
+        if a.json {
+            json_flows.push(serde_json::json!({
+                "seed": flow.seed, "title": flow.title, "config": format!("examples/{}", flow.file),
+                "route": flow.route, "ok": ok, "outcome": outcome,
+                "hops": hops.iter().map(|h| serde_json::json!({
+                    "hop": h.hop, "endpoint": h.endpoint, "identity": h.identity,
+                    "expires_at": h.expires_at.map(idbridge_core::timefmt::rfc3339_seconds),
+                    "millis": h.elapsed.as_millis() as u64,
+                })).collect::<Vec<_>>(),
+            }));
+        } else {
+            print_flow(flow, ok, &hops, &outcome);
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::json!({"ok": all_ok, "flows": json_flows}));
+    } else {
+        let passed = FLOWS.len();
+        println!("{}", if all_ok { format!("all {passed} flows passed") } else { "some flows FAILED".to_owned() });
+    }
+    running.shutdown().await;
+    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn prepare_files(dir: &std::path::Path, emulator: &Emulator) -> Result<(), CliError> {
+    let fail = |e: std::io::Error| CliError::Failed(format!("demo: writing temp files: {e}"));
+    std::fs::create_dir_all(dir.join("keys")).map_err(fail)?;
+    std::fs::write(dir.join("keys/seed004-sa-key.json"), SEED004_KEY).map_err(fail)?;
+    let key = emulator
+        .issuer_keys
+        .get(K8S_ISSUER)
+        .ok_or_else(|| CliError::Failed("demo: the built-in world lacks the Kubernetes issuer".into()))?;
+    let now = emulator.clock.unix();
+    let token = key
+        .sign(&serde_json::json!({
+            "iss": K8S_ISSUER, "sub": "system:serviceaccount:default:my-app",
+            "aud": ["sts.amazonaws.com"], "iat": now, "nbf": now, "exp": now + 3600,
+            "kubernetes.io": {"namespace": "default", "serviceaccount": {"name": "my-app"}},
+        }))
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    std::fs::write(dir.join("k8s-token.jwt"), token).map_err(fail)?;
+    Ok(())
+}
+
+async fn run_flow(flow: &Flow, dir: &std::path::Path, env: Arc<MapEnv>) -> (bool, Vec<HopReport>, String) {
+    let config = match Config::parse(flow.config, flow.file, Some(dir)) {
+        Ok(c) => c,
+        Err(e) => return (false, Vec::new(), e.to_string()),
+    };
+    let route = match config.route(flow.route) {
+        Ok(r) => Route::new(r.clone()),
+        Err(e) => return (false, Vec::new(), e.to_string()),
+    };
+    let ctx = match Context::new(env, idbridge_core::clock::system(), &config.endpoints) {
+        Ok(c) => c,
+        Err(e) => return (false, Vec::new(), e.to_string()),
+    };
+    match route.run(&ctx).await {
+        Ok(mut out) => {
+            if flow.expect_code.is_some() {
+                return (false, out.hops, "expected a refusal, but the flow succeeded".into());
+            }
+            if let Credential::Aws(c) = &out.credential {
+                match aws_sts::get_caller_identity(&ctx, c, None).await {
+                    Ok(h) => out.hops.push(h),
+                    Err(e) => return (false, out.hops, e.to_string()),
+                }
+            }
+            (true, out.hops, "ok".into())
+        }
+        Err((e, hops)) => match flow.expect_code {
+            Some(code) if e.code.as_deref() == Some(code) => (true, hops, format!("refused as expected: {e}")),
+            _ => (false, hops, e.to_string()),
+        },
+    }
+}
+
+fn print_flow(flow: &Flow, ok: bool, hops: &[HopReport], outcome: &str) {
+    let mark = if ok { "PASS" } else { "FAIL" };
+    println!("[{mark}] seed {} — {}   (examples/{}, route {})", flow.seed, flow.title, flow.file, flow.route);
+    let rows: Vec<[String; 5]> = hops
+        .iter()
+        .map(|h| {
+            [
+                h.hop.clone(),
+                h.endpoint.clone(),
+                h.identity.clone(),
+                h.expires_at.map(idbridge_core::timefmt::rfc3339_seconds).unwrap_or_else(|| "-".into()),
+                format_ms(h.elapsed),
+            ]
+        })
+        .collect();
+    let header = ["hop", "endpoint", "identity obtained", "expires", "time"].map(String::from);
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |r: &[String; 5]| {
+        let cells: Vec<String> = r.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        println!("    {}", cells.join("  "));
+    };
+    line(&header);
+    for r in &rows {
+        line(r);
+    }
+    if !ok || outcome != "ok" {
+        println!("    → {outcome}");
+    }
+    println!();
+}
+
+fn format_ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}

@@ -1,0 +1,49 @@
+//! `idbridge`: cross-cloud workload identity broker.
+//!
+//! `main` only parses arguments, sets up logging and dispatches; each command lives in its own
+//! module. Exit codes: 0 success, 1 runtime failure, 64 (EX_USAGE) bad configuration or usage,
+//! or the child's code for `exec`.
+
+mod cli;
+mod commands;
+mod demo;
+mod emulate;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    init_tracing(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("idbridge: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("idbridge: error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn init_tracing(cli: &cli::Cli) {
+    let default = match cli.command {
+        cli::Command::Emulate(_) => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("IDBRIDGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if cli.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,83 @@
+//! Rendering credentials for stdout and child environments. This is where secrets leave the
+//! process on purpose, and the only place in the binary that calls `expose_secret`.
+
+use idbridge_core::{Credential, SecretString};
+use idbridge_core::timefmt::rfc3339_seconds;
+use serde_json::json;
+
+use crate::cli::TokenFormat;
+use crate::commands::CliError;
+
+/// Environment variables for a credential (`exec`, `--format env`).
+pub(crate) fn env_pairs(cred: &Credential) -> Vec<(&'static str, SecretString)> {
+    match cred {
+        Credential::Aws(c) => {
+            let mut v = vec![
+                ("AWS_ACCESS_KEY_ID", SecretString::new(c.access_key_id.clone())),
+                ("AWS_SECRET_ACCESS_KEY", c.secret_access_key.clone()),
+            ];
+            if let Some(t) = &c.session_token {
+                v.push(("AWS_SESSION_TOKEN", t.clone()));
+            }
+            if let Some(e) = c.expiration {
+                v.push(("AWS_CREDENTIAL_EXPIRATION", SecretString::new(rfc3339_seconds(e))));
+            }
+            v
+        }
+        Credential::GoogleAccessToken(t) => vec![
+            ("GOOGLE_OAUTH_ACCESS_TOKEN", t.token.clone()),
+            ("CLOUDSDK_AUTH_ACCESS_TOKEN", t.token.clone()),
+        ],
+        Credential::IdToken(t) => vec![("IDBRIDGE_ID_TOKEN", t.token.clone())],
+        _ => Vec::new(),
+    }
+}
+
+/// Renders a credential in `format`.
+pub(crate) fn render(cred: &Credential, format: TokenFormat) -> Result<String, CliError> {
+    let text = match (format, cred) {
+        (TokenFormat::CredentialProcess, Credential::Aws(c)) => serde_json::to_string(&c.credential_process()).map_err(|e| CliError::Failed(e.to_string()))?,
+        (TokenFormat::CredentialProcess, other) => {
+            return Err(CliError::Usage(format!(
+                "--format credential-process needs AWS credentials, but the route yields a {} credential",
+                other.kind()
+            )));
+        }
+        (TokenFormat::Env, c) => env_pairs(c)
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.expose_secret()))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        (TokenFormat::AccessToken, Credential::GoogleAccessToken(t)) => t.token.expose_secret().to_owned(),
+        (TokenFormat::AccessToken, Credential::IdToken(t)) => t.token.expose_secret().to_owned(),
+        (TokenFormat::AccessToken, other) => {
+            return Err(CliError::Usage(format!(
+                "--format access-token needs a token, but the route yields {} credentials",
+                other.kind()
+            )));
+        }
+        (TokenFormat::Json, Credential::Aws(c)) => json!({
+            "AccessKeyId": c.access_key_id,
+            "SecretAccessKey": c.secret_access_key.expose_secret(),
+            "SessionToken": c.session_token.as_ref().map(SecretString::expose_secret),
+            "Expiration": c.expiration.map(rfc3339_seconds),
+            "AccountId": c.account_id,
+            "Arn": c.arn,
+        })
+        .to_string(),
+        (TokenFormat::Json, Credential::GoogleAccessToken(t)) => json!({
+            "access_token": t.token.expose_secret(),
+            "token_type": "Bearer",
+            "expire_time": rfc3339_seconds(t.expires_at),
+            "principal": t.principal,
+        })
+        .to_string(),
+        (TokenFormat::Json, Credential::IdToken(t)) => json!({
+            "id_token": t.token.expose_secret(),
+            "expire_time": rfc3339_seconds(t.expires_at),
+        })
+        .to_string(),
+        (_, other) => return Err(CliError::Usage(format!("unsupported credential kind {}", other.kind()))),
+    };
+    Ok(format!("{text}\n"))
+}

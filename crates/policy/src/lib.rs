@@ -1,0 +1,16 @@
+//! Pure policy evaluation for idbridge: no I/O, no clock, no network.
+//!
+//! * [`aws`]: AWS IAM role trust policies — the IAM JSON grammar, every condition operator, the
+//!   condition keys `sts:AssumeRoleWithWebIdentity` derives from an OIDC token (Google's
+//!   `aud`/`oaud`/`azp` mapping included), evaluation with a full trace, and a lint for known
+//!   traps.
+//!
+//! The main entry points are re-exported here.
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod aws;
+
+pub use aws::{
+    Decision, Evaluation, MalformedPolicy, Principal, RequestContext, TrustPolicy, Warning,
+    WebIdentityProvider, WebIdentityRequest, evaluate, lint, web_identity_context,
+};
