@@ -32,7 +32,7 @@ use tokio::sync::watch;
 pub use world::World;
 
 /// Ports to bind (0 = any free port).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Ports {
     /// AWS STS.
     pub aws_sts: u16,
@@ -40,16 +40,6 @@ pub struct Ports {
     pub google: u16,
     /// GCE metadata.
     pub metadata: u16,
-}
-
-impl Default for Ports {
-    fn default() -> Self {
-        Self {
-            aws_sts: 0,
-            google: 0,
-            metadata: 0,
-        }
-    }
 }
 
 /// A running emulator.

@@ -194,7 +194,12 @@ enum Key<'a> {
 
 /// Verifies `token` against the issuers `state` trusts, at Unix time `now`. See the module
 /// documentation for the checks and their order.
-pub fn verify_jwt(state: &Emulator, token: &str, now: i64, opts: &VerifyOptions) -> Result<VerifiedToken, TokenError> {
+pub fn verify_jwt(
+    state: &Emulator,
+    token: &str,
+    now: i64,
+    opts: &VerifyOptions,
+) -> Result<VerifiedToken, TokenError> {
     let token = token.trim();
     if token.len() > MAX_TOKEN_LEN {
         return Err(TokenError::Malformed("too long"));
@@ -208,14 +213,21 @@ pub fn verify_jwt(state: &Emulator, token: &str, now: i64, opts: &VerifyOptions)
     })?;
 
     // 2. The algorithm, before anything else: a refused alg never reaches a key.
-    let alg_name = unverified.header.get("alg").and_then(Value::as_str).unwrap_or_default();
+    let alg_name = unverified
+        .header
+        .get("alg")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let algorithm = Algorithm::from_str(alg_name)
         .ok()
         .filter(|a| opts.algorithms.contains(a))
         .ok_or_else(|| TokenError::UnsupportedAlgorithm(short(alg_name)))?;
 
     // 3. The issuer, from the unverified payload (only to choose the keys).
-    let issuer = unverified.str_claim("iss").ok_or(TokenError::MissingIssuer)?.to_owned();
+    let issuer = unverified
+        .str_claim("iss")
+        .ok_or(TokenError::MissingIssuer)?
+        .to_owned();
     let kind = if issuer == GOOGLE_ISSUER || issuer == GOOGLE_ISSUER_HOST {
         IssuerKind::Google
     } else if state.issuer_jwks.contains_key(&issuer) {
@@ -233,7 +245,9 @@ pub fn verify_jwt(state: &Emulator, token: &str, now: i64, opts: &VerifyOptions)
         .ok_or(TokenError::MissingKid)?
         .to_owned();
     let key = match kind {
-        IssuerKind::Google if state.google_key.kid == kid => Key::Google(state.google_key.decoding_key()),
+        IssuerKind::Google if state.google_key.kid == kid => {
+            Key::Google(state.google_key.decoding_key())
+        }
         IssuerKind::Google => return Err(TokenError::UnknownKid),
         IssuerKind::Oidc => {
             let jwk = state
@@ -297,7 +311,11 @@ pub fn verify_jwt(state: &Emulator, token: &str, now: i64, opts: &VerifyOptions)
     }
 
     // 7. Required claims.
-    let subject = claims.get("sub").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let subject = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     let audiences: Vec<String> = match claims.get("aud") {
         Some(Value::String(a)) if !a.is_empty() => vec![a.clone()],
         Some(Value::Array(items)) => items
@@ -312,7 +330,9 @@ pub fn verify_jwt(state: &Emulator, token: &str, now: i64, opts: &VerifyOptions)
         let present = match *required {
             "sub" => !subject.is_empty(),
             "aud" => !audiences.is_empty(),
-            other => claims.get(other).is_some_and(|v| !v.is_null() && v.as_str() != Some("")),
+            other => claims
+                .get(other)
+                .is_some_and(|v| !v.is_null() && v.as_str() != Some("")),
         };
         if !present {
             return Err(TokenError::MissingClaim(required));
@@ -338,7 +358,10 @@ pub fn verify_jwt(state: &Emulator, token: &str, now: i64, opts: &VerifyOptions)
 fn int_claim(claims: &Map<String, Value>, name: &'static str) -> Result<Option<i64>, TokenError> {
     match claims.get(name) {
         None => Ok(None),
-        Some(v) => v.as_i64().map(Some).ok_or(TokenError::NonIntegerTimestamp(name)),
+        Some(v) => v
+            .as_i64()
+            .map(Some)
+            .ok_or(TokenError::NonIntegerTimestamp(name)),
     }
 }
 
@@ -349,5 +372,303 @@ fn short(s: &str) -> String {
         s.to_owned()
     } else {
         format!("{}…", s.chars().take(MAX).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use idbridge_core::clock::ManualClock;
+    use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm};
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+
+    use super::*;
+    use crate::World;
+
+    const NOW: i64 = 1_750_000_000;
+    const SA: &str = "112233445566778899001";
+    const K8S: &str = "https://kubernetes.idbridge.test";
+
+    fn emulator() -> Arc<Emulator> {
+        Emulator::new(World::builtin().unwrap(), Arc::new(ManualClock::at(NOW))).unwrap()
+    }
+
+    fn google_claims() -> Value {
+        json!({
+            "iss": GOOGLE_ISSUER, "aud": "https://sts.amazonaws.com", "azp": SA, "sub": SA,
+            "email": "psoxy-tenant@saas-tenant.iam.gserviceaccount.com", "email_verified": true,
+            "iat": NOW - 10, "exp": NOW + 3590,
+        })
+    }
+
+    fn b64(v: &Value) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+    }
+
+    /// Signs with the emulator's Google key but a header of our choosing.
+    fn google_signed(state: &Emulator, header: Header, claims: &Value) -> String {
+        let key = EncodingKey::from_rsa_pem(state.google_key.private_pem().as_bytes()).unwrap();
+        jsonwebtoken::encode(&header, claims, &key).unwrap()
+    }
+
+    fn verify(state: &Emulator, token: &str) -> Result<VerifiedToken, TokenError> {
+        verify_jwt(state, token, NOW, &VerifyOptions::aws_sts())
+    }
+
+    #[test]
+    fn google_token_verifies() {
+        let state = emulator();
+        let token = state.google_key.sign(&google_claims()).unwrap();
+        let v = verify(&state, &token).unwrap();
+        assert_eq!(v.kind, IssuerKind::Google);
+        assert_eq!(v.subject, SA);
+        assert_eq!(v.audiences, ["https://sts.amazonaws.com"]);
+        assert_eq!(v.authorized_party.as_deref(), Some(SA));
+        assert_eq!(v.algorithm, Algorithm::RS256);
+        assert_eq!(v.expires_at, NOW + 3590);
+        // The bare-host issuer form is Google too.
+        let mut claims = google_claims();
+        claims["iss"] = json!("accounts.google.com");
+        let token = state.google_key.sign(&claims).unwrap();
+        assert_eq!(verify(&state, &token).unwrap().kind, IssuerKind::Google);
+    }
+
+    #[test]
+    fn oidc_issuer_token_verifies_against_its_jwks() {
+        let state = emulator();
+        let claims = json!({
+            "iss": K8S, "aud": ["sts.amazonaws.com"], "sub": "system:serviceaccount:default:my-app",
+            "iat": NOW, "nbf": NOW, "exp": NOW + 600,
+        });
+        let token = state.issuer_keys[K8S].sign(&claims).unwrap();
+        let v = verify(&state, &token).unwrap();
+        assert_eq!(v.kind, IssuerKind::Oidc);
+        assert_eq!(v.audiences, ["sts.amazonaws.com"]);
+        // The Google key does not vouch for the cluster's issuer.
+        let forged = state.google_key.sign(&claims).unwrap();
+        assert_eq!(verify(&state, &forged).unwrap_err(), TokenError::UnknownKid);
+    }
+
+    #[test]
+    fn es256_issuer_from_a_declared_jwks() {
+        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let encoding = EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).unwrap();
+        let mut jwk = Jwk::from_encoding_key(&encoding, Algorithm::ES256).unwrap();
+        jwk.common.key_id = Some("ec-1".to_owned());
+        jwk.common.key_algorithm = Some(KeyAlgorithm::ES256);
+        let set = serde_json::to_string(&JwkSet { keys: vec![jwk] }).unwrap();
+        let world = World::from_str_at(
+            &format!("[[oidc_issuer]]\nissuer = \"https://ec.example\"\njwks = '''{set}'''\n"),
+            "test",
+            None,
+        )
+        .unwrap();
+        let state = Emulator::new(world, Arc::new(ManualClock::at(NOW))).unwrap();
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("ec-1".to_owned());
+        let claims = json!({"iss": "https://ec.example", "aud": "a", "sub": "s", "exp": NOW + 60});
+        let token = jsonwebtoken::encode(&header, &claims, &encoding).unwrap();
+        assert_eq!(verify(&state, &token).unwrap().algorithm, Algorithm::ES256);
+        // The JWK is declared ES256: an RS256 header with the same kid does not select it.
+        let mut rs = Header::new(Algorithm::RS256);
+        rs.kid = Some("ec-1".to_owned());
+        let token = format!(
+            "{}.{}.c2ln",
+            b64(&serde_json::to_value(&rs).unwrap()),
+            b64(&claims)
+        );
+        assert_eq!(verify(&state, &token).unwrap_err(), TokenError::UnknownKid);
+    }
+
+    #[test]
+    fn refused_algorithms_never_reach_a_key() {
+        let state = emulator();
+        let kid = state.google_key.kid.clone();
+        // alg: none, with and without a signature part.
+        let none = format!(
+            "{}.{}.",
+            b64(&json!({"alg": "none", "kid": kid})),
+            b64(&google_claims())
+        );
+        assert_eq!(
+            verify(&state, &none).unwrap_err(),
+            TokenError::UnsupportedAlgorithm("none".into())
+        );
+        // Key confusion: HS256 "signed" with the issuer's public key (as PEM public key and as
+        // the published certificate). Were the public key used as an HMAC secret, these would
+        // verify.
+        let public_pem = rcgen::KeyPair::from_pem(state.google_key.private_pem())
+            .unwrap()
+            .public_key_pem();
+        for secret in [public_pem.as_str(), state.google_key.cert_pem.as_str()] {
+            let mut header = Header::new(Algorithm::HS256);
+            header.kid = Some(kid.clone());
+            let token = jsonwebtoken::encode(
+                &header,
+                &google_claims(),
+                &EncodingKey::from_secret(secret.as_bytes()),
+            )
+            .unwrap();
+            assert_eq!(
+                verify(&state, &token).unwrap_err(),
+                TokenError::UnsupportedAlgorithm("HS256".into())
+            );
+        }
+        // PS256 is RSA, but not on AWS's list.
+        let mut header = Header::new(Algorithm::PS256);
+        header.kid = Some(kid);
+        let token = google_signed(&state, header, &google_claims());
+        assert_eq!(
+            verify(&state, &token).unwrap_err(),
+            TokenError::UnsupportedAlgorithm("PS256".into())
+        );
+    }
+
+    #[test]
+    fn issuer_and_kid_must_be_known() {
+        let state = emulator();
+        let mut claims = google_claims();
+        claims["iss"] = json!("https://evil.example");
+        let token = state.google_key.sign(&claims).unwrap();
+        assert_eq!(
+            verify(&state, &token).unwrap_err(),
+            TokenError::UnknownIssuer("https://evil.example".into())
+        );
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some("not-a-kid".into());
+        let token = google_signed(&state, header, &google_claims());
+        assert_eq!(verify(&state, &token).unwrap_err(), TokenError::UnknownKid);
+        let token = google_signed(&state, Header::new(Algorithm::RS256), &google_claims());
+        assert_eq!(verify(&state, &token).unwrap_err(), TokenError::MissingKid);
+    }
+
+    #[test]
+    fn tampering_breaks_the_signature() {
+        let state = emulator();
+        let token = state.google_key.sign(&google_claims()).unwrap();
+        let parts: Vec<&str> = token.split('.').collect();
+        let mut claims = google_claims();
+        claims["sub"] = json!("999999999999999999999");
+        let swapped = format!("{}.{}.{}", parts[0], b64(&claims), parts[2]);
+        assert_eq!(
+            verify(&state, &swapped).unwrap_err(),
+            TokenError::BadSignature
+        );
+        let mut sig = parts[2].to_owned();
+        let mid = sig.len() / 2;
+        let c = if &sig[mid..=mid] == "A" { "B" } else { "A" };
+        sig.replace_range(mid..=mid, c);
+        let flipped = format!("{}.{}.{sig}", parts[0], parts[1]);
+        assert_eq!(
+            verify(&state, &flipped).unwrap_err(),
+            TokenError::BadSignature
+        );
+        assert!(matches!(
+            verify(&state, "not-a-jwt").unwrap_err(),
+            TokenError::Malformed(_)
+        ));
+    }
+
+    #[test]
+    fn timestamps() {
+        let state = emulator();
+        let with = |k: &str, v: Value| {
+            let mut claims = google_claims();
+            claims[k] = v;
+            verify(&state, &state.google_key.sign(&claims).unwrap())
+        };
+        assert_eq!(
+            with("exp", json!("1750003600")).unwrap_err(),
+            TokenError::NonIntegerTimestamp("exp")
+        );
+        assert_eq!(
+            with("exp", json!(1_750_003_600.5)).unwrap_err(),
+            TokenError::NonIntegerTimestamp("exp")
+        );
+        assert_eq!(
+            with("iat", json!("x")).unwrap_err(),
+            TokenError::NonIntegerTimestamp("iat")
+        );
+        assert_eq!(
+            with("exp", Value::Null).unwrap_err(),
+            TokenError::NonIntegerTimestamp("exp")
+        );
+        // Five minutes of skew, no more.
+        assert!(with("exp", json!(NOW - 299)).is_ok());
+        assert_eq!(
+            with("exp", json!(NOW - 300)).unwrap_err(),
+            TokenError::Expired {
+                exp: NOW - 300,
+                now: NOW
+            }
+        );
+        assert!(with("nbf", json!(NOW + 300)).is_ok());
+        assert_eq!(
+            with("nbf", json!(NOW + 301)).unwrap_err(),
+            TokenError::NotYetValid {
+                nbf: NOW + 301,
+                now: NOW
+            }
+        );
+        assert!(with("iat", json!(NOW + 300)).is_ok());
+        assert_eq!(
+            with("iat", json!(NOW + 3600)).unwrap_err(),
+            TokenError::IssuedInFuture {
+                iat: NOW + 3600,
+                now: NOW
+            }
+        );
+        let mut claims = google_claims();
+        claims.as_object_mut().unwrap().remove("exp");
+        let token = state.google_key.sign(&claims).unwrap();
+        assert_eq!(
+            verify(&state, &token).unwrap_err(),
+            TokenError::MissingExpiry
+        );
+        // An optional lifetime cap (Google STS uses 48 h).
+        let opts = VerifyOptions {
+            max_lifetime_secs: Some(60),
+            ..VerifyOptions::aws_sts()
+        };
+        let token = state.google_key.sign(&google_claims()).unwrap();
+        assert!(matches!(
+            verify_jwt(&state, &token, NOW, &opts).unwrap_err(),
+            TokenError::LifetimeTooLong {
+                lifetime: 3600,
+                max: 60
+            }
+        ));
+    }
+
+    #[test]
+    fn sub_and_aud_are_required() {
+        let state = emulator();
+        for claim in ["sub", "aud"] {
+            let mut claims = google_claims();
+            claims.as_object_mut().unwrap().remove(claim);
+            let token = state.google_key.sign(&claims).unwrap();
+            assert_eq!(
+                verify(&state, &token).unwrap_err(),
+                TokenError::MissingClaim(claim)
+            );
+        }
+    }
+
+    #[test]
+    fn errors_do_not_carry_the_token() {
+        let state = emulator();
+        let mut claims = google_claims();
+        claims["exp"] = json!(NOW - 4000);
+        let token = state.google_key.sign(&claims).unwrap();
+        let err = verify(&state, &token).unwrap_err();
+        let printed = format!("{err} {err:?}");
+        assert!(
+            !printed.contains(&token[..20]) && !printed.contains(SA),
+            "{printed}"
+        );
     }
 }

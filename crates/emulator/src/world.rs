@@ -341,7 +341,9 @@ impl World {
                     role.arn
                 )));
             }
-            if let Err(e) = idbridge_policy::aws::TrustPolicy::parse(&role.trust_policy) {
+            if let Err(e) = idbridge_policy::aws::TrustPolicy::parse(&role.trust_policy)
+                .and_then(|p| p.validate_as_role_trust_policy())
+            {
                 return Err(invalid(format!(
                     "aws_role[{i}] ({}): field `trust_policy`: MalformedPolicyDocument: {e}",
                     role.arn

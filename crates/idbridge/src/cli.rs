@@ -31,6 +31,38 @@ pub(crate) enum Command {
     Exec(ExecArgs),
     /// Send a SigV4-signed HTTP request with a route's (or the environment's) AWS credentials.
     Request(RequestArgs),
+    /// Explain whether a token may assume a role under a trust policy, condition by condition.
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum ExplainFormat {
+    /// A readable (coloured on a terminal) table.
+    Table,
+    /// JSON: {"decision","statements":[…],"warnings":[…]}.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExplainArgs {
+    /// The token (a JWT), or @FILE.
+    #[arg(long)]
+    pub(crate) token: String,
+    /// The role's trust policy (IAM JSON file).
+    #[arg(long)]
+    pub(crate) aws_trust_policy: PathBuf,
+    /// Verify the signature against a JWKS file, a JWKS URL, or an issuer URL.
+    #[arg(long)]
+    pub(crate) verify: Option<String>,
+    /// The role's account (for generic OIDC providers; read from the policy when absent).
+    #[arg(long)]
+    pub(crate) account: Option<String>,
+    /// RoleSessionName of the request.
+    #[arg(long, default_value = "idbridge-explain")]
+    pub(crate) role_session_name: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub(crate) format: ExplainFormat,
 }
 
 #[derive(Debug, Args)]

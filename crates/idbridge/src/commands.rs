@@ -69,6 +69,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             exec(&cred, &a.command).await
         }
         Command::Request(a) => request(a).await,
+        Command::Explain(a) => crate::explain::run(a).await,
     }
 }
 

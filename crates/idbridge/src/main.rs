@@ -8,7 +8,9 @@ mod cli;
 mod commands;
 mod demo;
 mod emulate;
+mod explain;
 mod output;
+mod verify;
 
 use std::process::ExitCode;
 

@@ -897,7 +897,7 @@ token_creators = ["serviceAccount:c@p.iam.gserviceaccount.com"]
             ),
             ("user:x@p.iam.gserviceaccount.com".into(), &sa, false),
             (subject.clone(), &sa, false),
-            (subject.clone(), &fed, true),
+            (subject, &fed, true),
             (
                 format!("principal://{POOL}/subject/repo:org/other"),
                 &fed,

@@ -106,11 +106,8 @@ pub(super) async fn token(
         );
     }
     let lifetime = state.world.lifetimes.access_token_seconds;
-    let (access_token, expires_at) = state.issue_google_token(
-        GooglePrincipal::ServiceAccount(sa.email.clone()),
-        scopes,
-        lifetime,
-    );
+    let (access_token, expires_at) =
+        state.issue_google_token(GooglePrincipal::ServiceAccount(sa.email), scopes, lifetime);
     let mut resp = json_response(
         StatusCode::OK,
         &OAuth2TokenResponse {

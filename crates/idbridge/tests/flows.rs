@@ -1,0 +1,149 @@
+//! Every hop of every example route against the in-process emulator, and the failure modes
+//! a user meets: refused roles, unreachable endpoints, unparsable answers, bad files.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use idbridge_broker::exchange::aws_sts;
+use idbridge_broker::{Config, Context, ErrorKind, Route};
+use idbridge_core::Credential;
+use idbridge_core::env::MapEnv;
+use idbridge_emulator::{Emulator, Ports, Running, World};
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+async fn emulator() -> Running {
+    let emu = Emulator::new(World::builtin().unwrap(), idbridge_core::clock::system()).unwrap();
+    idbridge_emulator::serve(emu, [127, 0, 0, 1].into(), Ports::default()).await.unwrap()
+}
+
+fn ctx(running: &Running, overrides: &[(&str, &str)]) -> Context {
+    let mut env: std::collections::BTreeMap<String, String> = running.env_pairs().into_iter().collect();
+    for (k, v) in overrides {
+        env.insert((*k).to_owned(), (*v).to_owned());
+    }
+    Context::new(Arc::new(MapEnv(env)), idbridge_core::clock::system(), &Default::default()).unwrap()
+}
+
+async fn run(running: &Running, file: &str, route: &str, overrides: &[(&str, &str)]) -> Result<idbridge_broker::RouteOutput, idbridge_broker::BrokerError> {
+    let config = Config::load(&examples().join(file)).unwrap();
+    let route = Route::new(config.route(route).unwrap().clone());
+    route.run(&ctx(running, overrides)).await.map_err(|(e, _)| e)
+}
+
+async fn assert_aws(running: &Running, out: &idbridge_broker::RouteOutput, role: &str, session: &str) {
+    let Credential::Aws(c) = &out.credential else {
+        panic!("expected AWS credentials, got {}", out.credential.kind());
+    };
+    assert!(c.access_key_id.starts_with("ASIA"), "{c:?}");
+    let expected = format!("arn:aws:sts::111122223333:assumed-role/{role}/{session}");
+    assert_eq!(c.arn.as_deref(), Some(expected.as_str()));
+    let hop = aws_sts::get_caller_identity(&ctx(running, &[]), c, None).await.unwrap();
+    assert_eq!(hop.identity, format!("caller: {expected}"));
+}
+
+#[tokio::test]
+async fn seed000_gce_metadata_to_aws() {
+    let r = emulator().await;
+    let out = run(&r, "seed000-gce-to-aws.toml", "tenant-to-aws", &[]).await.unwrap();
+    assert_eq!(out.hops.iter().map(|h| h.hop.as_str()).collect::<Vec<_>>(), ["gce-metadata", "aws-sts"]);
+    assert!(out.hops[0].identity.contains("sub=112233445566778899001"), "{:?}", out.hops[0]);
+    assert_aws(&r, &out, "psoxy-tenant-access", "psoxy-tenant").await;
+    assert_eq!(r.emulator.count("metadata.identity"), 1);
+    assert_eq!(r.emulator.count("aws_sts.AssumeRoleWithWebIdentity"), 1);
+}
+
+#[tokio::test]
+async fn seed002_impersonation_to_aws_and_the_trap() {
+    let r = emulator().await;
+    let out = run(&r, "seed002-impersonate-to-aws.toml", "myapp-to-aws", &[]).await.unwrap();
+    assert_eq!(out.hops.iter().map(|h| h.hop.as_str()).collect::<Vec<_>>(), ["gce-metadata", "impersonate", "aws-sts"]);
+    assert!(out.hops[1].identity.contains("aud=aws-trust-1"), "{:?}", out.hops[1]);
+    assert_aws(&r, &out, "google-cloud-myapp", "myapp").await;
+
+    let err = run(&r, "seed002-impersonate-to-aws.toml", "myapp-to-aws-naive", &[]).await.unwrap_err();
+    assert_eq!(err.code.as_deref(), Some("AccessDenied"), "{err}");
+    assert_eq!(err.kind, ErrorKind::Rejected);
+    assert_eq!(err.hop, "aws-sts");
+}
+
+#[tokio::test]
+async fn seed004_service_account_key_to_aws() {
+    let r = emulator().await;
+    let out = run(&r, "seed004-sa-key-to-aws.toml", "sa-key-to-aws", &[]).await.unwrap();
+    assert_eq!(out.hops.iter().map(|h| h.hop.as_str()).collect::<Vec<_>>(), ["service-account-key", "aws-sts"]);
+    assert!(out.hops[0].identity.contains("sub=104729384756102938475"), "{:?}", out.hops[0]);
+    assert_aws(&r, &out, "gcp-sa-key-caller", "sa-key-caller").await;
+    assert_eq!(r.emulator.count("google.oauth2.token"), 1);
+}
+
+#[tokio::test]
+async fn oidc_file_to_aws_rereads_the_file() {
+    let r = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mint = |sub: &str| {
+        let key = &r.emulator.issuer_keys["https://kubernetes.idbridge.test"];
+        let now = r.emulator.clock.unix();
+        key.sign(&serde_json::json!({"iss": "https://kubernetes.idbridge.test", "sub": sub, "aud": ["sts.amazonaws.com"], "iat": now, "exp": now + 600}))
+            .unwrap()
+    };
+    let token = dir.path().join("token");
+    std::fs::write(&token, mint("system:serviceaccount:default:my-app")).unwrap();
+    let text = format!(
+        "[[route]]\nname = \"k\"\nsource = {{ kind = \"oidc-file\", path = \"{}\" }}\nexchange = [{{ kind = \"aws-sts\", role_arn = \"arn:aws:iam::111122223333:role/k8s-workload\", session_name = \"my-app\" }}]\n",
+        token.display()
+    );
+    let config = Config::parse(&text, "k.toml", None).unwrap();
+    let route = Route::new(config.routes[0].clone());
+    let out = route.run(&ctx(&r, &[])).await.map_err(|(e, _)| e).unwrap();
+    assert_aws(&r, &out, "k8s-workload", "my-app").await;
+    // The kubelet rotates the file: a token for another account is read and refused.
+    std::fs::write(&token, mint("system:serviceaccount:default:intruder")).unwrap();
+    let (err, _) = route.run(&ctx(&r, &[])).await.unwrap_err();
+    assert_eq!(err.code.as_deref(), Some("AccessDenied"), "{err}");
+    std::fs::remove_file(&token).unwrap();
+    let (err, _) = route.run(&ctx(&r, &[])).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Io, "{err}");
+}
+
+#[tokio::test]
+async fn unreachable_endpoint_is_one_transient_line() {
+    let r = emulator().await;
+    let err = run(&r, "seed000-gce-to-aws.toml", "tenant-to-aws", &[("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:1")]).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Transient, "{err}");
+    let line = err.to_string();
+    assert!(!line.contains('\n'), "{line}");
+    assert!(line.contains("could not connect") && line.contains("127.0.0.1:1"), "{line}");
+
+    let err = run(&r, "seed000-gce-to-aws.toml", "tenant-to-aws", &[("GCE_METADATA_HOST", "127.0.0.1:1")]).await.unwrap_err();
+    assert_eq!((err.kind, err.hop.as_str()), (ErrorKind::Transient, "gce-metadata"), "{err}");
+}
+
+#[tokio::test]
+async fn unparsable_answers_are_protocol_errors() {
+    let r = emulator().await;
+    let garbage = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = garbage.local_addr().unwrap();
+    let app = axum::Router::new().fallback(|| async { ([("content-type", "text/xml")], "<<<this is not xml") });
+    tokio::spawn(async move { axum::serve(garbage, app).await });
+    let url = format!("http://{addr}");
+    let err = run(&r, "seed000-gce-to-aws.toml", "tenant-to-aws", &[("AWS_ENDPOINT_URL_STS", &url)]).await.unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::Protocol | ErrorKind::Rejected), "{err}");
+    assert!(!err.to_string().contains("this is not xml"), "{err}");
+
+    let err = run(&r, "seed004-sa-key-to-aws.toml", "sa-key-to-aws", &[("IDBRIDGE_GOOGLE_OAUTH2_URL", &format!("{url}/token"))]).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Protocol, "{err}");
+}
+
+#[tokio::test]
+async fn bad_key_file_is_a_configuration_error() {
+    let r = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("key.json"), r#"{"type":"authorized_user"}"#).unwrap();
+    let text = "[[route]]\nname = \"k\"\nsource = { kind = \"service-account-key\", key_file = \"key.json\", target_audience = \"a\" }\n";
+    let config = Config::parse(text, "k.toml", Some(dir.path())).unwrap();
+    let (err, _) = Route::new(config.routes[0].clone()).run(&ctx(&r, &[])).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::InvalidConfiguration, "{err}");
+}
