@@ -17,7 +17,13 @@ import traceback
 
 
 def _error(e: BaseException) -> dict:
-    out = {"type": type(e).__name__, "module": type(e).__module__, "message": str(e)}
+    out = {
+        "type": type(e).__name__,
+        "module": type(e).__module__,
+        "message": str(e),
+        # botocore's modeled errors (InvalidIdentityTokenException, …) subclass ClientError.
+        "client_error": any(c.__name__ == "ClientError" for c in type(e).__mro__),
+    }
     resp = getattr(e, "response", None)
     if isinstance(resp, dict):  # botocore ClientError
         out["code"] = resp.get("Error", {}).get("Code")
@@ -74,6 +80,19 @@ def moto_setup(args: dict) -> dict:
     s3.create_bucket(Bucket=args["bucket"])
     s3.put_object(Bucket=args["bucket"], Key=args["key"], Body=args["body"].encode())
     return {"access_key_id": key["AccessKeyId"], "secret_access_key": key["SecretAccessKey"]}
+
+
+def boto3_s3_get(args: dict) -> dict:
+    """boto3 S3 GetObject with explicit keys (botocore's own S3 SigV4 signer)."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=args["endpoint"], region_name="us-east-1",
+                      aws_access_key_id=args["access_key_id"], aws_secret_access_key=args["secret_access_key"])
+    try:
+        body = s3.get_object(Bucket=args["bucket"], Key=args["key"])["Body"].read()
+    except Exception as e:  # noqa: BLE001
+        return _error(e)
+    return {"body": body.decode()}
 
 
 # ---------------------------------------------------------------- Google (google-auth, PyJWT) ---
@@ -152,7 +171,7 @@ def gauth_sa_id_token(args: dict) -> dict:
     return {"token": creds.token, "claims": _claims_unverified(creds.token)}
 
 
-ACTIONS = {f.__name__: f for f in [boto3_caller_identity, moto_setup, gauth_verify, pyjwt_verify,
+ACTIONS = {f.__name__: f for f in [boto3_caller_identity, moto_setup, boto3_s3_get, gauth_verify, pyjwt_verify,
                                    gauth_compute, gauth_sa_id_token]}
 
 

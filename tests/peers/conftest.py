@@ -57,6 +57,7 @@ def clean_env(home: Path, *overlays: dict | None, imds: bool = False, gce_check:
         "PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin",
         "HOME": str(home),
         "LANG": "C.UTF-8",
+        "NO_COLOR": "1",
         "TMPDIR": str(home),
         "PYTHONDONTWRITEBYTECODE": "1",
         "AWS_CONFIG_FILE": str(aws_config),
@@ -125,6 +126,30 @@ def metadata_id_token(emulator: dict, audience: str, fmt: str = "full") -> str:
     token = r.text.strip()
     assert token.count(".") == 2, f"not a JWT: {token[:100]!r}"
     return token
+
+
+# ------------------------------------------------------------------------- shared AWS helpers ---
+
+ACCOUNT = "111122223333"
+
+
+def assumed_role_arn(role: str, session: str) -> str:
+    return f"arn:aws:sts::{ACCOUNT}:assumed-role/{role}/{session}"
+
+
+def role_arn(role: str) -> str:
+    return f"arn:aws:iam::{ACCOUNT}:role/{role}"
+
+
+def web_identity_env(sandbox, emulator: dict, token: str, role: str, session: str) -> dict:
+    """botocore's web-identity provider env: token file, role, session, and the emulator's STS."""
+    token_file = sandbox.write(f"token-{role}-{session}.jwt", token)
+    return sandbox.env(emulator, {
+        "AWS_WEB_IDENTITY_TOKEN_FILE": token_file,
+        "AWS_ROLE_ARN": role_arn(role),
+        "AWS_ROLE_SESSION_NAME": session,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    })
 
 
 # ---------------------------------------------------------------------------------- fixtures ---

@@ -181,13 +181,17 @@ impl SourceConfig {
 
     fn audience_scopes(&self) -> (Option<&String>, Option<&Vec<String>>, &'static str) {
         match self {
-            SourceConfig::GceMetadata { audience, scopes, .. } => (audience.as_ref(), scopes.as_ref(), "audience"),
+            SourceConfig::GceMetadata {
+                audience, scopes, ..
+            } => (audience.as_ref(), scopes.as_ref(), "audience"),
             SourceConfig::ServiceAccountKey {
                 target_audience,
                 scopes,
                 ..
             } => (target_audience.as_ref(), scopes.as_ref(), "target_audience"),
-            SourceConfig::Impersonate { audience, scopes, .. } => (audience.as_ref(), scopes.as_ref(), "audience"),
+            SourceConfig::Impersonate {
+                audience, scopes, ..
+            } => (audience.as_ref(), scopes.as_ref(), "audience"),
             SourceConfig::OidcFile { .. } => (None, None, ""),
         }
     }
@@ -198,12 +202,18 @@ impl SourceConfig {
             return Ok(Yields::IdToken);
         }
         match self.audience_scopes() {
-            (Some(a), None, field) if a.is_empty() => Err(format!("field `source.{field}` is empty")),
+            (Some(a), None, field) if a.is_empty() => {
+                Err(format!("field `source.{field}` is empty"))
+            }
             (Some(_), None, _) => Ok(Yields::IdToken),
             (None, Some(s), _) if s.is_empty() => Err("field `source.scopes` is empty".to_owned()),
             (None, Some(_), _) => Ok(Yields::AccessToken),
-            (Some(_), Some(_), field) => Err(format!("set only one of `source.{field}` and `source.scopes`")),
-            (None, None, field) => Err(format!("set `source.{field}` (for an ID token) or `source.scopes` (for an access token)")),
+            (Some(_), Some(_), field) => Err(format!(
+                "set only one of `source.{field}` and `source.scopes`"
+            )),
+            (None, None, field) => Err(format!(
+                "set `source.{field}` (for an ID token) or `source.scopes` (for an access token)"
+            )),
         }
     }
 }
@@ -301,8 +311,15 @@ impl Config {
                 line,
                 message: format!("route {:?}: {message}", route.name),
             };
-            if route.name.is_empty() || !route.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-                return Err(invalid("field `name` must be non-empty letters, digits, `-`, `_`, `.`".into()));
+            if route.name.is_empty()
+                || !route
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(invalid(
+                    "field `name` must be non-empty letters, digits, `-`, `_`, `.`".into(),
+                ));
             }
             if routes.iter().any(|r: &RouteConfig| r.name == route.name) {
                 return Err(invalid("field `name`: duplicate route name".into()));
@@ -311,7 +328,8 @@ impl Config {
             resolve_paths(&mut route.source, base);
             let mut yields = route.source.yields().map_err(&invalid)?;
             for (i, ex) in route.exchange.iter().enumerate() {
-                yields = validate_exchange(ex, yields).map_err(|m| invalid(format!("field `exchange[{i}]`: {m}")))?;
+                yields = validate_exchange(ex, yields)
+                    .map_err(|m| invalid(format!("field `exchange[{i}]`: {m}")))?;
             }
             routes.push(route);
         }
@@ -324,27 +342,37 @@ impl Config {
 
     /// A route by name.
     pub fn route(&self, name: &str) -> Result<&RouteConfig, ConfigError> {
-        self.routes.iter().find(|r| r.name == name).ok_or_else(|| ConfigError::NoSuchRoute {
-            path: self.path.clone(),
-            name: name.to_owned(),
-            known: if self.routes.is_empty() {
-                "none".to_owned()
-            } else {
-                self.routes.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")
-            },
-        })
+        self.routes
+            .iter()
+            .find(|r| r.name == name)
+            .ok_or_else(|| ConfigError::NoSuchRoute {
+                path: self.path.clone(),
+                name: name.to_owned(),
+                known: if self.routes.is_empty() {
+                    "none".to_owned()
+                } else {
+                    self.routes
+                        .iter()
+                        .map(|r| r.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+            })
     }
 }
 
 fn validate_source(s: &SourceConfig, at: &str) -> Result<(), String> {
-    s.yields().map_err(|m| m.replace("source.", &format!("{at}.")))?;
+    s.yields()
+        .map_err(|m| m.replace("source.", &format!("{at}.")))?;
     match s {
         SourceConfig::GceMetadata { format, .. } => {
             if let Some(f) = format
                 && f != "full"
                 && f != "standard"
             {
-                return Err(format!("field `{at}.format` must be \"full\" or \"standard\", not {f:?}"));
+                return Err(format!(
+                    "field `{at}.format` must be \"full\" or \"standard\", not {f:?}"
+                ));
             }
         }
         SourceConfig::ServiceAccountKey { .. } | SourceConfig::OidcFile { .. } => {}
@@ -354,8 +382,12 @@ fn validate_source(s: &SourceConfig, at: &str) -> Result<(), String> {
             lifetime_seconds,
             ..
         } => {
-            if !service_account.contains('@') && !service_account.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(format!("field `{at}.service_account` must be an email or a numeric unique id"));
+            if !service_account.contains('@')
+                && !service_account.bytes().all(|b| b.is_ascii_digit())
+            {
+                return Err(format!(
+                    "field `{at}.service_account` must be an email or a numeric unique id"
+                ));
             }
             if let Some(l) = lifetime_seconds
                 && !(1..=43200).contains(l)
@@ -364,7 +396,9 @@ fn validate_source(s: &SourceConfig, at: &str) -> Result<(), String> {
             }
             if let Some(c) = caller {
                 if c.yields() != Ok(Yields::AccessToken) {
-                    return Err(format!("field `{at}.caller` must yield an access token (set `scopes`)"));
+                    return Err(format!(
+                        "field `{at}.caller` must yield an access token (set `scopes`)"
+                    ));
                 }
                 validate_source(c, &format!("{at}.caller"))?;
             }
@@ -383,7 +417,9 @@ fn resolve_paths(s: &mut SourceConfig, base: Option<&Path>) {
     match s {
         SourceConfig::ServiceAccountKey { key_file, .. } => fix(key_file),
         SourceConfig::OidcFile { path } => fix(path),
-        SourceConfig::Impersonate { caller: Some(c), .. } => resolve_paths(c, Some(base)),
+        SourceConfig::Impersonate {
+            caller: Some(c), ..
+        } => resolve_paths(c, Some(base)),
         _ => {}
     }
 }
@@ -400,18 +436,32 @@ fn validate_exchange(ex: &ExchangeConfig, input: Yields) -> Result<Yields, Strin
                 return Err("aws-sts needs an ID token, but the previous hop yields an access token (set an audience)".into());
             }
             let parts: Vec<&str> = role_arn.split(':').collect();
-            if parts.len() != 6 || parts[0] != "arn" || parts[2] != "iam" || !parts[5].starts_with("role/") {
-                return Err(format!("field `role_arn`: {role_arn:?} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"));
+            if parts.len() != 6
+                || parts[0] != "arn"
+                || parts[2] != "iam"
+                || !parts[5].starts_with("role/")
+            {
+                return Err(format!(
+                    "field `role_arn`: {role_arn:?} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
+                ));
             }
             if let Some(n) = session_name
-                && (n.len() < 2 || n.len() > 64 || !n.chars().all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c)))
+                && (n.len() < 2
+                    || n.len() > 64
+                    || !n
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c)))
             {
-                return Err(format!("field `session_name`: {n:?} must be 2–64 characters of [A-Za-z0-9_+=,.@-]"));
+                return Err(format!(
+                    "field `session_name`: {n:?} must be 2–64 characters of [A-Za-z0-9_+=,.@-]"
+                ));
             }
             if let Some(d) = duration_seconds
                 && !(900..=43200).contains(d)
             {
-                return Err(format!("field `duration_seconds`: {d} is outside 900..=43200"));
+                return Err(format!(
+                    "field `duration_seconds`: {d} is outside 900..=43200"
+                ));
             }
             Ok(Yields::IdToken)
         }
@@ -420,7 +470,8 @@ fn validate_exchange(ex: &ExchangeConfig, input: Yields) -> Result<Yields, Strin
 
 /// 1-based line of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
-    text.get(..offset).map_or(1, |t| t.matches('\n').count() + 1)
+    text.get(..offset)
+        .map_or(1, |t| t.matches('\n').count() + 1)
 }
 
 #[cfg(test)]
@@ -461,14 +512,19 @@ exchange = [{ kind = "aws-sts", role_arn = "arn:aws:iam::111122223333:role/r" }]
         let bad = GOOD.replace("audience = \"x\"", "scopes = [\"s\"]");
         let e = Config::parse(&bad, "c.toml", None).unwrap_err().to_string();
         assert!(e.contains("needs an ID token"), "{e}");
-        let bad = GOOD.replace("kind = \"aws-sts\"", "kind = \"aws-sts\", duration_seconds = 60");
+        let bad = GOOD.replace(
+            "kind = \"aws-sts\"",
+            "kind = \"aws-sts\", duration_seconds = 60",
+        );
         let e = Config::parse(&bad, "c.toml", None).unwrap_err().to_string();
         assert!(e.contains("duration_seconds"), "{e}");
     }
 
     #[test]
     fn second_route_line() {
-        let two = format!("{GOOD}\n[[route]]\nname = \"a\"\nsource = {{ kind = \"oidc-file\", path = \"t\" }}\n");
+        let two = format!(
+            "{GOOD}\n[[route]]\nname = \"a\"\nsource = {{ kind = \"oidc-file\", path = \"t\" }}\n"
+        );
         let e = Config::parse(&two, "c.toml", None).unwrap_err().to_string();
         assert!(e.contains("line 7"), "{e}");
         assert!(e.contains("duplicate"), "{e}");

@@ -52,14 +52,22 @@ impl Context {
     }
 
     /// A context over the given environment and clock.
-    pub fn new(env: Arc<dyn Env>, clock: SharedClock, config: &EndpointsConfig) -> Result<Self, crate::BrokerError> {
+    pub fn new(
+        env: Arc<dyn Env>,
+        clock: SharedClock,
+        config: &EndpointsConfig,
+    ) -> Result<Self, crate::BrokerError> {
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("idbridge/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| {
-                crate::BrokerError::new(crate::ErrorKind::InvalidConfiguration, "http", format!("cannot build HTTP client: {e}"))
+                crate::BrokerError::new(
+                    crate::ErrorKind::InvalidConfiguration,
+                    "http",
+                    format!("cannot build HTTP client: {e}"),
+                )
             })?;
         let endpoints = resolve(env.as_ref(), config);
         Ok(Self {
@@ -78,12 +86,18 @@ fn resolve(e: &dyn Env, c: &EndpointsConfig) -> Endpoints {
             .map(|s| s.trim_end_matches('/').to_owned())
     };
     Endpoints {
-        aws_sts: pick(&c.aws_sts, &[env::AWS_ENDPOINT_URL_STS, env::AWS_ENDPOINT_URL]),
+        aws_sts: pick(
+            &c.aws_sts,
+            &[env::AWS_ENDPOINT_URL_STS, env::AWS_ENDPOINT_URL],
+        ),
         gce_metadata_host: pick(&c.gce_metadata_host, &[env::GCE_METADATA_HOST])
             .unwrap_or_else(|| env::DEFAULT_GCE_METADATA_HOST.to_owned()),
         google_oauth2: pick(&c.google_oauth2, &[env::IDBRIDGE_GOOGLE_OAUTH2_URL]),
-        google_iamcredentials: pick(&c.google_iamcredentials, &[env::IDBRIDGE_GOOGLE_IAMCREDENTIALS_URL])
-            .unwrap_or_else(|| env::DEFAULT_GOOGLE_IAMCREDENTIALS_URL.to_owned()),
+        google_iamcredentials: pick(
+            &c.google_iamcredentials,
+            &[env::IDBRIDGE_GOOGLE_IAMCREDENTIALS_URL],
+        )
+        .unwrap_or_else(|| env::DEFAULT_GOOGLE_IAMCREDENTIALS_URL.to_owned()),
     }
 }
 
@@ -107,6 +121,9 @@ mod tests {
         assert_eq!(r.aws_sts.as_deref(), Some("http://global:1"));
         assert_eq!(r.google_oauth2.as_deref(), Some("http://cfg:3/token"));
         assert_eq!(r.gce_metadata_host, "metadata.google.internal");
-        assert_eq!(r.google_iamcredentials, "https://iamcredentials.googleapis.com");
+        assert_eq!(
+            r.google_iamcredentials,
+            "https://iamcredentials.googleapis.com"
+        );
     }
 }

@@ -27,7 +27,13 @@ pub struct HopReport {
 
 impl HopReport {
     /// A report for a hop started at `started`.
-    pub fn new(hop: &str, endpoint: impl Into<String>, identity: impl Into<String>, expires_at: Option<OffsetDateTime>, started: Instant) -> Self {
+    pub fn new(
+        hop: &str,
+        endpoint: impl Into<String>,
+        identity: impl Into<String>,
+        expires_at: Option<OffsetDateTime>,
+        started: Instant,
+    ) -> Self {
         Self {
             hop: hop.to_owned(),
             endpoint: endpoint.into(),
@@ -69,7 +75,11 @@ impl Route {
         }
     }
 
-    async fn run_inner(&self, ctx: &Context, hops: &mut Vec<HopReport>) -> Result<Credential, BrokerError> {
+    async fn run_inner(
+        &self,
+        ctx: &Context,
+        hops: &mut Vec<HopReport>,
+    ) -> Result<Credential, BrokerError> {
         let mut current = source::fetch(&self.config.source, ctx, hops).await?;
         for ex in &self.config.exchange {
             current = match ex {
@@ -81,10 +91,16 @@ impl Route {
                     region,
                 } => {
                     let Credential::IdToken(token) = &current else {
-                        return Err(BrokerError::new(ErrorKind::InvalidConfiguration, "aws-sts", "needs an ID token from the previous hop"));
+                        return Err(BrokerError::new(
+                            ErrorKind::InvalidConfiguration,
+                            "aws-sts",
+                            "needs an ID token from the previous hop",
+                        ));
                     };
                     let default_name = format!("idbridge-{}", self.config.name);
-                    let session_name = session_name.clone().unwrap_or_else(|| truncate_session(&default_name));
+                    let session_name = session_name
+                        .clone()
+                        .unwrap_or_else(|| truncate_session(&default_name));
                     let req = aws_sts::Request {
                         role_arn,
                         session_name: &session_name,
@@ -103,7 +119,13 @@ impl Route {
 /// Session names are 2–64 characters of `[\w+=,.@-]`.
 fn truncate_session(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(64)
         .collect()
 }

@@ -35,7 +35,10 @@ pub fn sign_request(
     let identity = Credentials::new(
         &creds.access_key_id,
         creds.secret_access_key.expose_secret(),
-        creds.session_token.as_ref().map(|t| t.expose_secret().to_owned()),
+        creds
+            .session_token
+            .as_ref()
+            .map(|t| t.expose_secret().to_owned()),
         None,
         "idbridge",
     )

@@ -29,12 +29,31 @@ pub fn fetch<'a>(
                 audience,
                 scopes,
                 format,
-            } => gce_metadata::fetch(ctx, service_account, audience.as_deref(), scopes.as_deref(), format.as_deref(), hops).await,
+            } => {
+                gce_metadata::fetch(
+                    ctx,
+                    service_account,
+                    audience.as_deref(),
+                    scopes.as_deref(),
+                    format.as_deref(),
+                    hops,
+                )
+                .await
+            }
             SourceConfig::ServiceAccountKey {
                 key_file,
                 target_audience,
                 scopes,
-            } => sa_key::fetch(ctx, key_file, target_audience.as_deref(), scopes.as_deref(), hops).await,
+            } => {
+                sa_key::fetch(
+                    ctx,
+                    key_file,
+                    target_audience.as_deref(),
+                    scopes.as_deref(),
+                    hops,
+                )
+                .await
+            }
             SourceConfig::Impersonate {
                 service_account,
                 audience,
@@ -87,13 +106,27 @@ pub(crate) fn google_error(body: &str) -> (Option<String>, String) {
 
 /// Builds an [`idbridge_core::IdToken`] from a JWT string, reading `exp` (unverified: the
 /// consumer of the token verifies it; we only schedule refreshes from it).
-pub(crate) fn id_token_from_jwt(hop: &str, jwt: &str) -> Result<(idbridge_core::IdToken, idbridge_core::jwt::UnverifiedJwt), BrokerError> {
-    let parsed = idbridge_core::jwt::UnverifiedJwt::parse(jwt)
-        .map_err(|e| BrokerError::new(crate::ErrorKind::Protocol, hop, format!("the ID token received is unreadable: {e}")))?;
+pub(crate) fn id_token_from_jwt(
+    hop: &str,
+    jwt: &str,
+) -> Result<(idbridge_core::IdToken, idbridge_core::jwt::UnverifiedJwt), BrokerError> {
+    let parsed = idbridge_core::jwt::UnverifiedJwt::parse(jwt).map_err(|e| {
+        BrokerError::new(
+            crate::ErrorKind::Protocol,
+            hop,
+            format!("the ID token received is unreadable: {e}"),
+        )
+    })?;
     let exp = parsed
         .exp()
         .and_then(|e| time::OffsetDateTime::from_unix_timestamp(e).ok())
-        .ok_or_else(|| BrokerError::new(crate::ErrorKind::Protocol, hop, "the ID token received has no integer `exp`"))?;
+        .ok_or_else(|| {
+            BrokerError::new(
+                crate::ErrorKind::Protocol,
+                hop,
+                "the ID token received has no integer `exp`",
+            )
+        })?;
     Ok((
         idbridge_core::IdToken {
             token: jwt.trim().into(),
@@ -116,7 +149,10 @@ pub(crate) fn describe_claims(jwt: &idbridge_core::jwt::UnverifiedJwt) -> String
         Some(serde_json::Value::String(a)) => parts.push(format!("aud={a}")),
         Some(serde_json::Value::Array(a)) => parts.push(format!(
             "aud={}",
-            a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(",")
+            a.iter()
+                .filter_map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
         )),
         _ => {}
     }

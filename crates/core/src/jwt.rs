@@ -35,7 +35,9 @@ impl UnverifiedJwt {
     /// Splits and decodes a compact JWS without checking its signature.
     pub fn parse(token: &str) -> Result<Self, JwtShapeError> {
         let mut parts = token.trim().split('.');
-        let (Some(h), Some(c), Some(_sig), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(h), Some(c), Some(_sig), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(JwtShapeError::Parts);
         };
         Ok(Self {
@@ -76,8 +78,14 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        assert_eq!(UnverifiedJwt::parse("abc").err(), Some(JwtShapeError::Parts));
-        assert_eq!(UnverifiedJwt::parse("a.b.c").err(), Some(JwtShapeError::Base64("header")));
+        assert_eq!(
+            UnverifiedJwt::parse("abc").err(),
+            Some(JwtShapeError::Parts)
+        );
+        assert_eq!(
+            UnverifiedJwt::parse("a.b.c").err(),
+            Some(JwtShapeError::Base64("header"))
+        );
         assert!(UnverifiedJwt::parse("e30.e30.").is_ok());
     }
 }

@@ -45,11 +45,18 @@ mod tests {
 
     #[test]
     fn formats_without_fraction() -> Result<(), Box<dyn std::error::Error>> {
-        let t = OffsetDateTime::from_unix_timestamp(1_597_128_922)? + time::Duration::milliseconds(450);
+        let t =
+            OffsetDateTime::from_unix_timestamp(1_597_128_922)? + time::Duration::milliseconds(450);
         assert_eq!(rfc3339_seconds(t), "2020-08-11T06:55:22Z");
         assert_eq!(amz_date(t), "20200811T065522Z");
-        assert_eq!(parse_amz_date("20200811T065522Z").map(|t| t.unix_timestamp()), Some(1_597_128_922));
-        assert_eq!(parse_rfc3339("2020-08-11T06:55:22Z").map(|t| t.unix_timestamp()), Some(1_597_128_922));
+        assert_eq!(
+            parse_amz_date("20200811T065522Z").map(|t| t.unix_timestamp()),
+            Some(1_597_128_922)
+        );
+        assert_eq!(
+            parse_rfc3339("2020-08-11T06:55:22Z").map(|t| t.unix_timestamp()),
+            Some(1_597_128_922)
+        );
         Ok(())
     }
 }

@@ -31,30 +31,43 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
 impl SigningKey {
     /// Generates an RSA-2048 key with a random `kid`, certified for `subject`.
     pub fn generate_rsa(subject: &str) -> Result<Self, KeyError> {
-        let kp = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
-            .map_err(|e| KeyError(e.to_string()))?;
+        let kp =
+            rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+                .map_err(|e| KeyError(e.to_string()))?;
         let private_pem = kp.serialize_pem();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
             .map_err(|e| KeyError(e.to_string()))?;
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, subject);
-        let cert = params.self_signed(&kp).map_err(|e| KeyError(e.to_string()))?;
+        let cert = params
+            .self_signed(&kp)
+            .map_err(|e| KeyError(e.to_string()))?;
         let kid = hex::encode(rand::random::<[u8; 20]>());
         Self::from_parts(kid, &private_pem, cert.pem(), &kp.public_key_pem())
     }
 
-    fn from_parts(kid: String, private_pem: &str, cert_pem: String, public_pem: &str) -> Result<Self, KeyError> {
-        let encoding = EncodingKey::from_rsa_pem(private_pem.as_bytes()).map_err(|e| KeyError(e.to_string()))?;
-        let decoding = DecodingKey::from_rsa_pem(public_pem.as_bytes()).map_err(|e| KeyError(e.to_string()))?;
-        let mut jwk = Jwk::from_encoding_key(&encoding, Algorithm::RS256).map_err(|e| KeyError(e.to_string()))?;
+    fn from_parts(
+        kid: String,
+        private_pem: &str,
+        cert_pem: String,
+        public_pem: &str,
+    ) -> Result<Self, KeyError> {
+        let encoding = EncodingKey::from_rsa_pem(private_pem.as_bytes())
+            .map_err(|e| KeyError(e.to_string()))?;
+        let decoding = DecodingKey::from_rsa_pem(public_pem.as_bytes())
+            .map_err(|e| KeyError(e.to_string()))?;
+        let mut jwk = Jwk::from_encoding_key(&encoding, Algorithm::RS256)
+            .map_err(|e| KeyError(e.to_string()))?;
         jwk.common.key_id = Some(kid.clone());
         jwk.common.key_algorithm = Some(KeyAlgorithm::RS256);
         jwk.common.public_key_use = Some(PublicKeyUse::Signature);
@@ -101,7 +114,9 @@ mod tests {
     #[test]
     fn sign_and_verify_round_trip() {
         let k = SigningKey::generate_rsa("test").unwrap();
-        let tok = k.sign(&serde_json::json!({"sub": "x", "exp": 4_000_000_000i64})).unwrap();
+        let tok = k
+            .sign(&serde_json::json!({"sub": "x", "exp": 4_000_000_000i64}))
+            .unwrap();
         let mut v = jsonwebtoken::Validation::new(Algorithm::RS256);
         v.validate_aud = false;
         let data = jsonwebtoken::decode::<serde_json::Value>(&tok, k.decoding_key(), &v).unwrap();

@@ -62,12 +62,18 @@ impl Running {
     pub fn env_pairs(&self) -> Vec<(String, String)> {
         let g = format!("http://{}", self.google);
         vec![
-            ("AWS_ENDPOINT_URL_STS".into(), format!("http://{}", self.aws_sts)),
+            (
+                "AWS_ENDPOINT_URL_STS".into(),
+                format!("http://{}", self.aws_sts),
+            ),
             ("GCE_METADATA_HOST".into(), self.metadata.to_string()),
             ("GCE_METADATA_IP".into(), self.metadata.to_string()),
             ("IDBRIDGE_GOOGLE_OAUTH2_URL".into(), format!("{g}/token")),
             ("IDBRIDGE_GOOGLE_IAMCREDENTIALS_URL".into(), g.clone()),
-            ("IDBRIDGE_GOOGLE_CERTS_URL".into(), format!("{g}/oauth2/v3/certs")),
+            (
+                "IDBRIDGE_GOOGLE_CERTS_URL".into(),
+                format!("{g}/oauth2/v3/certs"),
+            ),
             ("IDBRIDGE_EMULATOR_GOOGLE_URL".into(), g),
         ]
     }
@@ -86,7 +92,11 @@ pub async fn serve(emulator: Arc<Emulator>, ip: IpAddr, ports: Ports) -> std::io
     let aws = TcpListener::bind((ip, ports.aws_sts)).await?;
     let google = TcpListener::bind((ip, ports.google)).await?;
     let metadata = TcpListener::bind((ip, ports.metadata)).await?;
-    let (aws_addr, google_addr, md_addr) = (aws.local_addr()?, google.local_addr()?, metadata.local_addr()?);
+    let (aws_addr, google_addr, md_addr) = (
+        aws.local_addr()?,
+        google.local_addr()?,
+        metadata.local_addr()?,
+    );
     if let Ok(mut e) = emulator.endpoints.write() {
         *e = Endpoints {
             aws_sts: format!("http://{aws_addr}"),

@@ -533,9 +533,10 @@ fn shorten(s: &str) -> String {
 }
 
 fn check_skew(parsed: &Parsed<'_>, now: OffsetDateTime) -> Result<(), SigV4Error> {
-    // STS does not honour `X-Amz-Expires` on presigned GetCallerIdentity URLs (they stay valid
-    // for the same 15 minutes as any signature, whatever the URL says), so the window is the
-    // same for both shapes; `X-Amz-Expires` is only part of what was signed.
+    // STS is reported (aws/aws-sdk-go#2167) not to honour `X-Amz-Expires` on presigned
+    // GetCallerIdentity URLs: they stay valid for the same 15 minutes as any signature, whatever
+    // the URL says. So the window is the same for both shapes, and `X-Amz-Expires` is only part
+    // of what was signed.
     if parsed.signed_at < now - MAX_CLOCK_SKEW {
         return Err(SigV4Error::Expired {
             signed: parsed.amz_date.clone(),

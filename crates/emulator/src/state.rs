@@ -35,7 +35,10 @@ impl AwsSession {
     pub fn assumed_role_arn(&self) -> String {
         let account = self.role_arn.split(':').nth(4).unwrap_or_default();
         let role = self.role_arn.rsplit('/').next().unwrap_or_default();
-        format!("arn:aws:sts::{account}:assumed-role/{role}/{}", self.session_name)
+        format!(
+            "arn:aws:sts::{account}:assumed-role/{role}/{}",
+            self.session_name
+        )
     }
 
     /// The account id.
@@ -161,7 +164,11 @@ impl Emulator {
 
     /// How many times `op` was called.
     pub fn count(&self, op: &str) -> u64 {
-        self.stats.lock().ok().and_then(|s| s.get(op).copied()).unwrap_or(0)
+        self.stats
+            .lock()
+            .ok()
+            .and_then(|s| s.get(op).copied())
+            .unwrap_or(0)
     }
 
     /// A snapshot of all counters.
@@ -175,7 +182,12 @@ impl Emulator {
     }
 
     /// Records an issued Google access token and returns its value.
-    pub fn issue_google_token(&self, principal: GooglePrincipal, scopes: Vec<String>, lifetime_secs: i64) -> (String, OffsetDateTime) {
+    pub fn issue_google_token(
+        &self,
+        principal: GooglePrincipal,
+        scopes: Vec<String>,
+        lifetime_secs: i64,
+    ) -> (String, OffsetDateTime) {
         let token = format!("ya29.emu-{}", hex::encode(rand::random::<[u8; 24]>()));
         let expires_at = self.clock.now() + time::Duration::seconds(lifetime_secs);
         if let Ok(mut m) = self.google_tokens.lock() {
@@ -210,6 +222,9 @@ impl Emulator {
 
     /// Looks up an STS session by access key id (expired ones included; callers check).
     pub fn session(&self, access_key_id: &str) -> Option<AwsSession> {
-        self.aws_sessions.lock().ok().and_then(|m| m.get(access_key_id).cloned())
+        self.aws_sessions
+            .lock()
+            .ok()
+            .and_then(|m| m.get(access_key_id).cloned())
     }
 }

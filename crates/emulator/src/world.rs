@@ -329,7 +329,11 @@ impl World {
         }
         for (i, role) in self.aws_roles.iter().enumerate() {
             let parts: Vec<&str> = role.arn.split(':').collect();
-            if parts.len() != 6 || parts[0] != "arn" || parts[2] != "iam" || !parts[5].starts_with("role/") {
+            if parts.len() != 6
+                || parts[0] != "arn"
+                || parts[2] != "iam"
+                || !parts[5].starts_with("role/")
+            {
                 return Err(invalid(format!(
                     "aws_role[{i}]: field `arn`: {:?} is not an IAM role ARN",
                     role.arn
@@ -397,14 +401,21 @@ mod tests {
         let w = World::builtin().unwrap();
         assert!(w.vm.is_some());
         assert_eq!(w.resolved_sa_keys.len(), 1);
-        assert!(w.role("arn:aws:iam::111122223333:role/google-cloud-myapp").is_some());
+        assert!(
+            w.role("arn:aws:iam::111122223333:role/google-cloud-myapp")
+                .is_some()
+        );
     }
 
     #[test]
     fn unknown_field_names_line_and_field() {
-        let err = World::from_str_at("[[project]]\nid = \"p\"\nnumber = \"1\"\ncolour = \"red\"\n", "w.toml", None)
-            .unwrap_err()
-            .to_string();
+        let err = World::from_str_at(
+            "[[project]]\nid = \"p\"\nnumber = \"1\"\ncolour = \"red\"\n",
+            "w.toml",
+            None,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("w.toml"), "{err}");
         assert!(err.contains("line 4"), "{err}");
         assert!(err.contains("colour"), "{err}");

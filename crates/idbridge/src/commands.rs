@@ -44,7 +44,8 @@ impl From<ConfigError> for CliError {
 impl From<BrokerError> for CliError {
     fn from(e: BrokerError) -> Self {
         match e.kind {
-            idbridge_broker::ErrorKind::InvalidConfiguration | idbridge_broker::ErrorKind::NotConfigured => CliError::Usage(e.to_string()),
+            idbridge_broker::ErrorKind::InvalidConfiguration
+            | idbridge_broker::ErrorKind::NotConfigured => CliError::Usage(e.to_string()),
             _ => CliError::Failed(e.to_string()),
         }
     }
@@ -111,7 +112,10 @@ async fn exec(cred: &Credential, command: &[String]) -> Result<ExitCode, CliErro
 #[cfg(unix)]
 fn signal_of(status: &std::process::ExitStatus) -> u8 {
     use std::os::unix::process::ExitStatusExt;
-    status.signal().and_then(|s| u8::try_from(s).ok()).unwrap_or(1)
+    status
+        .signal()
+        .and_then(|s| u8::try_from(s).ok())
+        .unwrap_or(1)
 }
 
 #[cfg(not(unix))]
@@ -124,18 +128,29 @@ pub(crate) fn guess_service_region(host: &str) -> (Option<String>, Option<String
     let labels: Vec<&str> = host.split('.').collect();
     // <id>.lambda-url.<region>.on.aws
     if let Some(i) = labels.iter().position(|l| *l == "lambda-url") {
-        return (Some("lambda".into()), labels.get(i + 1).map(|s| (*s).to_owned()));
+        return (
+            Some("lambda".into()),
+            labels.get(i + 1).map(|s| (*s).to_owned()),
+        );
     }
     if host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn") {
         // service.region.amazonaws.com, bucket.s3.region.amazonaws.com, s3.amazonaws.com
         let idx = labels.iter().position(|l| *l == "amazonaws").unwrap_or(0);
         let before: Vec<&str> = labels[..idx].to_vec();
         let (service, region) = match before.as_slice() {
-            [.., svc, region] if region.contains('-') && region.chars().any(|c| c.is_ascii_digit()) => (svc.to_string(), Some(region.to_string())),
+            [.., svc, region]
+                if region.contains('-') && region.chars().any(|c| c.is_ascii_digit()) =>
+            {
+                (svc.to_string(), Some(region.to_string()))
+            }
             [.., svc] => (svc.to_string(), None),
             [] => return (None, None),
         };
-        let service = if service.starts_with("s3") { "s3".to_owned() } else { service };
+        let service = if service.starts_with("s3") {
+            "s3".to_owned()
+        } else {
+            service
+        };
         return (Some(service), region);
     }
     (None, None)
@@ -159,11 +174,14 @@ async fn request(a: RequestArgs) -> Result<ExitCode, CliError> {
         },
         _ => env_aws_credentials()?,
     };
-    let url = url::Url::parse(&a.url).map_err(|e| CliError::Usage(format!("request: bad URL {:?}: {e}", a.url)))?;
+    let url = url::Url::parse(&a.url)
+        .map_err(|e| CliError::Usage(format!("request: bad URL {:?}: {e}", a.url)))?;
     let host = url.host_str().unwrap_or_default().to_owned();
     let (g_service, g_region) = guess_service_region(&host);
     let service = a.service.clone().or(g_service).ok_or_else(|| {
-        CliError::Usage(format!("request: cannot tell the AWS service from host {host:?}; pass --service"))
+        CliError::Usage(format!(
+            "request: cannot tell the AWS service from host {host:?}; pass --service"
+        ))
     })?;
     let region = a
         .region
@@ -173,14 +191,17 @@ async fn request(a: RequestArgs) -> Result<ExitCode, CliError> {
         .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
         .unwrap_or_else(|| "us-east-1".to_owned());
     let body = match &a.data {
-        Some(d) if d.starts_with('@') => std::fs::read(&d[1..]).map_err(|e| CliError::Usage(format!("request: cannot read {}: {e}", &d[1..])))?,
+        Some(d) if d.starts_with('@') => std::fs::read(&d[1..])
+            .map_err(|e| CliError::Usage(format!("request: cannot read {}: {e}", &d[1..])))?,
         Some(d) => d.as_bytes().to_vec(),
         None => Vec::new(),
     };
     let mut headers = Vec::new();
     for h in &a.headers {
         let Some((k, v)) = h.split_once(':') else {
-            return Err(CliError::Usage(format!("request: header {h:?} is not `Name: value`")));
+            return Err(CliError::Usage(format!(
+                "request: header {h:?} is not `Name: value`"
+            )));
         };
         headers.push((k.trim().to_owned(), v.trim().to_owned()));
     }
@@ -195,15 +216,22 @@ async fn request(a: RequestArgs) -> Result<ExitCode, CliError> {
     let now = std::time::SystemTime::now();
     let signed = idbridge_broker::sigv4::sign_request(&creds, &unsigned, &service, &region, now)?;
     let client = reqwest::Client::new();
-    let m = reqwest::Method::from_bytes(method.as_bytes()).map_err(|_| CliError::Usage(format!("request: bad method {method:?}")))?;
+    let m = reqwest::Method::from_bytes(method.as_bytes())
+        .map_err(|_| CliError::Usage(format!("request: bad method {method:?}")))?;
     let mut req = client.request(m, url.as_str()).body(body);
     for (k, v) in headers.iter().chain(signed.iter()) {
         req = req.header(k, v);
     }
-    let resp = req.send().await.map_err(|e| CliError::Failed(format!("request: {}: {e}", url.as_str())))?;
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| CliError::Failed(format!("request: {}: {e}", url.as_str())))?;
     let status = resp.status();
     eprintln!("HTTP {}", status);
-    let bytes = resp.bytes().await.map_err(|e| CliError::Failed(format!("request: reading body: {e}")))?;
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| CliError::Failed(format!("request: reading body: {e}")))?;
     use std::io::Write;
     let _ = std::io::stdout().write_all(&bytes);
     if !bytes.ends_with(b"\n") && !bytes.is_empty() {
@@ -247,7 +275,10 @@ mod tests {
             guess_service_region("bucket.s3.us-east-2.amazonaws.com"),
             (Some("s3".into()), Some("us-east-2".into()))
         );
-        assert_eq!(guess_service_region("sts.amazonaws.com"), (Some("sts".into()), None));
+        assert_eq!(
+            guess_service_region("sts.amazonaws.com"),
+            (Some("sts".into()), None)
+        );
         assert_eq!(guess_service_region("127.0.0.1"), (None, None));
     }
 }

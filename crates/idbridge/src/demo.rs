@@ -74,10 +74,12 @@ const K8S_ISSUER: &str = "https://kubernetes.idbridge.test";
 
 pub(crate) async fn run(a: DemoArgs) -> Result<ExitCode, CliError> {
     let world = World::builtin().map_err(|e| CliError::Failed(e.to_string()))?;
-    let emulator = Emulator::new(world, idbridge_core::clock::system()).map_err(|e| CliError::Failed(e.to_string()))?;
-    let running = idbridge_emulator::serve(emulator.clone(), [127, 0, 0, 1].into(), Ports::default())
-        .await
-        .map_err(|e| CliError::Failed(format!("demo: cannot start the emulator: {e}")))?;
+    let emulator = Emulator::new(world, idbridge_core::clock::system())
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let running =
+        idbridge_emulator::serve(emulator.clone(), [127, 0, 0, 1].into(), Ports::default())
+            .await
+            .map_err(|e| CliError::Failed(format!("demo: cannot start the emulator: {e}")))?;
     let dir = tempfile::tempdir().map_err(|e| CliError::Failed(format!("demo: temp dir: {e}")))?;
     prepare_files(dir.path(), &emulator)?;
     let env = Arc::new(MapEnv(running.env_pairs().into_iter().collect()));
@@ -85,7 +87,10 @@ pub(crate) async fn run(a: DemoArgs) -> Result<ExitCode, CliError> {
     let mut all_ok = true;
     let mut json_flows = Vec::new();
     if !a.json {
-        println!("idbridge demo — built-in emulator: AWS STS http://{}, Google http://{}, metadata http://{}\n", running.aws_sts, running.google, running.metadata);
+        println!(
+            "idbridge demo — built-in emulator: AWS STS http://{}, Google http://{}, metadata http://{}\n",
+            running.aws_sts, running.google, running.metadata
+        );
     }
     for flow in FLOWS {
         let (ok, hops, outcome) = run_flow(flow, dir.path(), env.clone()).await;
@@ -108,20 +113,30 @@ pub(crate) async fn run(a: DemoArgs) -> Result<ExitCode, CliError> {
         println!("{}", serde_json::json!({"ok": all_ok, "flows": json_flows}));
     } else {
         let passed = FLOWS.len();
-        println!("{}", if all_ok { format!("all {passed} flows passed") } else { "some flows FAILED".to_owned() });
+        println!(
+            "{}",
+            if all_ok {
+                format!("all {passed} flows passed")
+            } else {
+                "some flows FAILED".to_owned()
+            }
+        );
     }
     running.shutdown().await;
-    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn prepare_files(dir: &std::path::Path, emulator: &Emulator) -> Result<(), CliError> {
     let fail = |e: std::io::Error| CliError::Failed(format!("demo: writing temp files: {e}"));
     std::fs::create_dir_all(dir.join("keys")).map_err(fail)?;
     std::fs::write(dir.join("keys/seed004-sa-key.json"), SEED004_KEY).map_err(fail)?;
-    let key = emulator
-        .issuer_keys
-        .get(K8S_ISSUER)
-        .ok_or_else(|| CliError::Failed("demo: the built-in world lacks the Kubernetes issuer".into()))?;
+    let key = emulator.issuer_keys.get(K8S_ISSUER).ok_or_else(|| {
+        CliError::Failed("demo: the built-in world lacks the Kubernetes issuer".into())
+    })?;
     let now = emulator.clock.unix();
     let token = key
         .sign(&serde_json::json!({
@@ -134,7 +149,11 @@ fn prepare_files(dir: &std::path::Path, emulator: &Emulator) -> Result<(), CliEr
     Ok(())
 }
 
-async fn run_flow(flow: &Flow, dir: &std::path::Path, env: Arc<MapEnv>) -> (bool, Vec<HopReport>, String) {
+async fn run_flow(
+    flow: &Flow,
+    dir: &std::path::Path,
+    env: Arc<MapEnv>,
+) -> (bool, Vec<HopReport>, String) {
     let config = match Config::parse(flow.config, flow.file, Some(dir)) {
         Ok(c) => c,
         Err(e) => return (false, Vec::new(), e.to_string()),
@@ -150,7 +169,11 @@ async fn run_flow(flow: &Flow, dir: &std::path::Path, env: Arc<MapEnv>) -> (bool
     match route.run(&ctx).await {
         Ok(mut out) => {
             if flow.expect_code.is_some() {
-                return (false, out.hops, "expected a refusal, but the flow succeeded".into());
+                return (
+                    false,
+                    out.hops,
+                    "expected a refusal, but the flow succeeded".into(),
+                );
             }
             if let Credential::Aws(c) = &out.credential {
                 match aws_sts::get_caller_identity(&ctx, c, None).await {
@@ -161,7 +184,9 @@ async fn run_flow(flow: &Flow, dir: &std::path::Path, env: Arc<MapEnv>) -> (bool
             (true, out.hops, "ok".into())
         }
         Err((e, hops)) => match flow.expect_code {
-            Some(code) if e.code.as_deref() == Some(code) => (true, hops, format!("refused as expected: {e}")),
+            Some(code) if e.code.as_deref() == Some(code) => {
+                (true, hops, format!("refused as expected: {e}"))
+            }
             _ => (false, hops, e.to_string()),
         },
     }
@@ -169,7 +194,10 @@ async fn run_flow(flow: &Flow, dir: &std::path::Path, env: Arc<MapEnv>) -> (bool
 
 fn print_flow(flow: &Flow, ok: bool, hops: &[HopReport], outcome: &str) {
     let mark = if ok { "PASS" } else { "FAIL" };
-    println!("[{mark}] seed {} — {}   (examples/{}, route {})", flow.seed, flow.title, flow.file, flow.route);
+    println!(
+        "[{mark}] seed {} — {}   (examples/{}, route {})",
+        flow.seed, flow.title, flow.file, flow.route
+    );
     let rows: Vec<[String; 5]> = hops
         .iter()
         .map(|h| {
@@ -177,7 +205,9 @@ fn print_flow(flow: &Flow, ok: bool, hops: &[HopReport], outcome: &str) {
                 h.hop.clone(),
                 h.endpoint.clone(),
                 h.identity.clone(),
-                h.expires_at.map(idbridge_core::timefmt::rfc3339_seconds).unwrap_or_else(|| "-".into()),
+                h.expires_at
+                    .map(idbridge_core::timefmt::rfc3339_seconds)
+                    .unwrap_or_else(|| "-".into()),
                 format_ms(h.elapsed),
             ]
         })
@@ -190,7 +220,11 @@ fn print_flow(flow: &Flow, ok: bool, hops: &[HopReport], outcome: &str) {
         }
     }
     let line = |r: &[String; 5]| {
-        let cells: Vec<String> = r.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        let cells: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
         println!("    {}", cells.join("  "));
     };
     line(&header);

@@ -13,7 +13,8 @@ pub(crate) async fn run(a: EmulateArgs) -> Result<ExitCode, CliError> {
         None => World::builtin(),
     }
     .map_err(|e| CliError::Usage(e.to_string()))?;
-    let emulator = Emulator::new(world, idbridge_core::clock::system()).map_err(|e| CliError::Usage(e.to_string()))?;
+    let emulator = Emulator::new(world, idbridge_core::clock::system())
+        .map_err(|e| CliError::Usage(e.to_string()))?;
     if !a.bind.is_loopback() {
         tracing::warn!(bind = %a.bind, "the emulator hands out working test credentials; binding beyond loopback exposes them");
     }
@@ -32,14 +33,27 @@ pub(crate) async fn run(a: EmulateArgs) -> Result<ExitCode, CliError> {
     eprintln!("  AWS STS        http://{}", running.aws_sts);
     eprintln!("  Google APIs    http://{}", running.google);
     eprintln!("  GCE metadata   http://{}", running.metadata);
-    let lines: String = running.env_pairs().iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    let lines: String = running
+        .env_pairs()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}\n"))
+        .collect();
     match &a.env_file {
         Some(path) => {
             let tmp = path.with_extension("tmp");
             std::fs::write(&tmp, &lines)
                 .and_then(|()| std::fs::rename(&tmp, path))
-                .map_err(|e| CliError::Failed(format!("emulate: cannot write env file {}: {e}", path.display())))?;
-            eprintln!("endpoint overrides written to {} (set -a; . {}; set +a)", path.display(), path.display());
+                .map_err(|e| {
+                    CliError::Failed(format!(
+                        "emulate: cannot write env file {}: {e}",
+                        path.display()
+                    ))
+                })?;
+            eprintln!(
+                "endpoint overrides written to {} (set -a; . {}; set +a)",
+                path.display(),
+                path.display()
+            );
         }
         None => eprint!("{lines}"),
     }

@@ -10,8 +10,8 @@ use std::process::ExitCode;
 
 use idbridge_core::jwt::UnverifiedJwt;
 use idbridge_policy::aws::{
-    Decision, PrincipalKind, PrincipalSet, PrincipalSpec, TrustPolicy, WebIdentityProvider, WebIdentityRequest, evaluate, lint,
-    web_identity_context,
+    Decision, PrincipalKind, PrincipalSet, PrincipalSpec, TrustPolicy, WebIdentityProvider,
+    WebIdentityRequest, evaluate, lint, web_identity_context,
 };
 use serde_json::{Value, json};
 
@@ -19,7 +19,11 @@ use crate::cli::{ExplainArgs, ExplainFormat};
 use crate::commands::CliError;
 
 /// The claim an AWS web-identity condition key reads, for display.
-fn claim_for_key(key: &str, provider: &WebIdentityProvider, claims: &serde_json::Map<String, Value>) -> String {
+fn claim_for_key(
+    key: &str,
+    provider: &WebIdentityProvider,
+    claims: &serde_json::Map<String, Value>,
+) -> String {
     let lower = key.to_ascii_lowercase();
     let prefix = format!("{}:", provider.name().to_ascii_lowercase());
     let Some(suffix) = lower.strip_prefix(&prefix) else {
@@ -38,7 +42,8 @@ fn claim_for_key(key: &str, provider: &WebIdentityProvider, claims: &serde_json:
 
 fn read_arg(value: &str, what: &str) -> Result<String, CliError> {
     match value.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path).map_err(|e| CliError::Usage(format!("explain: cannot read {what} file {path}: {e}"))),
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| CliError::Usage(format!("explain: cannot read {what} file {path}: {e}"))),
         None => Ok(value.to_owned()),
     }
 }
@@ -46,22 +51,43 @@ fn read_arg(value: &str, what: &str) -> Result<String, CliError> {
 pub(crate) async fn run(a: ExplainArgs) -> Result<ExitCode, CliError> {
     let token = read_arg(&a.token, "token")?;
     let token = token.trim();
-    let jwt = UnverifiedJwt::parse(token).map_err(|e| CliError::Usage(format!("explain: --token: {e}")))?;
-    let policy_text = std::fs::read_to_string(&a.aws_trust_policy)
-        .map_err(|e| CliError::Usage(format!("explain: cannot read {}: {e}", a.aws_trust_policy.display())))?;
-    let policy = TrustPolicy::parse(&policy_text)
-        .map_err(|e| CliError::Usage(format!("explain: {}: MalformedPolicyDocument: {e}", a.aws_trust_policy.display())))?;
+    let jwt = UnverifiedJwt::parse(token)
+        .map_err(|e| CliError::Usage(format!("explain: --token: {e}")))?;
+    let policy_text = std::fs::read_to_string(&a.aws_trust_policy).map_err(|e| {
+        CliError::Usage(format!(
+            "explain: cannot read {}: {e}",
+            a.aws_trust_policy.display()
+        ))
+    })?;
+    let policy = TrustPolicy::parse(&policy_text).map_err(|e| {
+        CliError::Usage(format!(
+            "explain: {}: MalformedPolicyDocument: {e}",
+            a.aws_trust_policy.display()
+        ))
+    })?;
     let verified = match &a.verify {
-        Some(v) => Some(crate::verify::verify(token, v).await.map_err(CliError::Failed)?),
+        Some(v) => Some(
+            crate::verify::verify(token, v)
+                .await
+                .map_err(CliError::Failed)?,
+        ),
         None => None,
     };
     let iss = jwt.str_claim("iss").unwrap_or_default().to_owned();
     let provider = WebIdentityProvider::from_issuer(&iss);
-    let account = a.account.clone().or_else(|| oidc_account(&policy, &provider)).unwrap_or_else(|| "000000000000".into());
-    #[expect(clippy::disallowed_methods, reason = "explain evaluates at the current wall time")]
+    let account = a
+        .account
+        .clone()
+        .or_else(|| oidc_account(&policy, &provider))
+        .unwrap_or_else(|| "000000000000".into());
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "explain evaluates at the current wall time"
+    )]
     let now = time::OffsetDateTime::now_utc();
     let request = WebIdentityRequest::new(account, a.role_session_name.clone(), now);
-    let ctx = web_identity_context(&provider, &jwt.claims, &request).map_err(|e| CliError::Usage(format!("explain: token claim {}: {}", e.claim, e.reason)))?;
+    let ctx = web_identity_context(&provider, &jwt.claims, &request)
+        .map_err(|e| CliError::Usage(format!("explain: token claim {}: {}", e.claim, e.reason)))?;
     let eval = evaluate(&policy, &ctx);
 
     let mut warnings: Vec<Value> = Vec::new();
@@ -79,7 +105,10 @@ pub(crate) async fn run(a: ExplainArgs) -> Result<ExitCode, CliError> {
     {
         for st in &eval.statements {
             for c in &st.conditions {
-                if c.key.eq_ignore_ascii_case("accounts.google.com:aud") && !c.result && c.policy_values.iter().any(|v| v == aud) {
+                if c.key.eq_ignore_ascii_case("accounts.google.com:aud")
+                    && !c.result
+                    && c.policy_values.iter().any(|v| v == aud)
+                {
                     warnings.push(json!({"code": "google-aud-is-azp", "message": format!(
                         "accounts.google.com:aud is compared with the token's azp ({azp}), not its aud ({aud}): put {aud:?} under accounts.google.com:oaud and {azp:?} under accounts.google.com:aud"
                     )}));
@@ -119,7 +148,11 @@ pub(crate) async fn run(a: ExplainArgs) -> Result<ExitCode, CliError> {
             })
         })
         .collect();
-    let decision = if eval.decision == Decision::Allow { "allow" } else { "deny" };
+    let decision = if eval.decision == Decision::Allow {
+        "allow"
+    } else {
+        "deny"
+    };
     let report = json!({
         "decision": decision,
         "reason": format!("{:?}", eval.decision),
@@ -133,32 +166,46 @@ pub(crate) async fn run(a: ExplainArgs) -> Result<ExitCode, CliError> {
         ExplainFormat::Json => println!("{report}"),
         ExplainFormat::Table => print_table(&report, &jwt),
     }
-    Ok(if eval.decision == Decision::Allow { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    Ok(if eval.decision == Decision::Allow {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
 
 /// For generic OIDC, the account of the policy's matching `oidc-provider` ARN.
 fn oidc_account(policy: &TrustPolicy, provider: &WebIdentityProvider) -> Option<String> {
     policy.statements.iter().find_map(|st| {
-        let (PrincipalSpec::Principal(PrincipalSet::Listed(entries)) | PrincipalSpec::NotPrincipal(PrincipalSet::Listed(entries))) = &st.principal else {
+        let (PrincipalSpec::Principal(PrincipalSet::Listed(entries))
+        | PrincipalSpec::NotPrincipal(PrincipalSet::Listed(entries))) = &st.principal
+        else {
             return None;
         };
         entries.iter().find_map(|e| {
-            (e.kind == PrincipalKind::Federated && e.value.ends_with(&format!("oidc-provider/{}", provider.name())))
-                .then(|| e.value.split(':').nth(4).map(str::to_owned))
-                .flatten()
+            (e.kind == PrincipalKind::Federated
+                && e.value
+                    .ends_with(&format!("oidc-provider/{}", provider.name())))
+            .then(|| e.value.split(':').nth(4).map(str::to_owned))
+            .flatten()
         })
     })
 }
 
 fn fmt_unix(t: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t).map(idbridge_core::timefmt::rfc3339_seconds).unwrap_or_else(|_| t.to_string())
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .map(idbridge_core::timefmt::rfc3339_seconds)
+        .unwrap_or_else(|_| t.to_string())
 }
 
 struct Paint(bool);
 
 impl Paint {
     fn c(&self, code: &str, s: &str) -> String {
-        if self.0 { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_owned() }
+        if self.0 {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_owned()
+        }
     }
 }
 
@@ -177,17 +224,45 @@ fn print_table(report: &Value, jwt: &UnverifiedJwt) {
         .iter()
         .filter_map(|k| jwt.claims.get(*k).map(|v| format!("{k}={}", show(v))))
         .collect();
-    println!("token ({}): {}", if report["verified"] == true { "signature verified" } else { "signature NOT verified" }, claims.join("  "));
+    println!(
+        "token ({}): {}",
+        if report["verified"] == true {
+            "signature verified"
+        } else {
+            "signature NOT verified"
+        },
+        claims.join("  ")
+    );
     println!("provider: {}", show(&report["provider"]));
-    for (i, st) in report["statements"].as_array().into_iter().flatten().enumerate() {
-        let sid = st["sid"].as_str().map(|s| format!(" {s}")).unwrap_or_default();
+    for (i, st) in report["statements"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let sid = st["sid"]
+            .as_str()
+            .map(|s| format!(" {s}"))
+            .unwrap_or_default();
         let matched = st["matched"] == true;
         println!(
             "\nstatement {i}{sid} ({}): {}   principal {} · action {}",
             show(&st["effect"]),
-            if matched { p.c("32", "MATCHED") } else { p.c("31", "not matched") },
-            if st["principal_matched"] == true { "✓" } else { "✗" },
-            if st["action_matched"] == true { "✓" } else { "✗" },
+            if matched {
+                p.c("32", "MATCHED")
+            } else {
+                p.c("31", "not matched")
+            },
+            if st["principal_matched"] == true {
+                "✓"
+            } else {
+                "✗"
+            },
+            if st["action_matched"] == true {
+                "✓"
+            } else {
+                "✗"
+            },
         );
         let rows: Vec<[String; 6]> = st["conditions"]
             .as_array()
@@ -200,7 +275,11 @@ fn print_table(report: &Value, jwt: &UnverifiedJwt) {
                     show(&c["claim"]),
                     show(&c["token_value"]),
                     show(&c["policy_values"]),
-                    if c["result"] == true { "pass".into() } else { "FAIL".into() },
+                    if c["result"] == true {
+                        "pass".into()
+                    } else {
+                        "FAIL".into()
+                    },
                 ]
             })
             .collect();
@@ -208,7 +287,15 @@ fn print_table(report: &Value, jwt: &UnverifiedJwt) {
             println!("  (no conditions)");
             continue;
         }
-        let header = ["operator", "key", "claim", "token value", "policy values", "result"].map(String::from);
+        let header = [
+            "operator",
+            "key",
+            "claim",
+            "token value",
+            "policy values",
+            "result",
+        ]
+        .map(String::from);
         let mut w = header.clone().map(|h| h.chars().count());
         for r in &rows {
             for (j, c) in r.iter().enumerate() {
@@ -216,9 +303,17 @@ fn print_table(report: &Value, jwt: &UnverifiedJwt) {
             }
         }
         let fmt = |r: &[String; 6], color: bool| {
-            let cells: Vec<String> = r.iter().enumerate().map(|(j, c)| format!("{c:<width$}", width = w[j])).collect();
+            let cells: Vec<String> = r
+                .iter()
+                .enumerate()
+                .map(|(j, c)| format!("{c:<width$}", width = w[j]))
+                .collect();
             let line = cells.join("  ");
-            if color && r[5] == "FAIL" { p.c("31", &line) } else { line }
+            if color && r[5] == "FAIL" {
+                p.c("31", &line)
+            } else {
+                line
+            }
         };
         println!("  {}", fmt(&header, false));
         for r in &rows {
@@ -228,10 +323,19 @@ fn print_table(report: &Value, jwt: &UnverifiedJwt) {
     let decision = show(&report["decision"]);
     println!(
         "\ndecision: {} ({})",
-        if decision == "allow" { p.c("1;32", "ALLOW") } else { p.c("1;31", "DENY") },
+        if decision == "allow" {
+            p.c("1;32", "ALLOW")
+        } else {
+            p.c("1;31", "DENY")
+        },
         show(&report["reason"])
     );
     for w in report["warnings"].as_array().into_iter().flatten() {
-        println!("{} [{}] {}", p.c("33", "warning"), show(&w["code"]), show(&w["message"]));
+        println!(
+            "{} [{}] {}",
+            p.c("33", "warning"),
+            show(&w["code"]),
+            show(&w["message"])
+        );
     }
 }

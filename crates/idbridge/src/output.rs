@@ -1,8 +1,8 @@
 //! Rendering credentials for stdout and child environments. This is where secrets leave the
 //! process on purpose, and the only place in the binary that calls `expose_secret`.
 
-use idbridge_core::{Credential, SecretString};
 use idbridge_core::timefmt::rfc3339_seconds;
+use idbridge_core::{Credential, SecretString};
 use serde_json::json;
 
 use crate::cli::TokenFormat;
@@ -13,14 +13,20 @@ pub(crate) fn env_pairs(cred: &Credential) -> Vec<(&'static str, SecretString)> 
     match cred {
         Credential::Aws(c) => {
             let mut v = vec![
-                ("AWS_ACCESS_KEY_ID", SecretString::new(c.access_key_id.clone())),
+                (
+                    "AWS_ACCESS_KEY_ID",
+                    SecretString::new(c.access_key_id.clone()),
+                ),
                 ("AWS_SECRET_ACCESS_KEY", c.secret_access_key.clone()),
             ];
             if let Some(t) = &c.session_token {
                 v.push(("AWS_SESSION_TOKEN", t.clone()));
             }
             if let Some(e) = c.expiration {
-                v.push(("AWS_CREDENTIAL_EXPIRATION", SecretString::new(rfc3339_seconds(e))));
+                v.push((
+                    "AWS_CREDENTIAL_EXPIRATION",
+                    SecretString::new(rfc3339_seconds(e)),
+                ));
             }
             v
         }
@@ -36,7 +42,10 @@ pub(crate) fn env_pairs(cred: &Credential) -> Vec<(&'static str, SecretString)> 
 /// Renders a credential in `format`.
 pub(crate) fn render(cred: &Credential, format: TokenFormat) -> Result<String, CliError> {
     let text = match (format, cred) {
-        (TokenFormat::CredentialProcess, Credential::Aws(c)) => serde_json::to_string(&c.credential_process()).map_err(|e| CliError::Failed(e.to_string()))?,
+        (TokenFormat::CredentialProcess, Credential::Aws(c)) => {
+            serde_json::to_string(&c.credential_process())
+                .map_err(|e| CliError::Failed(e.to_string()))?
+        }
         (TokenFormat::CredentialProcess, other) => {
             return Err(CliError::Usage(format!(
                 "--format credential-process needs AWS credentials, but the route yields a {} credential",
@@ -48,7 +57,9 @@ pub(crate) fn render(cred: &Credential, format: TokenFormat) -> Result<String, C
             .map(|(k, v)| format!("{k}={}", v.expose_secret()))
             .collect::<Vec<_>>()
             .join("\n"),
-        (TokenFormat::AccessToken, Credential::GoogleAccessToken(t)) => t.token.expose_secret().to_owned(),
+        (TokenFormat::AccessToken, Credential::GoogleAccessToken(t)) => {
+            t.token.expose_secret().to_owned()
+        }
         (TokenFormat::AccessToken, Credential::IdToken(t)) => t.token.expose_secret().to_owned(),
         (TokenFormat::AccessToken, other) => {
             return Err(CliError::Usage(format!(
@@ -77,7 +88,12 @@ pub(crate) fn render(cred: &Credential, format: TokenFormat) -> Result<String, C
             "expire_time": rfc3339_seconds(t.expires_at),
         })
         .to_string(),
-        (_, other) => return Err(CliError::Usage(format!("unsupported credential kind {}", other.kind()))),
+        (_, other) => {
+            return Err(CliError::Usage(format!(
+                "unsupported credential kind {}",
+                other.kind()
+            )));
+        }
     };
     Ok(format!("{text}\n"))
 }

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::panic, reason = "integration test helpers fail loudly")]
 //! Every hop of every example route against the in-process emulator, and the failure modes
 //! a user meets: refused roles, unreachable endpoints, unparsable answers, bad files.
 
@@ -16,40 +17,72 @@ fn examples() -> PathBuf {
 
 async fn emulator() -> Running {
     let emu = Emulator::new(World::builtin().unwrap(), idbridge_core::clock::system()).unwrap();
-    idbridge_emulator::serve(emu, [127, 0, 0, 1].into(), Ports::default()).await.unwrap()
+    idbridge_emulator::serve(emu, [127, 0, 0, 1].into(), Ports::default())
+        .await
+        .unwrap()
 }
 
 fn ctx(running: &Running, overrides: &[(&str, &str)]) -> Context {
-    let mut env: std::collections::BTreeMap<String, String> = running.env_pairs().into_iter().collect();
+    let mut env: std::collections::BTreeMap<String, String> =
+        running.env_pairs().into_iter().collect();
     for (k, v) in overrides {
         env.insert((*k).to_owned(), (*v).to_owned());
     }
-    Context::new(Arc::new(MapEnv(env)), idbridge_core::clock::system(), &Default::default()).unwrap()
+    Context::new(
+        Arc::new(MapEnv(env)),
+        idbridge_core::clock::system(),
+        &Default::default(),
+    )
+    .unwrap()
 }
 
-async fn run(running: &Running, file: &str, route: &str, overrides: &[(&str, &str)]) -> Result<idbridge_broker::RouteOutput, idbridge_broker::BrokerError> {
+async fn run(
+    running: &Running,
+    file: &str,
+    route: &str,
+    overrides: &[(&str, &str)],
+) -> Result<idbridge_broker::RouteOutput, idbridge_broker::BrokerError> {
     let config = Config::load(&examples().join(file)).unwrap();
     let route = Route::new(config.route(route).unwrap().clone());
-    route.run(&ctx(running, overrides)).await.map_err(|(e, _)| e)
+    route
+        .run(&ctx(running, overrides))
+        .await
+        .map_err(|(e, _)| e)
 }
 
-async fn assert_aws(running: &Running, out: &idbridge_broker::RouteOutput, role: &str, session: &str) {
+async fn assert_aws(
+    running: &Running,
+    out: &idbridge_broker::RouteOutput,
+    role: &str,
+    session: &str,
+) {
     let Credential::Aws(c) = &out.credential else {
         panic!("expected AWS credentials, got {}", out.credential.kind());
     };
     assert!(c.access_key_id.starts_with("ASIA"), "{c:?}");
     let expected = format!("arn:aws:sts::111122223333:assumed-role/{role}/{session}");
     assert_eq!(c.arn.as_deref(), Some(expected.as_str()));
-    let hop = aws_sts::get_caller_identity(&ctx(running, &[]), c, None).await.unwrap();
+    let hop = aws_sts::get_caller_identity(&ctx(running, &[]), c, None)
+        .await
+        .unwrap();
     assert_eq!(hop.identity, format!("caller: {expected}"));
 }
 
 #[tokio::test]
 async fn seed000_gce_metadata_to_aws() {
     let r = emulator().await;
-    let out = run(&r, "seed000-gce-to-aws.toml", "tenant-to-aws", &[]).await.unwrap();
-    assert_eq!(out.hops.iter().map(|h| h.hop.as_str()).collect::<Vec<_>>(), ["gce-metadata", "aws-sts"]);
-    assert!(out.hops[0].identity.contains("sub=112233445566778899001"), "{:?}", out.hops[0]);
+    let out = run(&r, "seed000-gce-to-aws.toml", "tenant-to-aws", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        out.hops.iter().map(|h| h.hop.as_str()).collect::<Vec<_>>(),
+        ["gce-metadata", "aws-sts"]
+    );
+    assert!(
+        out.hops[0].identity.contains("sub=112233445566778899001"),
+        "{:?}",
+        out.hops[0]
+    );
     assert_aws(&r, &out, "psoxy-tenant-access", "psoxy-tenant").await;
     assert_eq!(r.emulator.count("metadata.identity"), 1);
     assert_eq!(r.emulator.count("aws_sts.AssumeRoleWithWebIdentity"), 1);
@@ -58,12 +91,28 @@ async fn seed000_gce_metadata_to_aws() {
 #[tokio::test]
 async fn seed002_impersonation_to_aws_and_the_trap() {
     let r = emulator().await;
-    let out = run(&r, "seed002-impersonate-to-aws.toml", "myapp-to-aws", &[]).await.unwrap();
-    assert_eq!(out.hops.iter().map(|h| h.hop.as_str()).collect::<Vec<_>>(), ["gce-metadata", "impersonate", "aws-sts"]);
-    assert!(out.hops[1].identity.contains("aud=aws-trust-1"), "{:?}", out.hops[1]);
+    let out = run(&r, "seed002-impersonate-to-aws.toml", "myapp-to-aws", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        out.hops.iter().map(|h| h.hop.as_str()).collect::<Vec<_>>(),
+        ["gce-metadata", "impersonate", "aws-sts"]
+    );
+    assert!(
+        out.hops[1].identity.contains("aud=aws-trust-1"),
+        "{:?}",
+        out.hops[1]
+    );
     assert_aws(&r, &out, "google-cloud-myapp", "myapp").await;
 
-    let err = run(&r, "seed002-impersonate-to-aws.toml", "myapp-to-aws-naive", &[]).await.unwrap_err();
+    let err = run(
+        &r,
+        "seed002-impersonate-to-aws.toml",
+        "myapp-to-aws-naive",
+        &[],
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code.as_deref(), Some("AccessDenied"), "{err}");
     assert_eq!(err.kind, ErrorKind::Rejected);
     assert_eq!(err.hop, "aws-sts");
@@ -72,9 +121,18 @@ async fn seed002_impersonation_to_aws_and_the_trap() {
 #[tokio::test]
 async fn seed004_service_account_key_to_aws() {
     let r = emulator().await;
-    let out = run(&r, "seed004-sa-key-to-aws.toml", "sa-key-to-aws", &[]).await.unwrap();
-    assert_eq!(out.hops.iter().map(|h| h.hop.as_str()).collect::<Vec<_>>(), ["service-account-key", "aws-sts"]);
-    assert!(out.hops[0].identity.contains("sub=104729384756102938475"), "{:?}", out.hops[0]);
+    let out = run(&r, "seed004-sa-key-to-aws.toml", "sa-key-to-aws", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        out.hops.iter().map(|h| h.hop.as_str()).collect::<Vec<_>>(),
+        ["service-account-key", "aws-sts"]
+    );
+    assert!(
+        out.hops[0].identity.contains("sub=104729384756102938475"),
+        "{:?}",
+        out.hops[0]
+    );
     assert_aws(&r, &out, "gcp-sa-key-caller", "sa-key-caller").await;
     assert_eq!(r.emulator.count("google.oauth2.token"), 1);
 }
@@ -111,14 +169,35 @@ async fn oidc_file_to_aws_rereads_the_file() {
 #[tokio::test]
 async fn unreachable_endpoint_is_one_transient_line() {
     let r = emulator().await;
-    let err = run(&r, "seed000-gce-to-aws.toml", "tenant-to-aws", &[("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:1")]).await.unwrap_err();
+    let err = run(
+        &r,
+        "seed000-gce-to-aws.toml",
+        "tenant-to-aws",
+        &[("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:1")],
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Transient, "{err}");
     let line = err.to_string();
     assert!(!line.contains('\n'), "{line}");
-    assert!(line.contains("could not connect") && line.contains("127.0.0.1:1"), "{line}");
+    assert!(
+        line.contains("could not connect") && line.contains("127.0.0.1:1"),
+        "{line}"
+    );
 
-    let err = run(&r, "seed000-gce-to-aws.toml", "tenant-to-aws", &[("GCE_METADATA_HOST", "127.0.0.1:1")]).await.unwrap_err();
-    assert_eq!((err.kind, err.hop.as_str()), (ErrorKind::Transient, "gce-metadata"), "{err}");
+    let err = run(
+        &r,
+        "seed000-gce-to-aws.toml",
+        "tenant-to-aws",
+        &[("GCE_METADATA_HOST", "127.0.0.1:1")],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        (err.kind, err.hop.as_str()),
+        (ErrorKind::Transient, "gce-metadata"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -126,14 +205,32 @@ async fn unparsable_answers_are_protocol_errors() {
     let r = emulator().await;
     let garbage = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = garbage.local_addr().unwrap();
-    let app = axum::Router::new().fallback(|| async { ([("content-type", "text/xml")], "<<<this is not xml") });
+    let app = axum::Router::new()
+        .fallback(|| async { ([("content-type", "text/xml")], "<<<this is not xml") });
     tokio::spawn(async move { axum::serve(garbage, app).await });
     let url = format!("http://{addr}");
-    let err = run(&r, "seed000-gce-to-aws.toml", "tenant-to-aws", &[("AWS_ENDPOINT_URL_STS", &url)]).await.unwrap_err();
-    assert!(matches!(err.kind, ErrorKind::Protocol | ErrorKind::Rejected), "{err}");
+    let err = run(
+        &r,
+        "seed000-gce-to-aws.toml",
+        "tenant-to-aws",
+        &[("AWS_ENDPOINT_URL_STS", &url)],
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err.kind, ErrorKind::Protocol | ErrorKind::Rejected),
+        "{err}"
+    );
     assert!(!err.to_string().contains("this is not xml"), "{err}");
 
-    let err = run(&r, "seed004-sa-key-to-aws.toml", "sa-key-to-aws", &[("IDBRIDGE_GOOGLE_OAUTH2_URL", &format!("{url}/token"))]).await.unwrap_err();
+    let err = run(
+        &r,
+        "seed004-sa-key-to-aws.toml",
+        "sa-key-to-aws",
+        &[("IDBRIDGE_GOOGLE_OAUTH2_URL", &format!("{url}/token"))],
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Protocol, "{err}");
 }
 
@@ -144,6 +241,9 @@ async fn bad_key_file_is_a_configuration_error() {
     std::fs::write(dir.path().join("key.json"), r#"{"type":"authorized_user"}"#).unwrap();
     let text = "[[route]]\nname = \"k\"\nsource = { kind = \"service-account-key\", key_file = \"key.json\", target_audience = \"a\" }\n";
     let config = Config::parse(text, "k.toml", Some(dir.path())).unwrap();
-    let (err, _) = Route::new(config.routes[0].clone()).run(&ctx(&r, &[])).await.unwrap_err();
+    let (err, _) = Route::new(config.routes[0].clone())
+        .run(&ctx(&r, &[]))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::InvalidConfiguration, "{err}");
 }

@@ -64,7 +64,10 @@ pub struct ResponseMetadata {
 
 /// `AssumeRoleWithWebIdentityResponse` document.
 #[derive(Debug, Serialize)]
-#[serde(rename = "AssumeRoleWithWebIdentityResponse", rename_all = "PascalCase")]
+#[serde(
+    rename = "AssumeRoleWithWebIdentityResponse",
+    rename_all = "PascalCase"
+)]
 pub struct AssumeRoleWithWebIdentityResponse {
     /// Namespace attribute.
     #[serde(rename = "@xmlns")]

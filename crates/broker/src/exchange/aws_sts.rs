@@ -33,7 +33,12 @@ pub struct Request<'a> {
 }
 
 /// Assumes the role with `token`.
-pub async fn exchange(ctx: &Context, token: &IdToken, req: &Request<'_>, hops: &mut Vec<HopReport>) -> Result<Credential, BrokerError> {
+pub async fn exchange(
+    ctx: &Context,
+    token: &IdToken,
+    req: &Request<'_>,
+    hops: &mut Vec<HopReport>,
+) -> Result<Credential, BrokerError> {
     let started = Instant::now();
     let region = req.region.unwrap_or(DEFAULT_REGION).to_owned();
     let mut conf = aws_sdk_sts::Config::builder()
@@ -59,9 +64,9 @@ pub async fn exchange(ctx: &Context, token: &IdToken, req: &Request<'_>, hops: &
         .send()
         .await
         .map_err(|e| map_sdk_error(&endpoint, e))?;
-    let creds = out
-        .credentials()
-        .ok_or_else(|| BrokerError::new(ErrorKind::Protocol, HOP, "the response has no Credentials"))?;
+    let creds = out.credentials().ok_or_else(|| {
+        BrokerError::new(ErrorKind::Protocol, HOP, "the response has no Credentials")
+    })?;
     let expiration = time::OffsetDateTime::from_unix_timestamp(creds.expiration().secs()).ok();
     let arn = out.assumed_role_user().map(|u| u.arn().to_owned());
     let account = req.role_arn.split(':').nth(4).map(str::to_owned);
@@ -82,31 +87,67 @@ pub async fn exchange(ctx: &Context, token: &IdToken, req: &Request<'_>, hops: &
     }))
 }
 
-fn map_sdk_error<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(endpoint: &str, e: SdkError<E, R>) -> BrokerError {
+fn map_sdk_error<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
+    endpoint: &str,
+    e: SdkError<E, R>,
+) -> BrokerError {
     match &e {
         SdkError::ServiceError(se) => {
             let code = se.err().code().unwrap_or("Unknown").to_owned();
             let msg = se.err().message().unwrap_or("no message").to_owned();
-            let transient = matches!(code.as_str(), "IDPCommunicationError" | "Throttling" | "ServiceUnavailable" | "InternalFailure");
-            BrokerError::new(if transient { ErrorKind::Transient } else { ErrorKind::Rejected }, HOP, msg).with_code(code)
+            let transient = matches!(
+                code.as_str(),
+                "IDPCommunicationError" | "Throttling" | "ServiceUnavailable" | "InternalFailure"
+            );
+            BrokerError::new(
+                if transient {
+                    ErrorKind::Transient
+                } else {
+                    ErrorKind::Rejected
+                },
+                HOP,
+                msg,
+            )
+            .with_code(code)
         }
-        SdkError::TimeoutError(_) => BrokerError::new(ErrorKind::Transient, HOP, format!("timed out: {endpoint}")),
-        SdkError::DispatchFailure(_) => BrokerError::new(ErrorKind::Transient, HOP, format!("could not connect: {endpoint}")),
-        SdkError::ResponseError(_) => BrokerError::new(ErrorKind::Protocol, HOP, format!("unparsable response from {endpoint}")),
-        _ => BrokerError::new(ErrorKind::Protocol, HOP, format!("request to {endpoint} failed")),
+        SdkError::TimeoutError(_) => {
+            BrokerError::new(ErrorKind::Transient, HOP, format!("timed out: {endpoint}"))
+        }
+        SdkError::DispatchFailure(_) => BrokerError::new(
+            ErrorKind::Transient,
+            HOP,
+            format!("could not connect: {endpoint}"),
+        ),
+        SdkError::ResponseError(_) => BrokerError::new(
+            ErrorKind::Protocol,
+            HOP,
+            format!("unparsable response from {endpoint}"),
+        ),
+        _ => BrokerError::new(
+            ErrorKind::Protocol,
+            HOP,
+            format!("request to {endpoint} failed"),
+        ),
     }
 }
 
 /// The caller identity of `creds` (`GetCallerIdentity`, SigV4-signed by the SDK): proves the
 /// credentials work and shows whose they are.
-pub async fn get_caller_identity(ctx: &Context, creds: &AwsCredentials, region: Option<&str>) -> Result<HopReport, BrokerError> {
+pub async fn get_caller_identity(
+    ctx: &Context,
+    creds: &AwsCredentials,
+    region: Option<&str>,
+) -> Result<HopReport, BrokerError> {
     const GCI: &str = "aws-sts GetCallerIdentity";
     let started = Instant::now();
     let region = region.unwrap_or(DEFAULT_REGION).to_owned();
     let sdk_creds = aws_credential_types::Credentials::new(
         &creds.access_key_id,
         creds.secret_access_key.expose_secret(),
-        creds.session_token.as_ref().map(|t| t.expose_secret().to_owned()),
+        creds
+            .session_token
+            .as_ref()
+            .map(|t| t.expose_secret().to_owned()),
         None,
         "idbridge",
     );

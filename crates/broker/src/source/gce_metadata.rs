@@ -15,7 +15,10 @@ use crate::{BrokerError, Context, ErrorKind, HopReport};
 const HOP: &str = "gce-metadata";
 
 async fn get(ctx: &Context, path_and_query: &str) -> Result<(String, String), BrokerError> {
-    let url = format!("http://{}/computeMetadata/v1/{path_and_query}", ctx.endpoints.gce_metadata_host);
+    let url = format!(
+        "http://{}/computeMetadata/v1/{path_and_query}",
+        ctx.endpoints.gce_metadata_host
+    );
     let shown = url.split('?').next().unwrap_or_default().to_owned();
     let resp = ctx
         .http
@@ -25,14 +28,22 @@ async fn get(ctx: &Context, path_and_query: &str) -> Result<(String, String), Br
         .await
         .map_err(|e| BrokerError::from_http(HOP, &shown, &e))?;
     let status = resp.status().as_u16();
-    let body = resp.text().await.map_err(|e| BrokerError::from_http(HOP, &shown, &e))?;
+    let body = resp
+        .text()
+        .await
+        .map_err(|e| BrokerError::from_http(HOP, &shown, &e))?;
     if status != 200 {
         let msg = if body.len() < 200 && !body.contains('.') {
             body.trim().to_owned()
         } else {
             "metadata server refused the request".to_owned()
         };
-        return Err(BrokerError::from_status(HOP, status, None, format!("{msg} ({shown})")));
+        return Err(BrokerError::from_status(
+            HOP,
+            status,
+            None,
+            format!("{msg} ({shown})"),
+        ));
     }
     Ok((body, shown))
 }
@@ -56,7 +67,13 @@ pub async fn fetch(
         );
         let (jwt, shown) = get(ctx, &q).await?;
         let (tok, parsed) = super::id_token_from_jwt(HOP, &jwt)?;
-        hops.push(HopReport::new(HOP, shown, format!("ID token: {}", super::describe_claims(&parsed)), Some(tok.expires_at), started));
+        hops.push(HopReport::new(
+            HOP,
+            shown,
+            format!("ID token: {}", super::describe_claims(&parsed)),
+            Some(tok.expires_at),
+            started,
+        ));
         return Ok(Credential::IdToken(tok));
     }
     let scopes = scopes.unwrap_or_default();
@@ -65,17 +82,33 @@ pub async fn fetch(
         q.push_str(&format!("?scopes={}", urlencode(&scopes.join(","))));
     }
     let (body, shown) = get(ctx, &q).await?;
-    let parsed: idbridge_wire::gce_metadata::TokenResponse = serde_json::from_str(&body)
-        .map_err(|_| BrokerError::new(ErrorKind::Protocol, HOP, format!("unparsable token response from {shown}")))?;
+    let parsed: idbridge_wire::gce_metadata::TokenResponse =
+        serde_json::from_str(&body).map_err(|_| {
+            BrokerError::new(
+                ErrorKind::Protocol,
+                HOP,
+                format!("unparsable token response from {shown}"),
+            )
+        })?;
     if parsed.access_token.is_empty() || parsed.expires_in <= 0 {
-        return Err(BrokerError::new(ErrorKind::Protocol, HOP, format!("incomplete token received from {shown}")));
+        return Err(BrokerError::new(
+            ErrorKind::Protocol,
+            HOP,
+            format!("incomplete token received from {shown}"),
+        ));
     }
-    let email = get(ctx, &format!("instance/service-accounts/{sa}/email")).await.map(|(e, _)| e.trim().to_owned()).ok();
+    let email = get(ctx, &format!("instance/service-accounts/{sa}/email"))
+        .await
+        .map(|(e, _)| e.trim().to_owned())
+        .ok();
     let expires_at = ctx.clock.now() + time::Duration::seconds(parsed.expires_in);
     hops.push(HopReport::new(
         HOP,
         shown,
-        format!("access token: {}", email.as_deref().unwrap_or(service_account)),
+        format!(
+            "access token: {}",
+            email.as_deref().unwrap_or(service_account)
+        ),
         Some(expires_at),
         started,
     ));

@@ -8,7 +8,10 @@
 //! `IDBRIDGE_GOOGLE_IAMCREDENTIALS_URL`, then `https://iamcredentials.googleapis.com`.
 
 use idbridge_core::{Credential, GoogleAccessToken};
-use idbridge_wire::google::{GenerateAccessTokenRequest, GenerateAccessTokenResponse, GenerateIdTokenRequest, GenerateIdTokenResponse};
+use idbridge_wire::google::{
+    GenerateAccessTokenRequest, GenerateAccessTokenResponse, GenerateIdTokenRequest,
+    GenerateIdTokenResponse,
+};
 use tokio::time::Instant;
 
 use super::gce_metadata::urlencode;
@@ -36,7 +39,12 @@ pub struct Request<'a> {
 }
 
 /// Calls IAM Credentials as `caller`.
-pub async fn fetch(ctx: &Context, caller: &GoogleAccessToken, req: &Request<'_>, hops: &mut Vec<HopReport>) -> Result<Credential, BrokerError> {
+pub async fn fetch(
+    ctx: &Context,
+    caller: &GoogleAccessToken,
+    req: &Request<'_>,
+    hops: &mut Vec<HopReport>,
+) -> Result<Credential, BrokerError> {
     let started = Instant::now();
     let delegates: Option<Vec<String>> = (!req.delegates.is_empty()).then(|| {
         req.delegates
@@ -44,7 +52,11 @@ pub async fn fetch(ctx: &Context, caller: &GoogleAccessToken, req: &Request<'_>,
             .map(|d| format!("projects/-/serviceAccounts/{d}"))
             .collect()
     });
-    let method = if req.audience.is_some() { "generateIdToken" } else { "generateAccessToken" };
+    let method = if req.audience.is_some() {
+        "generateIdToken"
+    } else {
+        "generateAccessToken"
+    };
     let url = format!(
         "{}/v1/projects/-/serviceAccounts/{}:{method}",
         ctx.endpoints.google_iamcredentials,
@@ -72,24 +84,55 @@ pub async fn fetch(ctx: &Context, caller: &GoogleAccessToken, req: &Request<'_>,
         .await
         .map_err(|e| BrokerError::from_http(HOP, &url, &e))?;
     let status = resp.status().as_u16();
-    let text = zeroize::Zeroizing::new(resp.text().await.map_err(|e| BrokerError::from_http(HOP, &url, &e))?);
+    let text = zeroize::Zeroizing::new(
+        resp.text()
+            .await
+            .map_err(|e| BrokerError::from_http(HOP, &url, &e))?,
+    );
     if status != 200 {
         let (code, msg) = super::google_error(&text);
         let who = caller.principal.as_deref().unwrap_or("the caller");
-        return Err(BrokerError::from_status(HOP, status, code, format!("{msg} (as {who} on {})", req.service_account)));
+        return Err(BrokerError::from_status(
+            HOP,
+            status,
+            code,
+            format!("{msg} (as {who} on {})", req.service_account),
+        ));
     }
     if req.audience.is_some() {
-        let parsed: GenerateIdTokenResponse = serde_json::from_str(&text)
-            .map_err(|_| BrokerError::new(ErrorKind::Protocol, HOP, format!("unparsable generateIdToken response from {url}")))?;
+        let parsed: GenerateIdTokenResponse = serde_json::from_str(&text).map_err(|_| {
+            BrokerError::new(
+                ErrorKind::Protocol,
+                HOP,
+                format!("unparsable generateIdToken response from {url}"),
+            )
+        })?;
         let (tok, claims) = super::id_token_from_jwt(HOP, &parsed.token)?;
-        hops.push(HopReport::new(HOP, url, format!("ID token: {}", super::describe_claims(&claims)), Some(tok.expires_at), started));
+        hops.push(HopReport::new(
+            HOP,
+            url,
+            format!("ID token: {}", super::describe_claims(&claims)),
+            Some(tok.expires_at),
+            started,
+        ));
         return Ok(Credential::IdToken(tok));
     }
-    let parsed: GenerateAccessTokenResponse = serde_json::from_str(&text)
-        .map_err(|_| BrokerError::new(ErrorKind::Protocol, HOP, format!("unparsable generateAccessToken response from {url}")))?;
+    let parsed: GenerateAccessTokenResponse = serde_json::from_str(&text).map_err(|_| {
+        BrokerError::new(
+            ErrorKind::Protocol,
+            HOP,
+            format!("unparsable generateAccessToken response from {url}"),
+        )
+    })?;
     let expires_at = idbridge_core::timefmt::parse_rfc3339(&parsed.expire_time)
         .ok_or_else(|| BrokerError::new(ErrorKind::Protocol, HOP, "unparsable expireTime"))?;
-    hops.push(HopReport::new(HOP, url, format!("access token: {}", req.service_account), Some(expires_at), started));
+    hops.push(HopReport::new(
+        HOP,
+        url,
+        format!("access token: {}", req.service_account),
+        Some(expires_at),
+        started,
+    ));
     Ok(Credential::GoogleAccessToken(GoogleAccessToken {
         token: parsed.access_token.into(),
         expires_at,

@@ -12,13 +12,26 @@ use crate::{BrokerError, Context, ErrorKind, HopReport};
 const HOP: &str = "oidc-file";
 
 /// Reads the token file.
-pub async fn fetch(_ctx: &Context, path: &Path, hops: &mut Vec<HopReport>) -> Result<Credential, BrokerError> {
+pub async fn fetch(
+    _ctx: &Context,
+    path: &Path,
+    hops: &mut Vec<HopReport>,
+) -> Result<Credential, BrokerError> {
     let started = Instant::now();
-    let text = tokio::fs::read_to_string(path)
-        .await
-        .map_err(|e| BrokerError::new(ErrorKind::Io, HOP, format!("cannot read token file {}: {e}", path.display())))?;
-    let (tok, parsed) = super::id_token_from_jwt(HOP, text.trim())
-        .map_err(|e| BrokerError::new(ErrorKind::InvalidConfiguration, HOP, format!("{}: {}", path.display(), e.message)))?;
+    let text = tokio::fs::read_to_string(path).await.map_err(|e| {
+        BrokerError::new(
+            ErrorKind::Io,
+            HOP,
+            format!("cannot read token file {}: {e}", path.display()),
+        )
+    })?;
+    let (tok, parsed) = super::id_token_from_jwt(HOP, text.trim()).map_err(|e| {
+        BrokerError::new(
+            ErrorKind::InvalidConfiguration,
+            HOP,
+            format!("{}: {}", path.display(), e.message),
+        )
+    })?;
     let iss = parsed.str_claim("iss").unwrap_or("?").to_owned();
     hops.push(HopReport::new(
         HOP,

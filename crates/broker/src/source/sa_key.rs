@@ -15,7 +15,9 @@
 use std::path::Path;
 
 use idbridge_core::{Credential, GoogleAccessToken, SecretString};
-use idbridge_wire::google::{JWT_BEARER_GRANT, OAUTH2_TOKEN_AUDIENCE, OAuth2TokenResponse, ServiceAccountAssertion};
+use idbridge_wire::google::{
+    JWT_BEARER_GRANT, OAUTH2_TOKEN_AUDIENCE, OAuth2TokenResponse, ServiceAccountAssertion,
+};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Deserialize;
 use tokio::time::Instant;
@@ -40,7 +42,9 @@ struct KeyFile {
 
 impl std::fmt::Debug for KeyFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyFile").field("client_email", &self.client_email).finish_non_exhaustive()
+        f.debug_struct("KeyFile")
+            .field("client_email", &self.client_email)
+            .finish_non_exhaustive()
     }
 }
 
@@ -48,16 +52,33 @@ async fn read_key(path: &Path) -> Result<KeyFile, BrokerError> {
     let text = tokio::fs::read(path)
         .await
         .map(zeroize::Zeroizing::new)
-        .map_err(|e| BrokerError::new(ErrorKind::Io, HOP, format!("cannot read key file {}: {e}", path.display())))?;
+        .map_err(|e| {
+            BrokerError::new(
+                ErrorKind::Io,
+                HOP,
+                format!("cannot read key file {}: {e}", path.display()),
+            )
+        })?;
     let key: KeyFile = serde_json::from_slice(&text).map_err(|e| {
         // serde_json's message names the field and position, never the value.
-        BrokerError::new(ErrorKind::InvalidConfiguration, HOP, format!("key file {}: not a service-account key: {e}", path.display()))
+        BrokerError::new(
+            ErrorKind::InvalidConfiguration,
+            HOP,
+            format!(
+                "key file {}: not a service-account key: {e}",
+                path.display()
+            ),
+        )
     })?;
     if key.kind != "service_account" {
         return Err(BrokerError::new(
             ErrorKind::InvalidConfiguration,
             HOP,
-            format!("key file {}: field `type` is {:?}, expected \"service_account\"", path.display(), key.kind),
+            format!(
+                "key file {}: field `type` is {:?}, expected \"service_account\"",
+                path.display(),
+                key.kind
+            ),
         ));
     }
     Ok(key)
@@ -73,13 +94,17 @@ pub async fn fetch(
 ) -> Result<Credential, BrokerError> {
     let started = Instant::now();
     let key = read_key(key_file).await?;
-    let encoding = EncodingKey::from_rsa_pem(key.private_key.expose_secret().as_bytes()).map_err(|_| {
-        BrokerError::new(
-            ErrorKind::InvalidConfiguration,
-            HOP,
-            format!("key file {}: field `private_key` is not an RSA private key in PEM form", key_file.display()),
-        )
-    })?;
+    let encoding =
+        EncodingKey::from_rsa_pem(key.private_key.expose_secret().as_bytes()).map_err(|_| {
+            BrokerError::new(
+                ErrorKind::InvalidConfiguration,
+                HOP,
+                format!(
+                    "key file {}: field `private_key` is not an RSA private key in PEM form",
+                    key_file.display()
+                ),
+            )
+        })?;
     let now = ctx.clock.unix();
     let claims = ServiceAccountAssertion {
         iss: key.client_email.clone(),
@@ -92,10 +117,15 @@ pub async fn fetch(
     };
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some(key.private_key_id.clone());
-    let assertion = SecretString::new(
-        jsonwebtoken::encode(&header, &claims, &encoding)
-            .map_err(|e| BrokerError::new(ErrorKind::InvalidConfiguration, HOP, format!("cannot sign assertion: {e}")))?,
-    );
+    let assertion = SecretString::new(jsonwebtoken::encode(&header, &claims, &encoding).map_err(
+        |e| {
+            BrokerError::new(
+                ErrorKind::InvalidConfiguration,
+                HOP,
+                format!("cannot sign assertion: {e}"),
+            )
+        },
+    )?);
     let url = ctx
         .endpoints
         .google_oauth2
@@ -105,31 +135,63 @@ pub async fn fetch(
     let resp = ctx
         .http
         .post(&url)
-        .form(&[("grant_type", JWT_BEARER_GRANT), ("assertion", assertion.expose_secret())])
+        .form(&[
+            ("grant_type", JWT_BEARER_GRANT),
+            ("assertion", assertion.expose_secret()),
+        ])
         .send()
         .await
         .map_err(|e| BrokerError::from_http(HOP, &url, &e))?;
     let status = resp.status().as_u16();
-    let body = zeroize::Zeroizing::new(resp.text().await.map_err(|e| BrokerError::from_http(HOP, &url, &e))?);
+    let body = zeroize::Zeroizing::new(
+        resp.text()
+            .await
+            .map_err(|e| BrokerError::from_http(HOP, &url, &e))?,
+    );
     if status != 200 {
         let (code, msg) = super::google_error(&body);
         return Err(BrokerError::from_status(HOP, status, code, msg));
     }
-    let parsed: OAuth2TokenResponse = serde_json::from_str(&body)
-        .map_err(|_| BrokerError::new(ErrorKind::Protocol, HOP, format!("unparsable token response from {url}")))?;
+    let parsed: OAuth2TokenResponse = serde_json::from_str(&body).map_err(|_| {
+        BrokerError::new(
+            ErrorKind::Protocol,
+            HOP,
+            format!("unparsable token response from {url}"),
+        )
+    })?;
     if target_audience.is_some() {
-        let jwt = parsed
-            .id_token
-            .ok_or_else(|| BrokerError::new(ErrorKind::Protocol, HOP, format!("no id_token in the response from {url}")))?;
+        let jwt = parsed.id_token.ok_or_else(|| {
+            BrokerError::new(
+                ErrorKind::Protocol,
+                HOP,
+                format!("no id_token in the response from {url}"),
+            )
+        })?;
         let (tok, claims) = super::id_token_from_jwt(HOP, &jwt)?;
-        hops.push(HopReport::new(HOP, url, format!("ID token: {}", super::describe_claims(&claims)), Some(tok.expires_at), started));
+        hops.push(HopReport::new(
+            HOP,
+            url,
+            format!("ID token: {}", super::describe_claims(&claims)),
+            Some(tok.expires_at),
+            started,
+        ));
         return Ok(Credential::IdToken(tok));
     }
     let (Some(token), Some(expires_in)) = (parsed.access_token, parsed.expires_in) else {
-        return Err(BrokerError::new(ErrorKind::Protocol, HOP, format!("no access_token/expires_in in the response from {url}")));
+        return Err(BrokerError::new(
+            ErrorKind::Protocol,
+            HOP,
+            format!("no access_token/expires_in in the response from {url}"),
+        ));
     };
     let expires_at = ctx.clock.now() + time::Duration::seconds(expires_in);
-    hops.push(HopReport::new(HOP, url, format!("access token: {}", key.client_email), Some(expires_at), started));
+    hops.push(HopReport::new(
+        HOP,
+        url,
+        format!("access token: {}", key.client_email),
+        Some(expires_at),
+        started,
+    ));
     Ok(Credential::GoogleAccessToken(GoogleAccessToken {
         token: token.into(),
         expires_at,
