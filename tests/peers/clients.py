@@ -57,7 +57,7 @@ def boto3_caller_identity(args: dict) -> dict:
 
 
 def moto_setup(args: dict) -> dict:
-    """With moto's auth off: IAM user + key + inline admin policy, and an S3 bucket with an object."""
+    """With moto's auth off: IAM user + key + inline admin policy, and an S3 bucket with objects."""
     import boto3
 
     kw = {"endpoint_url": args["endpoint"], "region_name": "us-east-1",
@@ -78,7 +78,8 @@ def moto_setup(args: dict) -> dict:
     )
     s3 = boto3.client("s3", **kw)
     s3.create_bucket(Bucket=args["bucket"])
-    s3.put_object(Bucket=args["bucket"], Key=args["key"], Body=args["body"].encode())
+    for name, body in args["objects"].items():
+        s3.put_object(Bucket=args["bucket"], Key=name, Body=body.encode())
     return {"access_key_id": key["AccessKeyId"], "secret_access_key": key["SecretAccessKey"]}
 
 

@@ -132,6 +132,15 @@ def metadata_id_token(emulator: dict, audience: str, fmt: str = "full") -> str:
 
 ACCOUNT = "111122223333"
 
+# Overlay that drops the emulator's instance-credential endpoints (ECS container credentials,
+# EC2 IMDS) from an environment: tests of other credential sources pass it so botocore cannot
+# silently fall back to them.
+NO_INSTANCE_CREDS = {
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI": None,
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN": None,
+    "AWS_EC2_METADATA_SERVICE_ENDPOINT": None,
+}
+
 
 def assumed_role_arn(role: str, session: str) -> str:
     return f"arn:aws:sts::{ACCOUNT}:assumed-role/{role}/{session}"
@@ -144,7 +153,7 @@ def role_arn(role: str) -> str:
 def web_identity_env(sandbox, emulator: dict, token: str, role: str, session: str) -> dict:
     """botocore's web-identity provider env: token file, role, session, and the emulator's STS."""
     token_file = sandbox.write(f"token-{role}-{session}.jwt", token)
-    return sandbox.env(emulator, {
+    return sandbox.env(emulator, NO_INSTANCE_CREDS, {
         "AWS_WEB_IDENTITY_TOKEN_FILE": token_file,
         "AWS_ROLE_ARN": role_arn(role),
         "AWS_ROLE_SESSION_NAME": session,
@@ -201,6 +210,11 @@ def emulator(idbridge_bin: Path, tmp_path_factory: pytest.TempPathFactory):
                     "IDBRIDGE_GOOGLE_IAMCREDENTIALS_URL", "IDBRIDGE_EMULATOR_GOOGLE_URL"):
             assert key in values, f"{key} missing from the emulator env file: {values}"
         for key, value in values.items():
+            if key == "AWS_CONTAINER_AUTHORIZATION_TOKEN":  # the ECS task's token, not an endpoint
+                continue
+            if key == "SPIFFE_ENDPOINT_SOCKET":  # the Workload API is a unix socket
+                assert value.startswith("unix:///"), f"{key}={value} is not an absolute unix socket URI"
+                continue
             assert "127.0.0.1" in value, f"emulator endpoint {key}={value} is not on 127.0.0.1"
         yield values
     finally:
@@ -300,3 +314,23 @@ def pytest_runtest_makereport(item, call):
     if rep.failed:
         for name, path in _SERVER_LOGS.items():
             rep.sections.append((f"{name} log (last lines)", tail(path, 40)))
+
+
+# A skipped peer test would hide a missing peer or endpoint: count skips as failures.
+_SKIPPED: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped:
+        _SKIPPED.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _SKIPPED and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if _SKIPPED:
+        terminalreporter.write_line(f"peer suite: {len(_SKIPPED)} skipped test(s) count as failures: {_SKIPPED}",
+                                    red=True)

@@ -8,7 +8,7 @@ import shlex
 
 import pytest
 
-from conftest import ACCOUNT, EXAMPLES, VENV_BIN, assumed_role_arn, describe, metadata_id_token, web_identity_env
+from conftest import NO_INSTANCE_CREDS, ACCOUNT, EXAMPLES, VENV_BIN, assumed_role_arn, describe, metadata_id_token, web_identity_env
 
 # (config file, route, role, session name) — each seed route of examples/ that yields AWS credentials.
 SEED_ROUTES = [
@@ -26,7 +26,7 @@ def write_credential_process_profile(sandbox, config: str, route: str) -> None:
 @pytest.mark.parametrize(("config", "route", "role", "session"), SEED_ROUTES)
 def test_boto3_credential_process(sandbox, emulator, config, route, role, session):
     write_credential_process_profile(sandbox, config, route)
-    res = sandbox.client("boto3_caller_identity", {"profile": "p"}, env=sandbox.env(emulator))
+    res = sandbox.client("boto3_caller_identity", {"profile": "p"}, env=sandbox.env(emulator, NO_INSTANCE_CREDS))
     assert "error" not in res, res
     assert res["method"] == "custom-process"
     assert res["access_key_id"].startswith("ASIA"), res
@@ -39,7 +39,7 @@ def test_boto3_credential_process(sandbox, emulator, config, route, role, sessio
 def test_aws_cli_credential_process(sandbox, emulator, config, route, role, session):
     write_credential_process_profile(sandbox, config, route)
     r = sandbox.run([VENV_BIN / "aws", "sts", "get-caller-identity", "--profile", "p", "--output", "json"],
-                    env=sandbox.env(emulator))
+                    env=sandbox.env(emulator, NO_INSTANCE_CREDS))
     assert r.returncode == 0, describe(r)
     ident = json.loads(r.stdout)
     assert ident["Arn"] == assumed_role_arn(role, session), ident
@@ -78,3 +78,27 @@ def test_boto3_web_identity_provider(sandbox, emulator):
                                                "boto-sess"))
     assert res.get("error", {}).get("client_error") is True, res
     assert res["error"]["code"] == "InvalidIdentityToken", res
+
+
+def test_emulator_sts_checks_botocore_sigv4(sandbox, emulator):
+    """botocore as the signer: the emulator's GetCallerIdentity accepts its SigV4 and rejects forgeries."""
+    r = sandbox.idbridge("token", "--config", EXAMPLES / "seed000-gce-to-aws.toml", "--route", "tenant-to-aws",
+                         "--format", "json", env=sandbox.env(emulator, NO_INSTANCE_CREDS))
+    assert r.returncode == 0, describe(r)
+    c = json.loads(r.stdout)
+
+    def gci(**overrides):
+        keys = {"AWS_ACCESS_KEY_ID": c["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": c["SecretAccessKey"],
+                "AWS_SESSION_TOKEN": c["SessionToken"], "AWS_DEFAULT_REGION": "us-east-1"}
+        return sandbox.client("boto3_caller_identity", {}, env=sandbox.env(emulator, NO_INSTANCE_CREDS, keys, overrides))
+
+    ok = gci()
+    assert "error" not in ok, ok
+    assert ok["method"] == "env"
+    assert ok["Arn"] == assumed_role_arn("psoxy-tenant-access", "psoxy-tenant")
+
+    bad_secret = gci(AWS_SECRET_ACCESS_KEY=c["SecretAccessKey"][:-1] + ("A" if c["SecretAccessKey"][-1] != "A" else "B"))
+    assert bad_secret.get("error", {}).get("code") == "SignatureDoesNotMatch", bad_secret
+
+    bad_token = gci(AWS_SESSION_TOKEN=c["SessionToken"][:-4] + "AAAA")
+    assert bad_token.get("error", {}).get("code") in ("InvalidClientTokenId", "ExpiredToken"), bad_token

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from conftest import ACCOUNT, EXAMPLES, assumed_role_arn, describe
+from conftest import NO_INSTANCE_CREDS, ACCOUNT, EXAMPLES, assumed_role_arn, describe
 
 SEED000 = EXAMPLES / "seed000-gce-to-aws.toml"
 ROUTE = "tenant-to-aws"
@@ -19,7 +19,7 @@ def stderr_lines(r) -> list[str]:
 
 
 def test_idbridge_token_formats(sandbox, emulator):
-    env = sandbox.env(emulator)
+    env = sandbox.env(emulator, NO_INSTANCE_CREDS)
     route = ["--config", SEED000, "--route", ROUTE]
 
     r = sandbox.idbridge("token", *route, "--format", "json", env=env)
@@ -29,6 +29,7 @@ def test_idbridge_token_formats(sandbox, emulator):
     assert j["SecretAccessKey"] and j["SessionToken"], j
     assert EXPIRATION.match(j["Expiration"]), j
     assert j["Arn"] == assumed_role_arn("psoxy-tenant-access", "psoxy-tenant"), j
+    assert j["AccountId"] == ACCOUNT, j
 
     r = sandbox.idbridge("token", *route, "--format", "env", env=env)
     assert r.returncode == 0, describe(r)
@@ -63,7 +64,7 @@ def test_idbridge_token_formats(sandbox, emulator):
 
 
 def test_bad_input_cli(sandbox, emulator):
-    env = sandbox.env(emulator)
+    env = sandbox.env(emulator, NO_INSTANCE_CREDS)
 
     # A route the file doesn't define: usage error, one line naming it.
     r = sandbox.idbridge("token", "--config", SEED000, "--route", "no-such-route", env=env)

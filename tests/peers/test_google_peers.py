@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import REPO, assumed_role_arn, metadata_id_token, web_identity_env
+from conftest import NO_INSTANCE_CREDS, REPO, assumed_role_arn, metadata_id_token, web_identity_env
 
 GOOGLE_ISSUER = "https://accounts.google.com"
 TENANT_EMAIL = "psoxy-tenant@saas-tenant.iam.gserviceaccount.com"
@@ -20,7 +20,7 @@ def certs_urls(emulator: dict) -> dict[str, str]:
 def test_google_auth_verifies_emulator_id_tokens(sandbox, emulator):
     audience = "https://verifier.example/api"
     token = metadata_id_token(emulator, audience)
-    env = sandbox.env(emulator)
+    env = sandbox.env(emulator, NO_INSTANCE_CREDS)
 
     for name, url in certs_urls(emulator).items():
         res = sandbox.client("gauth_verify", {"token": token, "audience": audience, "certs_url": url}, env=env)
@@ -59,7 +59,7 @@ def test_google_auth_verifies_emulator_id_tokens(sandbox, emulator):
 def test_google_auth_compute_credentials(sandbox, emulator):
     # GCE detection must run here: GCE_METADATA_IP (ping) and GCE_METADATA_HOST both point at the
     # emulator, and NO_GCE_CHECK is unset.
-    env = sandbox.env(emulator, gce_check=True)
+    env = sandbox.env(emulator, NO_INSTANCE_CREDS, gce_check=True)
     assert "NO_GCE_CHECK" not in env and env["GCE_METADATA_IP"] == emulator["GCE_METADATA_IP"]
     res = sandbox.client("gauth_compute", {"audience": "https://aud.example"}, env=env)
     assert "error" not in res, res
@@ -76,7 +76,7 @@ def test_google_auth_compute_credentials(sandbox, emulator):
 
 
 def test_google_auth_service_account_id_token_against_emulated_oauth2(sandbox, emulator):
-    env = sandbox.env(emulator)
+    env = sandbox.env(emulator, NO_INSTANCE_CREDS)
     res = sandbox.client("gauth_sa_id_token", {"key_file": str(SA_KEY_FILE),
                                                "token_uri": emulator["IDBRIDGE_GOOGLE_OAUTH2_URL"],
                                                "audience": SA_KEY_AUDIENCE}, env=env)

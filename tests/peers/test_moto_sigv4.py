@@ -20,6 +20,10 @@ USER = "alice"
 BUCKET = "idbridge-peer-bucket"
 KEY = "hello.txt"
 BODY = "hello from moto\n"
+# A key that needs URI encoding: S3 canonical URIs are encoded once (other services: twice).
+SPACED_KEY = "reports/q1 2026.txt"
+SPACED_URI = "reports/q1%202026.txt"
+SPACED_BODY = "quarterly\n"
 MOTO_ACCOUNT = "123456789012"
 STS_GCI = ["--service", "sts", "-X", "POST", "-H", "Content-Type: application/x-www-form-urlencoded",
            "-d", "Action=GetCallerIdentity&Version=2011-06-15"]
@@ -31,8 +35,8 @@ def alice(moto, tmp_path_factory, idbridge_bin) -> dict:
     from conftest import Sandbox
 
     sb = Sandbox(tmp_path_factory.mktemp("moto-setup"), idbridge_bin)
-    keys = sb.client("moto_setup", {"endpoint": moto.url, "user": USER, "bucket": BUCKET, "key": KEY, "body": BODY},
-                     env=sb.env())
+    keys = sb.client("moto_setup", {"endpoint": moto.url, "user": USER, "bucket": BUCKET,
+                                    "objects": {KEY: BODY, SPACED_KEY: SPACED_BODY}}, env=sb.env())
     assert "error" not in keys, keys
     assert keys["access_key_id"].startswith("AKIA"), keys
     return keys
@@ -70,20 +74,26 @@ def test_idbridge_request_signature_checked_by_moto(sandbox, moto, alice):
         assert "SignatureDoesNotMatch" in bad.stdout, describe(bad)
 
 
-def test_idbridge_request_s3_get_signature_checked_by_moto(sandbox, moto, alice):
-    obj = f"{moto.url}/{BUCKET}/{KEY}"
+S3_HINT = ("idbridge's S3 SigV4 GET was rejected although boto3's identical GET passed. S3 SigV4 needs the "
+           "signed x-amz-content-sha256 header (S3 rejects requests without it), single URI encoding and "
+           "no path normalization.\n")
+
+
+@pytest.mark.parametrize(("key", "uri", "body"), [
+    pytest.param(KEY, KEY, BODY, id="plain-key"),
+    pytest.param(SPACED_KEY, SPACED_URI, SPACED_BODY, id="key-needing-encoding"),
+])
+def test_idbridge_request_s3_get_signature_checked_by_moto(sandbox, moto, alice, key, uri, body):
+    obj = f"{moto.url}/{BUCKET}/{uri}"
     with moto_auth(moto):
-        # Control: botocore's S3 signer passes moto's verification for this exact request shape.
-        control = sandbox.client("boto3_s3_get", {"endpoint": moto.url, "bucket": BUCKET, "key": KEY, **alice},
+        # Control: botocore's S3 signer passes moto's verification for this exact request.
+        control = sandbox.client("boto3_s3_get", {"endpoint": moto.url, "bucket": BUCKET, "key": key, **alice},
                                  env=sandbox.env())
-        assert control == {"body": BODY, "_stderr": control["_stderr"]}, control
+        assert control.get("body") == body, control
 
         got = idbridge_request(sandbox, alice, alice["secret_access_key"], "--service", "s3", obj)
-        assert got.returncode == 0, (
-            "idbridge's S3 SigV4 GET was rejected although boto3's passed. S3 SigV4 needs the signed "
-            "x-amz-content-sha256 header (S3 rejects requests without it), single URI encoding and no "
-            "path normalization.\n" + describe(got))
-        assert got.stdout == BODY, describe(got)
+        assert got.returncode == 0, S3_HINT + describe(got)
+        assert got.stdout == body, describe(got)
 
         bad = idbridge_request(sandbox, alice, wrong(alice["secret_access_key"]), "--service", "s3", obj)
         assert bad.returncode != 0, describe(bad)

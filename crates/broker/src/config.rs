@@ -149,6 +149,66 @@ pub enum SourceConfig {
     OidcFile {
         /// Path.
         path: PathBuf,
+        /// When the file is JSON, the field holding the token.
+        #[serde(default)]
+        json_field: Option<String>,
+    },
+    /// A token served over HTTP (a URL-sourced credential).
+    OidcUrl {
+        /// URL (GET).
+        url: String,
+        /// Extra request headers.
+        #[serde(default)]
+        headers: std::collections::BTreeMap<String, String>,
+        /// When the response is JSON, the field holding the token.
+        #[serde(default)]
+        json_field: Option<String>,
+    },
+    /// A token printed by a program in Google's executable-sourced response format.
+    Executable {
+        /// Command line (split on whitespace, no shell).
+        command: String,
+        /// Time limit (5–120 s; default 30 s).
+        #[serde(default)]
+        timeout_millis: Option<u64>,
+        /// Where the program caches its response, if it does.
+        #[serde(default)]
+        output_file: Option<PathBuf>,
+        /// `GOOGLE_EXTERNAL_ACCOUNT_AUDIENCE` passed to the program.
+        #[serde(default)]
+        audience: Option<String>,
+        /// `GOOGLE_EXTERNAL_ACCOUNT_TOKEN_TYPE` passed to the program.
+        #[serde(default)]
+        token_type: Option<String>,
+    },
+    /// AWS credentials: the standard chain, or one provider of it.
+    Aws {
+        /// `chain` (default: environment, profile, web identity, ECS, IMDS — via aws-config,
+        /// reading the process environment), `imds` (the EC2 instance role through IMDSv2 at
+        /// `AWS_EC2_METADATA_SERVICE_ENDPOINT`), or `ecs` (the container endpoint at
+        /// `AWS_CONTAINER_CREDENTIALS_FULL_URI` with `AWS_CONTAINER_AUTHORIZATION_TOKEN`).
+        #[serde(default)]
+        provider: Option<String>,
+        /// Named profile for `chain`.
+        #[serde(default)]
+        profile: Option<String>,
+        /// Region (used for the GetCallerIdentity URL of a Google subject token).
+        #[serde(default)]
+        region: Option<String>,
+        /// IMDS endpoint for `imds` and `env-or-imds` (default `AWS_EC2_METADATA_SERVICE_ENDPOINT`).
+        #[serde(default)]
+        imds_endpoint: Option<String>,
+    },
+    /// A JWT-SVID from the SPIFFE Workload API.
+    Spiffe {
+        /// Audience of the JWT-SVID.
+        audience: String,
+        /// A specific SPIFFE ID (default: the workload's first identity).
+        #[serde(default)]
+        spiffe_id: Option<String>,
+        /// Workload API socket (default: `SPIFFE_ENDPOINT_SOCKET`).
+        #[serde(default)]
+        socket: Option<String>,
     },
 }
 
@@ -166,6 +226,8 @@ pub enum Yields {
     IdToken,
     /// A Google access token.
     AccessToken,
+    /// AWS credentials.
+    AwsCredentials,
 }
 
 impl SourceConfig {
@@ -176,6 +238,10 @@ impl SourceConfig {
             SourceConfig::ServiceAccountKey { .. } => "service-account-key",
             SourceConfig::Impersonate { .. } => "impersonate",
             SourceConfig::OidcFile { .. } => "oidc-file",
+            SourceConfig::OidcUrl { .. } => "oidc-url",
+            SourceConfig::Executable { .. } => "executable",
+            SourceConfig::Aws { .. } => "aws",
+            SourceConfig::Spiffe { .. } => "spiffe",
         }
     }
 
@@ -192,14 +258,22 @@ impl SourceConfig {
             SourceConfig::Impersonate {
                 audience, scopes, ..
             } => (audience.as_ref(), scopes.as_ref(), "audience"),
-            SourceConfig::OidcFile { .. } => (None, None, ""),
+            SourceConfig::OidcFile { .. }
+            | SourceConfig::OidcUrl { .. }
+            | SourceConfig::Executable { .. }
+            | SourceConfig::Aws { .. }
+            | SourceConfig::Spiffe { .. } => (None, None, ""),
         }
     }
 
     /// What the source yields, or which field is wrong.
     pub fn yields(&self) -> Result<Yields, String> {
-        if let SourceConfig::OidcFile { .. } = self {
-            return Ok(Yields::IdToken);
+        match self {
+            SourceConfig::OidcFile { .. } | SourceConfig::OidcUrl { .. } | SourceConfig::Executable { .. } | SourceConfig::Spiffe { .. } => {
+                return Ok(Yields::IdToken);
+            }
+            SourceConfig::Aws { .. } => return Ok(Yields::AwsCredentials),
+            _ => {}
         }
         match self.audience_scopes() {
             (Some(a), None, field) if a.is_empty() => {
@@ -239,6 +313,46 @@ pub enum ExchangeConfig {
         #[serde(default)]
         region: Option<String>,
     },
+    /// Google STS token exchange (workload identity federation).
+    GoogleSts {
+        /// The provider: `//iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/P/providers/PR`.
+        audience: String,
+        /// Scopes (default cloud-platform).
+        #[serde(default)]
+        scopes: Option<Vec<String>>,
+        /// Token endpoint (default `IDBRIDGE_GOOGLE_STS_URL`, then Google's).
+        #[serde(default)]
+        token_url: Option<String>,
+        /// For an OIDC subject: `urn:ietf:params:oauth:token-type:jwt` (default) or `…:id_token`.
+        #[serde(default)]
+        subject_token_type: Option<String>,
+        /// For an AWS subject: the region of the signed GetCallerIdentity URL (default us-east-1).
+        #[serde(default)]
+        region: Option<String>,
+    },
+    /// IAM Credentials: the previous hop's access token impersonates a service account.
+    Impersonate {
+        /// Target service account.
+        service_account: String,
+        /// ID-token audience.
+        #[serde(default)]
+        audience: Option<String>,
+        /// Access-token scopes (default cloud-platform when no audience).
+        #[serde(default)]
+        scopes: Option<Vec<String>>,
+        /// Delegation chain.
+        #[serde(default)]
+        delegates: Vec<String>,
+        /// Put `email` in ID tokens.
+        #[serde(default = "yes")]
+        include_email: bool,
+        /// Access-token lifetime.
+        #[serde(default)]
+        lifetime_seconds: Option<u32>,
+        /// IAM Credentials base URL for this hop (default: the resolved endpoint).
+        #[serde(default)]
+        endpoint: Option<String>,
+    },
 }
 
 impl ExchangeConfig {
@@ -246,6 +360,8 @@ impl ExchangeConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             ExchangeConfig::AwsSts { .. } => "aws-sts",
+            ExchangeConfig::GoogleSts { .. } => "google-sts",
+            ExchangeConfig::Impersonate { .. } => "impersonate",
         }
     }
 }
@@ -272,7 +388,23 @@ struct RawConfig {
     #[serde(default)]
     endpoints: EndpointsConfig,
     #[serde(default)]
-    route: Vec<toml::Spanned<RouteConfig>>,
+    route: Vec<toml::Spanned<RawRoute>>,
+}
+
+/// A route as written: either `source` (+ `exchange`) or `external_account`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    source: Option<SourceConfig>,
+    #[serde(default)]
+    exchange: Option<Vec<ExchangeConfig>>,
+    /// A Google `external_account` credential file standing for source + exchanges.
+    #[serde(default)]
+    external_account: Option<PathBuf>,
 }
 
 /// A validated config.
@@ -305,21 +437,39 @@ impl Config {
         let mut routes = Vec::new();
         for spanned in raw.route {
             let line = line_of(text, spanned.span().start);
-            let mut route = spanned.into_inner();
+            let raw_route = spanned.into_inner();
+            let name = raw_route.name.clone();
             let invalid = |message: String| ConfigError::Invalid {
                 path: path.to_owned(),
                 line,
-                message: format!("route {:?}: {message}", route.name),
+                message: format!("route {name:?}: {message}"),
             };
-            if route.name.is_empty()
-                || !route
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            {
-                return Err(invalid(
-                    "field `name` must be non-empty letters, digits, `-`, `_`, `.`".into(),
-                ));
+            let mut route = match (raw_route.source, raw_route.exchange, raw_route.external_account) {
+                (None, None, Some(file)) => {
+                    let file = match base {
+                        Some(b) if file.is_relative() => b.join(file),
+                        _ => file,
+                    };
+                    let (source, exchange) = crate::external_account::load(&file)
+                        .map_err(|m| invalid(format!("field `external_account`: {}: {m}", file.display())))?;
+                    RouteConfig {
+                        name: raw_route.name,
+                        description: raw_route.description,
+                        source,
+                        exchange,
+                    }
+                }
+                (Some(source), exchange, None) => RouteConfig {
+                    name: raw_route.name,
+                    description: raw_route.description,
+                    source,
+                    exchange: exchange.unwrap_or_default(),
+                },
+                (None, _, None) => return Err(invalid("missing field `source` (or `external_account`)".into())),
+                (_, _, Some(_)) => return Err(invalid("`external_account` replaces `source` and `exchange`; set only one".into())),
+            };
+            if route.name.is_empty() || !route.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                return Err(invalid("field `name` must be non-empty letters, digits, `-`, `_`, `.`".into()));
             }
             if routes.iter().any(|r: &RouteConfig| r.name == route.name) {
                 return Err(invalid("field `name`: duplicate route name".into()));
@@ -376,6 +526,38 @@ fn validate_source(s: &SourceConfig, at: &str) -> Result<(), String> {
             }
         }
         SourceConfig::ServiceAccountKey { .. } | SourceConfig::OidcFile { .. } => {}
+        SourceConfig::OidcUrl { url, .. } => {
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                return Err(format!("field `{at}.url` must be an http(s) URL"));
+            }
+        }
+        SourceConfig::Executable { command, timeout_millis, .. } => {
+            if command.trim().is_empty() {
+                return Err(format!("field `{at}.command` is empty"));
+            }
+            if let Some(t) = timeout_millis
+                && !(5000..=120_000).contains(t)
+            {
+                return Err(format!("field `{at}.timeout_millis` must be 5000..=120000"));
+            }
+        }
+        SourceConfig::Aws { provider, .. } => {
+            if let Some(p) = provider
+                && !["chain", "imds", "ecs", "env-or-imds"].contains(&p.as_str())
+            {
+                return Err(format!("field `{at}.provider` must be \"chain\", \"imds\", \"ecs\" or \"env-or-imds\", not {p:?}"));
+            }
+        }
+        SourceConfig::Spiffe { audience, spiffe_id, .. } => {
+            if audience.is_empty() {
+                return Err(format!("field `{at}.audience` is empty"));
+            }
+            if let Some(id) = spiffe_id
+                && !id.starts_with("spiffe://")
+            {
+                return Err(format!("field `{at}.spiffe_id` must start with spiffe://"));
+            }
+        }
         SourceConfig::Impersonate {
             service_account,
             caller,
@@ -416,7 +598,7 @@ fn resolve_paths(s: &mut SourceConfig, base: Option<&Path>) {
     };
     match s {
         SourceConfig::ServiceAccountKey { key_file, .. } => fix(key_file),
-        SourceConfig::OidcFile { path } => fix(path),
+        SourceConfig::OidcFile { path, .. } => fix(path),
         SourceConfig::Impersonate {
             caller: Some(c), ..
         } => resolve_paths(c, Some(base)),
@@ -463,7 +645,55 @@ fn validate_exchange(ex: &ExchangeConfig, input: Yields) -> Result<Yields, Strin
                     "field `duration_seconds`: {d} is outside 900..=43200"
                 ));
             }
-            Ok(Yields::IdToken)
+            Ok(Yields::AwsCredentials)
+        }
+        ExchangeConfig::GoogleSts {
+            audience,
+            subject_token_type,
+            scopes,
+            ..
+        } => {
+            if input == Yields::AccessToken {
+                return Err("google-sts needs AWS credentials or an OIDC token, but the previous hop yields a Google access token".into());
+            }
+            let a = audience.strip_prefix("https:").unwrap_or(audience);
+            if !a.starts_with("//iam.googleapis.com/") || !a.contains("/workloadIdentityPools/") || !a.contains("/providers/") {
+                return Err(format!(
+                    "field `audience`: {audience:?} is not a workload identity provider (//iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER)"
+                ));
+            }
+            if let Some(t) = subject_token_type
+                && !["urn:ietf:params:oauth:token-type:jwt", "urn:ietf:params:oauth:token-type:id_token"].contains(&t.as_str())
+            {
+                return Err(format!("field `subject_token_type`: {t:?} is not a JWT token type"));
+            }
+            if scopes.as_ref().is_some_and(Vec::is_empty) {
+                return Err("field `scopes` is empty".into());
+            }
+            Ok(Yields::AccessToken)
+        }
+        ExchangeConfig::Impersonate {
+            service_account,
+            audience,
+            scopes,
+            lifetime_seconds,
+            ..
+        } => {
+            if input != Yields::AccessToken {
+                return Err("impersonate needs a Google access token from the previous hop".into());
+            }
+            if !service_account.contains('@') && !service_account.bytes().all(|b| b.is_ascii_digit()) {
+                return Err("field `service_account` must be an email or a numeric unique id".into());
+            }
+            if audience.is_some() && scopes.is_some() {
+                return Err("set only one of `audience` and `scopes`".into());
+            }
+            if let Some(l) = lifetime_seconds
+                && !(1..=43200).contains(l)
+            {
+                return Err("field `lifetime_seconds` must be 1..=43200".into());
+            }
+            Ok(if audience.is_some() { Yields::IdToken } else { Yields::AccessToken })
         }
     }
 }

@@ -18,9 +18,11 @@
 //! | `aws-sts` | an OIDC ID token | AWS session credentials (AssumeRoleWithWebIdentity) |
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod cache;
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod external_account;
 pub mod exchange;
 pub mod route;
 pub mod sigv4;
@@ -29,4 +31,4 @@ pub mod source;
 pub use config::{Config, ConfigError};
 pub use context::Context;
 pub use error::{BrokerError, ErrorKind};
-pub use route::{HopReport, Route, RouteOutput};
+pub use route::{HopReport, Overrides, Route, RouteOutput};

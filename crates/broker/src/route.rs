@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 
 use crate::config::{ExchangeConfig, RouteConfig};
-use crate::exchange::aws_sts;
+use crate::exchange::{aws_sts, google_sts};
 use crate::{BrokerError, Context, ErrorKind, source};
 
 /// What one hop did, for `demo`, `doctor` and logs. Holds no secrets.
@@ -53,6 +53,15 @@ pub struct RouteOutput {
     pub hops: Vec<HopReport>,
 }
 
+/// Per-request changes to a route's last hop.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Overrides {
+    /// ID-token audience.
+    pub audience: Option<String>,
+    /// Access-token scopes.
+    pub scopes: Option<Vec<String>>,
+}
+
 /// A runnable route.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -64,6 +73,52 @@ impl Route {
     /// Wraps a validated route config.
     pub fn new(config: RouteConfig) -> Self {
         Self { config }
+    }
+
+    /// The route with `overrides` applied to its last hop (the one that mints the final
+    /// credential): an ID-token audience or access-token scopes asked for by a client, e.g.
+    /// `…/identity?audience=X` on the GCE metadata frontend.
+    pub fn with_overrides(&self, overrides: &Overrides) -> Result<Route, BrokerError> {
+        let mut config = self.config.clone();
+        if overrides.audience.is_none() && overrides.scopes.is_none() {
+            return Ok(self.clone());
+        }
+        let bad = |m: &str| BrokerError::new(ErrorKind::InvalidConfiguration, "route", format!("route {:?}: {m}", self.config.name));
+        match config.exchange.last_mut() {
+            Some(ExchangeConfig::Impersonate { audience, scopes, .. }) => {
+                if let Some(a) = &overrides.audience {
+                    *audience = Some(a.clone());
+                    *scopes = None;
+                } else {
+                    *scopes = overrides.scopes.clone();
+                    *audience = None;
+                }
+            }
+            Some(ExchangeConfig::GoogleSts { scopes, .. }) => match (&overrides.audience, &overrides.scopes) {
+                (None, Some(s)) => *scopes = Some(s.clone()),
+                _ => return Err(bad("its last hop (google-sts) yields access tokens, not ID tokens for an audience")),
+            },
+            Some(ExchangeConfig::AwsSts { .. }) => return Err(bad("its last hop yields AWS credentials; audience/scopes do not apply")),
+            None => {
+                use crate::config::SourceConfig as S;
+                match &mut config.source {
+                    S::GceMetadata { audience, scopes, .. } | S::Impersonate { audience, scopes, .. } => {
+                        *audience = overrides.audience.clone();
+                        *scopes = if overrides.audience.is_some() { None } else { overrides.scopes.clone() };
+                    }
+                    S::ServiceAccountKey { target_audience, scopes, .. } => {
+                        *target_audience = overrides.audience.clone();
+                        *scopes = if overrides.audience.is_some() { None } else { overrides.scopes.clone() };
+                    }
+                    S::Spiffe { audience, .. } => match &overrides.audience {
+                        Some(a) => *audience = a.clone(),
+                        None => return Err(bad("a SPIFFE source yields JWT-SVIDs; scopes do not apply")),
+                    },
+                    _ => return Err(bad("its source cannot mint tokens for another audience or scopes")),
+                }
+            }
+        }
+        Ok(Route { config })
     }
 
     /// Runs the route once (no caching), returning the credential and the hops.
@@ -109,6 +164,57 @@ impl Route {
                         region: region.as_deref(),
                     };
                     aws_sts::exchange(ctx, token, &req, hops).await?
+                }
+                ExchangeConfig::GoogleSts {
+                    audience,
+                    scopes,
+                    token_url,
+                    subject_token_type,
+                    region,
+                } => {
+                    let default_scopes = [google_sts::CLOUD_PLATFORM.to_owned()];
+                    let source_region = match &self.config.source {
+                        crate::config::SourceConfig::Aws { region, .. } => region.as_deref(),
+                        _ => None,
+                    };
+                    let req = google_sts::Request {
+                        audience,
+                        scopes: scopes.as_deref().unwrap_or(&default_scopes),
+                        token_url: token_url.as_deref(),
+                        subject_token_type: subject_token_type.as_deref(),
+                        region: region.as_deref().or(source_region),
+                    };
+                    google_sts::exchange(ctx, &current, &req, hops).await?
+                }
+                ExchangeConfig::Impersonate {
+                    service_account,
+                    audience,
+                    scopes,
+                    delegates,
+                    include_email,
+                    lifetime_seconds,
+                    endpoint,
+                } => {
+                    let Credential::GoogleAccessToken(caller) = &current else {
+                        return Err(BrokerError::new(ErrorKind::InvalidConfiguration, "impersonate", "needs a Google access token from the previous hop"));
+                    };
+                    let default_scopes = [source::impersonate::CLOUD_PLATFORM.to_owned()];
+                    let req = source::impersonate::Request {
+                        service_account,
+                        audience: audience.as_deref(),
+                        scopes: if audience.is_some() { None } else { Some(scopes.as_deref().unwrap_or(&default_scopes)) },
+                        delegates,
+                        include_email: *include_email,
+                        lifetime_seconds: *lifetime_seconds,
+                    };
+                    match endpoint {
+                        Some(base) => {
+                            let mut ctx = ctx.clone();
+                            ctx.endpoints.google_iamcredentials = base.trim_end_matches('/').to_owned();
+                            source::impersonate::fetch(&ctx, caller, &req, hops).await?
+                        }
+                        None => source::impersonate::fetch(ctx, caller, &req, hops).await?,
+                    }
                 }
             };
         }

@@ -3,10 +3,14 @@
 //! Each source yields either an OIDC ID token or a Google access token
 //! ([`crate::config::Yields`]), and records one [`HopReport`] per network hop.
 
+pub mod aws;
 pub mod gce_metadata;
 pub mod impersonate;
+pub mod executable;
 pub mod oidc_file;
+pub mod oidc_url;
 pub mod sa_key;
+pub mod spiffe;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -87,7 +91,31 @@ pub fn fetch<'a>(
                 };
                 impersonate::fetch(ctx, &caller_token, &req, hops).await
             }
-            SourceConfig::OidcFile { path } => oidc_file::fetch(ctx, path, hops).await,
+            SourceConfig::OidcFile { path, json_field } => oidc_file::fetch(ctx, path, json_field.as_deref(), hops).await,
+            SourceConfig::OidcUrl { url, headers, json_field } => oidc_url::fetch(ctx, url, headers, json_field.as_deref(), hops).await,
+            SourceConfig::Executable {
+                command,
+                timeout_millis,
+                output_file,
+                audience,
+                token_type,
+            } => {
+                let req = executable::Request {
+                    command,
+                    timeout_millis: *timeout_millis,
+                    output_file: output_file.as_deref(),
+                    audience: audience.as_deref(),
+                    token_type: token_type.as_deref(),
+                };
+                executable::fetch(ctx, &req, hops).await
+            }
+            SourceConfig::Aws {
+                provider,
+                profile,
+                region,
+                imds_endpoint,
+            } => aws::fetch(ctx, provider.as_deref(), profile.as_deref(), region.as_deref(), imds_endpoint.as_deref(), hops).await,
+            SourceConfig::Spiffe { audience, spiffe_id, socket } => spiffe::fetch(ctx, audience, spiffe_id.as_deref(), socket.as_deref(), hops).await,
         }
     })
 }
@@ -157,4 +185,19 @@ pub(crate) fn describe_claims(jwt: &idbridge_core::jwt::UnverifiedJwt) -> String
         _ => {}
     }
     parts.join(" ")
+}
+
+/// Extracts the token from a file/URL body: the whole trimmed text, or a JSON field.
+pub(crate) fn token_from_body(hop: &str, what: &str, body: &str, json_field: Option<&str>) -> Result<String, BrokerError> {
+    match json_field {
+        None => Ok(body.trim().to_owned()),
+        Some(field) => {
+            let v: serde_json::Value = serde_json::from_str(body)
+                .map_err(|_| BrokerError::new(crate::ErrorKind::Protocol, hop, format!("{what} is not JSON")))?;
+            v.get(field)
+                .and_then(|t| t.as_str())
+                .map(str::to_owned)
+                .ok_or_else(|| BrokerError::new(crate::ErrorKind::Protocol, hop, format!("{what} has no string field {field:?}")))
+        }
+    }
 }

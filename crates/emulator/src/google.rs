@@ -1,11 +1,13 @@
 //! The emulated Google APIs listener.
 //!
-//! One axum router serves what `oauth2.googleapis.com`, `iamcredentials.googleapis.com` and
-//! `www.googleapis.com` serve for workload identity, validating like Google does:
+//! One axum router serves what `oauth2.googleapis.com`, `iamcredentials.googleapis.com`,
+//! `sts.googleapis.com` and `www.googleapis.com` serve for workload identity, validating like
+//! Google does:
 //!
 //! | route | what |
 //! |---|---|
 //! | `POST /token`, `POST /oauth2/v4/token` | OAuth2 jwt-bearer grant with a service-account key assertion (below) |
+//! | `POST /v1/token` | STS token exchange: AWS or OIDC credential → federated access token ([`sts`]) |
 //! | `POST /v1/projects/-/serviceAccounts/{sa}:generateIdToken` | IAM Credentials ID token |
 //! | `POST /v1/projects/-/serviceAccounts/{sa}:generateAccessToken` | IAM Credentials access token |
 //! | `GET /oauth2/v3/certs` | JWK set of Google's ID-token signing key |
@@ -27,9 +29,11 @@
 //!
 //! The caller is the `Authorization: Bearer` access token (one this emulator issued, alive).
 //! A service-account caller needs `serviceAccount:<caller>` among the next account's
-//! `token_creators` (or `workload_identity_users`); a federated caller needs a matching
-//! `principal://` / `principalSet://` member ([`member_matches`]). With `delegates`, every hop
-//! of caller → delegates… → target needs the grant. Errors are `google.rpc.Status` bodies.
+//! `token_creators` (or `workload_identity_users`); a federated caller (a token from
+//! `POST /v1/token`) needs a matching `principal://` / `principalSet://` member among its
+//! `workload_identity_users` (`roles/iam.workloadIdentityUser`), matched with
+//! [`idbridge_policy::gcp::member_matches`]. With `delegates`, every hop of caller →
+//! delegates… → target needs the grant. Errors are `google.rpc.Status` bodies.
 //!
 //! # Emulator control (not a Google API)
 //!
@@ -43,6 +47,7 @@ mod certs;
 mod control;
 mod iam_credentials;
 mod oauth2;
+pub mod sts;
 
 use std::sync::Arc;
 
@@ -53,8 +58,6 @@ use axum::routing::{get, post};
 use idbridge_wire::google::{GOOGLE_ISSUER, GoogleIdTokenClaims, OAuthError, RpcError, RpcStatus};
 use serde::Serialize;
 
-pub use iam_credentials::member_matches;
-
 use crate::Emulator;
 use crate::keys::KeyError;
 use crate::world::ServiceAccount;
@@ -63,6 +66,7 @@ use crate::world::ServiceAccount;
 pub fn router(state: Arc<Emulator>) -> Router {
     Router::new()
         .route("/token", post(oauth2::token))
+        .route("/v1/token", post(sts::token))
         .route("/oauth2/v4/token", post(oauth2::token))
         .route(
             "/v1/projects/{project}/serviceAccounts/{name}",

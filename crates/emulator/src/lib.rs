@@ -10,20 +10,29 @@
 //! | AWS STS | [`aws_sts`] | `AssumeRoleWithWebIdentity`, `GetCallerIdentity` (POST form or GET query) |
 //! | Google APIs | [`google`] | OAuth2 `/token`, IAM Credentials `…:generateIdToken`/`:generateAccessToken`, `/oauth2/v1/certs`, `/oauth2/v3/certs`, OIDC discovery, emulator control under `/_emulator/` |
 //! | GCE metadata | [`gce_metadata`] | `/computeMetadata/v1/…` of the world's VM |
+//! | EC2 IMDSv2 | [`aws_instance`] | `/latest/api/token`, `/latest/meta-data/…` of the world's EC2 instance |
+//! | ECS credentials | [`aws_instance`] | the `[[ecs_task]]` container credential endpoints |
+//! | SPIFFE OIDC | [`spiffe`] | discovery and JWKS of the JWT-SVID issuer |
+//!
+//! plus, when the world has a `[spiffe]` section, the SPIFFE Workload API (gRPC) on a unix
+//! socket ([`spiffe::serve_unix`]).
 //!
 //! The world (what exists) comes from a TOML file or the built-in world; see [`world`].
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod aws_instance;
 pub mod aws_sts;
 pub mod gce_metadata;
 pub mod google;
 pub mod keys;
 pub mod sigv4;
+pub mod spiffe;
 pub mod state;
 pub mod token_verify;
 pub mod world;
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use state::{Emulator, Endpoints};
@@ -40,6 +49,20 @@ pub struct Ports {
     pub google: u16,
     /// GCE metadata.
     pub metadata: u16,
+    /// EC2 IMDSv2.
+    pub imds: u16,
+    /// ECS container credentials.
+    pub ecs: u16,
+    /// OIDC discovery of the SPIFFE JWT issuer.
+    pub spiffe_oidc: u16,
+}
+
+/// Options of [`serve_with`] beyond the TCP ports.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Where to create the SPIFFE Workload API socket (when the world has `[spiffe]`); default:
+    /// `spire-agent.sock` in a fresh private temp directory, removed at shutdown.
+    pub spiffe_socket: Option<PathBuf>,
 }
 
 /// A running emulator.
@@ -53,6 +76,16 @@ pub struct Running {
     pub google: SocketAddr,
     /// Metadata server address.
     pub metadata: SocketAddr,
+    /// EC2 IMDSv2 address.
+    pub imds: SocketAddr,
+    /// ECS container credentials address.
+    pub ecs: SocketAddr,
+    /// SPIFFE issuer OIDC discovery address.
+    pub spiffe_oidc: SocketAddr,
+    /// The SPIFFE Workload API socket (absolute), when the world has `[spiffe]`.
+    pub spiffe_socket: Option<PathBuf>,
+    /// The default socket's temp directory (removed when dropped).
+    spiffe_dir: Option<tempfile::TempDir>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -76,6 +109,44 @@ impl Running {
             ),
             ("IDBRIDGE_EMULATOR_GOOGLE_URL".into(), g),
         ]
+        .into_iter()
+        .chain(self.instance_env_pairs())
+        .collect()
+    }
+
+    /// The IMDS, ECS and SPIFFE pairs, for what the world declares.
+    fn instance_env_pairs(&self) -> Vec<(String, String)> {
+        let world = &self.emulator.world;
+        let mut out = Vec::new();
+        if world.ec2_instance.is_some() {
+            out.push((
+                "AWS_EC2_METADATA_SERVICE_ENDPOINT".into(),
+                format!("http://{}/", self.imds),
+            ));
+        }
+        if let Some(task) = world.ecs_tasks.first() {
+            out.push((
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI".into(),
+                format!("http://{}{}", self.ecs, task.path),
+            ));
+            out.push((
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN".into(),
+                task.authorization_token.expose_secret().to_owned(),
+            ));
+        }
+        if let Some(socket) = &self.spiffe_socket {
+            out.push((
+                "SPIFFE_ENDPOINT_SOCKET".into(),
+                format!("unix://{}", socket.display()),
+            ));
+        }
+        if world.spiffe.is_some() {
+            out.push((
+                "IDBRIDGE_EMULATOR_SPIFFE_OIDC_URL".into(),
+                format!("http://{}", self.spiffe_oidc),
+            ));
+        }
+        out
     }
 
     /// Stops every listener and waits for them.
@@ -84,14 +155,37 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
+        if let Some(socket) = &self.spiffe_socket {
+            let _ = std::fs::remove_file(socket);
+        }
+        drop(self.spiffe_dir);
     }
 }
 
-/// Binds the three listeners on `ip` and serves until [`Running::shutdown`].
+/// Binds the listeners on `ip` (and the Workload API socket) and serves until
+/// [`Running::shutdown`].
 pub async fn serve(emulator: Arc<Emulator>, ip: IpAddr, ports: Ports) -> std::io::Result<Running> {
+    serve_with(emulator, ip, ports, ServeOptions::default()).await
+}
+
+/// [`serve`] with [`ServeOptions`].
+pub async fn serve_with(
+    emulator: Arc<Emulator>,
+    ip: IpAddr,
+    ports: Ports,
+    options: ServeOptions,
+) -> std::io::Result<Running> {
     let aws = TcpListener::bind((ip, ports.aws_sts)).await?;
     let google = TcpListener::bind((ip, ports.google)).await?;
     let metadata = TcpListener::bind((ip, ports.metadata)).await?;
+    let imds = TcpListener::bind((ip, ports.imds)).await?;
+    let ecs = TcpListener::bind((ip, ports.ecs)).await?;
+    let spiffe_oidc = TcpListener::bind((ip, ports.spiffe_oidc)).await?;
+    let (imds_addr, ecs_addr, spiffe_oidc_addr) = (
+        imds.local_addr()?,
+        ecs.local_addr()?,
+        spiffe_oidc.local_addr()?,
+    );
     let (aws_addr, google_addr, md_addr) = (
         aws.local_addr()?,
         google.local_addr()?,
@@ -110,6 +204,9 @@ pub async fn serve(emulator: Arc<Emulator>, ip: IpAddr, ports: Ports) -> std::io
         (aws, aws_sts::router(emulator.clone())),
         (google, google::router(emulator.clone())),
         (metadata, gce_metadata::router(emulator.clone())),
+        (imds, aws_instance::imds_router(emulator.clone())),
+        (ecs, aws_instance::ecs_router(emulator.clone())),
+        (spiffe_oidc, spiffe::oidc_router(emulator.clone())),
     ] {
         let mut rx = rx.clone();
         tasks.push(tokio::spawn(async move {
@@ -120,11 +217,41 @@ pub async fn serve(emulator: Arc<Emulator>, ip: IpAddr, ports: Ports) -> std::io
                 .await;
         }));
     }
+    let (mut spiffe_socket, mut spiffe_dir) = (None, None);
+    if emulator.world.spiffe.is_some() {
+        let path = match options.spiffe_socket {
+            Some(p) => std::path::absolute(p)?,
+            None => {
+                let dir = tempfile::Builder::new()
+                    .prefix(&format!("idbridge-emulator-{}-", std::process::id()))
+                    .tempdir()?;
+                let path = std::path::absolute(dir.path().join(spiffe::SOCKET_FILE_NAME))?;
+                spiffe_dir = Some(dir);
+                path
+            }
+        };
+        match spiffe::serve_unix(emulator.clone(), &path, rx) {
+            Ok(task) => tasks.push(task),
+            Err(e) => {
+                let _ = tx.send(true);
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("SPIFFE Workload API socket {}: {e}", path.display()),
+                ));
+            }
+        }
+        spiffe_socket = Some(path);
+    }
     Ok(Running {
         emulator,
         aws_sts: aws_addr,
         google: google_addr,
         metadata: md_addr,
+        imds: imds_addr,
+        ecs: ecs_addr,
+        spiffe_oidc: spiffe_oidc_addr,
+        spiffe_socket,
+        spiffe_dir,
         shutdown: tx,
         tasks,
     })

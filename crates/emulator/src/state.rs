@@ -104,6 +104,8 @@ pub struct Emulator {
     pub stats: Mutex<BTreeMap<String, u64>>,
     /// Where the listeners are.
     pub endpoints: RwLock<Endpoints>,
+    /// IMDS tokens and the role sessions of the EC2 instance and ECS tasks.
+    pub aws_instance: crate::aws_instance::InstanceState,
 }
 
 /// Why an emulator could not start.
@@ -152,6 +154,7 @@ impl Emulator {
             google_tokens: Mutex::default(),
             stats: Mutex::default(),
             endpoints: RwLock::default(),
+            aws_instance: Default::default(),
         }))
     }
 

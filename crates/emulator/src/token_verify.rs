@@ -10,7 +10,8 @@
 //!    the issuer's public key — are refused outright;
 //! 3. the unverified `iss` names a trusted issuer: `https://accounts.google.com` or
 //!    `accounts.google.com` → the emulator's Google key ([`Emulator::google_key`]); an issuer in
-//!    [`Emulator::issuer_jwks`] → its JWK set; nothing else;
+//!    [`Emulator::issuer_jwks`] → its JWK set; nothing else (with [`verify_jwt_with_jwks`]:
+//!    exactly the issuer the caller names, with the JWK set it gives);
 //! 4. the header `kid` names a key of that issuer (a JWK that declares another `alg` or the
 //!    `enc` use does not count);
 //! 5. the signature verifies (`jsonwebtoken`, no hand-written crypto);
@@ -25,7 +26,7 @@
 
 use std::str::FromStr;
 
-use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
+use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
@@ -200,6 +201,53 @@ pub fn verify_jwt(
     now: i64,
     opts: &VerifyOptions,
 ) -> Result<VerifiedToken, TokenError> {
+    verify_with(token, now, opts, |issuer| {
+        if issuer == GOOGLE_ISSUER || issuer == GOOGLE_ISSUER_HOST {
+            Ok((IssuerKind::Google, Keys::Google(&state.google_key)))
+        } else if let Some(set) = state.issuer_jwks.get(issuer) {
+            Ok((IssuerKind::Oidc, Keys::Set(set)))
+        } else {
+            Err(TokenError::UnknownIssuer(short(issuer)))
+        }
+    })
+}
+
+/// Verifies `token` like [`verify_jwt`], but trusting only `issuer`, with the keys of `jwks`
+/// (e.g. a JWK set configured on a workload identity provider, or fetched from the issuer's
+/// `jwks_uri`). A token from any other issuer is [`TokenError::UnknownIssuer`].
+pub fn verify_jwt_with_jwks(
+    token: &str,
+    issuer: &str,
+    jwks: &JwkSet,
+    now: i64,
+    opts: &VerifyOptions,
+) -> Result<VerifiedToken, TokenError> {
+    verify_with(token, now, opts, |iss| {
+        if iss != issuer {
+            Err(TokenError::UnknownIssuer(short(iss)))
+        } else if iss == GOOGLE_ISSUER || iss == GOOGLE_ISSUER_HOST {
+            Ok((IssuerKind::Google, Keys::Set(jwks)))
+        } else {
+            Ok((IssuerKind::Oidc, Keys::Set(jwks)))
+        }
+    })
+}
+
+/// Where the keys of a token's issuer come from.
+enum Keys<'a> {
+    /// The emulator's Google key.
+    Google(&'a crate::keys::SigningKey),
+    /// A JWK set.
+    Set(&'a JwkSet),
+}
+
+/// The checks of [`verify_jwt`]; `keys_for` maps the token's (unverified) issuer to its keys.
+fn verify_with<'k>(
+    token: &str,
+    now: i64,
+    opts: &VerifyOptions,
+    keys_for: impl FnOnce(&str) -> Result<(IssuerKind, Keys<'k>), TokenError>,
+) -> Result<VerifiedToken, TokenError> {
     let token = token.trim();
     if token.len() > MAX_TOKEN_LEN {
         return Err(TokenError::Malformed("too long"));
@@ -228,13 +276,7 @@ pub fn verify_jwt(
         .str_claim("iss")
         .ok_or(TokenError::MissingIssuer)?
         .to_owned();
-    let kind = if issuer == GOOGLE_ISSUER || issuer == GOOGLE_ISSUER_HOST {
-        IssuerKind::Google
-    } else if state.issuer_jwks.contains_key(&issuer) {
-        IssuerKind::Oidc
-    } else {
-        return Err(TokenError::UnknownIssuer(short(&issuer)));
-    };
+    let (kind, keys) = keys_for(&issuer)?;
 
     // 4. The key.
     let kid = unverified
@@ -244,17 +286,11 @@ pub fn verify_jwt(
         .filter(|k| !k.is_empty())
         .ok_or(TokenError::MissingKid)?
         .to_owned();
-    let key = match kind {
-        IssuerKind::Google if state.google_key.kid == kid => {
-            Key::Google(state.google_key.decoding_key())
-        }
-        IssuerKind::Google => return Err(TokenError::UnknownKid),
-        IssuerKind::Oidc => {
-            let jwk = state
-                .issuer_jwks
-                .get(&issuer)
-                .and_then(|set| set.find(&kid))
-                .ok_or(TokenError::UnknownKid)?;
+    let key = match keys {
+        Keys::Google(google) if google.kid == kid => Key::Google(google.decoding_key()),
+        Keys::Google(_) => return Err(TokenError::UnknownKid),
+        Keys::Set(set) => {
+            let jwk = set.find(&kid).ok_or(TokenError::UnknownKid)?;
             let alg_fits = jwk
                 .common
                 .key_algorithm

@@ -14,6 +14,20 @@
 //! * `[[oidc_issuer]]` — `issuer` plus `jwks` (inline JSON), `jwks_file`, or
 //!   `generate_key = true` (the emulator holds the key and can mint tokens for tests).
 //! * `[lifetimes]` — `id_token_seconds`, `access_token_seconds`.
+//! * `[ec2_instance]` — the emulated EC2 instance behind IMDSv2: `instance_id`, `role_arn`,
+//!   `availability_zone`, optional `instance_type`, `ami_id`, `local_ipv4`
+//!   ([`crate::aws_instance`]).
+//! * `[[ecs_task]]` — a container credential endpoint: `path`, `role_arn`,
+//!   `authorization_token` ([`crate::aws_instance`]).
+//! * `[spiffe]` — the emulated SPIFFE Workload API: `trust_domain`, `jwt_issuer` (an
+//!   `[[oidc_issuer]]` with `generate_key = true`), `svid_ttl_seconds`, and
+//!   `[[spiffe.workload]]` with `spiffe_id` and an optional `uid` selector ([`crate::spiffe`]).
+//! * `[[workload_identity_pool]]` — a Google workload identity pool: `project`, `id`,
+//!   `disabled`, and `[[workload_identity_pool.provider]]` with `id`, `disabled`, `aws =
+//!   { account_id }` or `oidc = { issuer_uri, allowed_audiences, jwks_json }`,
+//!   `attribute_mapping`, `attribute_condition`; `[google_sts]` — `aws_sts_endpoint`
+//!   ([`crate::google::sts`]). Service accounts' `workload_identity_users` grant federated
+//!   principals `roles/iam.workloadIdentityUser`.
 //!
 //! Loading never panics: syntax errors and unknown fields name the file, line and field;
 //! semantic errors (a VM whose account does not exist, a trust policy AWS would reject) name
@@ -23,6 +37,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+pub use crate::aws_instance::{Ec2Instance, EcsTask};
+pub use crate::google::sts::{
+    AwsProviderConfig, GoogleStsConfig, OidcProviderConfig, WorkloadIdentityPool,
+    WorkloadIdentityProvider,
+};
+pub use crate::spiffe::{SpiffeConfig, SpiffeWorkload};
 
 /// The built-in world's TOML.
 pub const BUILTIN_TOML: &str = include_str!("../world/builtin.toml");
@@ -241,6 +262,21 @@ pub struct World {
     /// Extra OIDC issuers.
     #[serde(default, rename = "oidc_issuer")]
     pub oidc_issuers: Vec<OidcIssuer>,
+    /// The emulated EC2 instance (IMDSv2).
+    #[serde(default)]
+    pub ec2_instance: Option<Ec2Instance>,
+    /// ECS task credential endpoints.
+    #[serde(default, rename = "ecs_task")]
+    pub ecs_tasks: Vec<EcsTask>,
+    /// The emulated SPIFFE Workload API.
+    #[serde(default)]
+    pub spiffe: Option<SpiffeConfig>,
+    /// Workload identity pools and their providers (Google STS).
+    #[serde(default, rename = "workload_identity_pool")]
+    pub workload_identity_pools: Vec<WorkloadIdentityPool>,
+    /// Google STS settings.
+    #[serde(default)]
+    pub google_sts: GoogleStsConfig,
     /// Resolved PEMs of SA keys, keyed by key id (filled by [`World::load`]).
     #[serde(skip)]
     pub resolved_sa_keys: BTreeMap<String, (String, String)>,
@@ -371,6 +407,9 @@ impl World {
                 self.resolved_jwks.insert(iss.issuer.clone(), read(f)?);
             }
         }
+        crate::aws_instance::validate_world(self).map_err(invalid)?;
+        crate::spiffe::validate_world(self).map_err(invalid)?;
+        crate::google::sts::validate_world(self).map_err(invalid)?;
         Ok(())
     }
 

@@ -115,6 +115,9 @@ pub(crate) enum TokenFormat {
     CredentialProcess,
     /// The bare token (Google access token or ID token).
     AccessToken,
+    /// Google's executable-sourced credential response (for an `executable` credential source
+    /// of an external_account file): an OIDC token with its expiry.
+    GoogleExecutable,
 }
 
 #[derive(Debug, Args)]

@@ -25,6 +25,7 @@ pub(crate) async fn run(a: EmulateArgs) -> Result<ExitCode, CliError> {
             aws_sts: a.aws_sts_port,
             google: a.google_port,
             metadata: a.metadata_port,
+            ..Ports::default()
         },
     )
     .await

@@ -61,6 +61,20 @@ pub(crate) fn render(cred: &Credential, format: TokenFormat) -> Result<String, C
             t.token.expose_secret().to_owned()
         }
         (TokenFormat::AccessToken, Credential::IdToken(t)) => t.token.expose_secret().to_owned(),
+        (TokenFormat::GoogleExecutable, Credential::IdToken(t)) => json!({
+            "version": 1,
+            "success": true,
+            "token_type": "urn:ietf:params:oauth:token-type:id_token",
+            "id_token": t.token.expose_secret(),
+            "expiration_time": t.expires_at.unix_timestamp(),
+        })
+        .to_string(),
+        (TokenFormat::GoogleExecutable, other) => {
+            return Err(CliError::Usage(format!(
+                "--format google-executable needs an OIDC token (the subject token for Google STS), but the route yields {} credentials",
+                other.kind()
+            )));
+        }
         (TokenFormat::AccessToken, other) => {
             return Err(CliError::Usage(format!(
                 "--format access-token needs a token, but the route yields {} credentials",

@@ -4,11 +4,16 @@
 //!   condition keys `sts:AssumeRoleWithWebIdentity` derives from an OIDC token (Google's
 //!   `aud`/`oaud`/`azp` mapping included), evaluation with a full trace, and a lint for known
 //!   traps.
+//! * [`gcp`]: GCP workload identity federation — attribute mappings and conditions in CEL
+//!   (Google's `extract` included), the AWS provider's default mapping, and IAM members
+//!   (`principal://`, `principalSet://`, `serviceAccount:`) matched against federated and
+//!   Google principals.
 //!
 //! The main entry points are re-exported here.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod aws;
+pub mod gcp;
 
 pub use aws::{
     Decision, Evaluation, MalformedPolicy, Principal, RequestContext, TrustPolicy, Warning,

@@ -5,6 +5,9 @@
 //!   [`OAuth2TokenResponse`] or [`OAuthError`].
 //! * IAM Credentials `projects/-/serviceAccounts/{sa}:generateIdToken` and
 //!   `:generateAccessToken`; errors are `google.rpc.Status` ([`RpcError`]).
+//! * STS `POST /v1/token` (token exchange for workload identity federation): a form
+//!   [`StsTokenRequest`] answered with [`StsTokenResponse`] or [`OAuthError`]; an AWS subject
+//!   token is a URL-encoded [`AwsSubjectToken`] (a signed `GetCallerIdentity` request).
 
 use serde::{Deserialize, Serialize};
 
@@ -157,4 +160,155 @@ pub struct RpcStatus {
     /// Details (`google.rpc.ErrorInfo` …).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub details: Vec<serde_json::Value>,
+}
+
+/// The token-exchange grant type (RFC 8693).
+pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// Token type of an access token (the only `requested_token_type` Google STS issues).
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// Subject token type of an OIDC JWT.
+pub const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+/// Subject token type of an OIDC ID token (accepted like [`JWT_TOKEN_TYPE`]).
+pub const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
+/// Subject token type of a SAML 2.0 assertion.
+pub const SAML2_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:saml2";
+/// Subject token type of an AWS signed `GetCallerIdentity` request.
+pub const AWS4_REQUEST_TOKEN_TYPE: &str = "urn:ietf:params:aws:token-type:aws4_request";
+/// The header of an AWS subject token that names the provider it is meant for.
+pub const TARGET_RESOURCE_HEADER: &str = "x-goog-cloud-target-resource";
+
+/// STS `POST /v1/token` form body. Empty fields are left out on the wire (google-auth removes
+/// them), so absent fields deserialize as empty strings.
+#[derive(Serialize, Deserialize, Default, Clone)]
+pub struct StsTokenRequest {
+    /// [`TOKEN_EXCHANGE_GRANT`].
+    #[serde(default)]
+    pub grant_type: String,
+    /// The provider's canonical name,
+    /// `//iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/P/providers/PR`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub audience: String,
+    /// Space-separated scopes.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+    /// [`ACCESS_TOKEN_TYPE`].
+    #[serde(default)]
+    pub requested_token_type: String,
+    /// The external credential.
+    #[serde(default)]
+    pub subject_token: String,
+    /// Its type ([`JWT_TOKEN_TYPE`], [`ID_TOKEN_TYPE`], [`AWS4_REQUEST_TOKEN_TYPE`], …).
+    #[serde(default)]
+    pub subject_token_type: String,
+    /// URL-encoded JSON [`StsOptions`] (google-auth quotes it once more inside the form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<String>,
+}
+
+impl std::fmt::Debug for StsTokenRequest {
+    /// Leaves out the subject token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StsTokenRequest")
+            .field("grant_type", &self.grant_type)
+            .field("audience", &self.audience)
+            .field("scope", &self.scope)
+            .field("requested_token_type", &self.requested_token_type)
+            .field("subject_token_type", &self.subject_token_type)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `options` of an STS request.
+#[derive(Debug, Serialize, Deserialize, Default, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct StsOptions {
+    /// Project billed for the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_project: Option<String>,
+    /// Certificate binding (mTLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_cert_fingerprint: Option<String>,
+    /// A Credential Access Boundary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_boundary: Option<serde_json::Value>,
+    /// Audiences the token is restricted to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audiences: Option<Vec<String>>,
+}
+
+/// STS `POST /v1/token` success body.
+#[derive(Serialize, Deserialize, Clone)]
+pub struct StsTokenResponse {
+    /// The federated access token.
+    pub access_token: String,
+    /// [`ACCESS_TOKEN_TYPE`].
+    pub issued_token_type: String,
+    /// `Bearer`.
+    pub token_type: String,
+    /// Lifetime in seconds (absent when the subject is a Google access token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<i64>,
+}
+
+impl std::fmt::Debug for StsTokenResponse {
+    /// Leaves out the access token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StsTokenResponse")
+            .field("issued_token_type", &self.issued_token_type)
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An AWS subject token: a SigV4-signed `GetCallerIdentity` request, serialized as JSON and
+/// URL-encoded. Fields are in alphabetical order, as google-auth (Python) writes them.
+#[derive(Serialize, Deserialize, Clone)]
+pub struct AwsSubjectToken {
+    /// The request headers, `Authorization` and `x-goog-cloud-target-resource` included.
+    pub headers: Vec<AwsSubjectTokenHeader>,
+    /// `POST` (google-auth) or `GET`.
+    pub method: String,
+    /// `https://sts.<region>.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15`.
+    pub url: String,
+    /// The request body, when an implementation includes it (always empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+impl std::fmt::Debug for AwsSubjectToken {
+    /// Shows header names only: the values carry the signature and the session token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsSubjectToken")
+            .field("method", &self.method)
+            .field("url", &self.url)
+            .field(
+                "header_names",
+                &self
+                    .headers
+                    .iter()
+                    .map(|h| h.key.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// One header of an [`AwsSubjectToken`].
+#[derive(Serialize, Deserialize, Clone)]
+pub struct AwsSubjectTokenHeader {
+    /// Header name, in any case.
+    pub key: String,
+    /// Header value.
+    pub value: String,
+}
+
+impl std::fmt::Debug for AwsSubjectTokenHeader {
+    /// Shows the name only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsSubjectTokenHeader")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
 }

@@ -15,6 +15,7 @@ const HOP: &str = "oidc-file";
 pub async fn fetch(
     _ctx: &Context,
     path: &Path,
+    json_field: Option<&str>,
     hops: &mut Vec<HopReport>,
 ) -> Result<Credential, BrokerError> {
     let started = Instant::now();
@@ -25,7 +26,9 @@ pub async fn fetch(
             format!("cannot read token file {}: {e}", path.display()),
         )
     })?;
-    let (tok, parsed) = super::id_token_from_jwt(HOP, text.trim()).map_err(|e| {
+    let text = zeroize::Zeroizing::new(text);
+    let token = zeroize::Zeroizing::new(super::token_from_body(HOP, &path.display().to_string(), &text, json_field)?);
+    let (tok, parsed) = super::id_token_from_jwt(HOP, &token).map_err(|e| {
         BrokerError::new(
             ErrorKind::InvalidConfiguration,
             HOP,

@@ -7,12 +7,14 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use idbridge_core::timefmt::rfc3339_seconds;
+use idbridge_policy::gcp::member_matches;
 use idbridge_wire::google::{
     GenerateAccessTokenRequest, GenerateAccessTokenResponse, GenerateIdTokenRequest,
     GenerateIdTokenResponse,
 };
 use serde_json::{Value, json};
 
+use super::sts::policy_principal;
 use super::{json_response, rpc_error, sign_google_id_token, signing_failed};
 use crate::Emulator;
 use crate::state::{GooglePrincipal, GoogleToken};
@@ -46,88 +48,6 @@ impl Method {
             Method::IdToken => "google.iam.credentials.v1.IAMCredentials.GenerateIdToken",
             Method::AccessToken => "google.iam.credentials.v1.IAMCredentials.GenerateAccessToken",
         }
-    }
-}
-
-/// Whether the IAM member `member` (as written in a binding) designates `principal`.
-///
-/// * `serviceAccount:<email>` matches that service account.
-/// * `principal://iam.googleapis.com/…/subject/<s>` matches the federated principal with exactly
-///   that identifier.
-/// * `principalSet://iam.googleapis.com/<pool>/attribute.<name>/<value>` matches a federated
-///   principal of `<pool>` (`projects/N/locations/global/workloadIdentityPools/P`, or a
-///   workforce pool) whose attribute `attribute.<name>` (or `<name>`) equals `<value>`; values may
-///   contain `/`.
-/// * `principalSet://…/<pool>/group/<g>` matches when `google.groups` (a JSON array or a
-///   comma-separated list) contains `<g>`.
-/// * `principalSet://…/<pool>/*` matches every principal of the pool.
-///
-/// Anything else (`user:`, `group:`, `allUsers`, malformed members) matches nothing.
-pub fn member_matches(member: &str, principal: &GooglePrincipal) -> bool {
-    match principal {
-        GooglePrincipal::ServiceAccount(email) => member
-            .strip_prefix("serviceAccount:")
-            .is_some_and(|m| m.eq_ignore_ascii_case(email)),
-        GooglePrincipal::Federated {
-            principal,
-            attributes,
-        } => {
-            if member.starts_with("principal://") {
-                return member == principal;
-            }
-            let Some(set) = member.strip_prefix("principalSet://") else {
-                return false;
-            };
-            let Some((pool, selector)) = split_pool(set) else {
-                return false;
-            };
-            let Some(subject_part) = principal
-                .strip_prefix("principal://")
-                .and_then(|p| p.strip_prefix(pool))
-            else {
-                return false;
-            };
-            if !subject_part.starts_with("/subject/") {
-                return false;
-            }
-            if selector == "*" {
-                return true;
-            }
-            if let Some(group) = selector.strip_prefix("group/") {
-                return attributes
-                    .get("google.groups")
-                    .is_some_and(|groups| group_list(groups).iter().any(|g| g == group));
-            }
-            if let Some(rest) = selector.strip_prefix("attribute.") {
-                let Some((name, value)) = rest.split_once('/') else {
-                    return false;
-                };
-                let actual = attributes
-                    .get(&format!("attribute.{name}"))
-                    .or_else(|| attributes.get(name));
-                return actual.is_some_and(|a| a == value);
-            }
-            false
-        }
-    }
-}
-
-/// Splits `iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/P/<selector>`
-/// into the pool part (through `P`) and the selector.
-fn split_pool(set: &str) -> Option<(&str, &str)> {
-    let marker = ["/workloadIdentityPools/", "/workforcePools/"]
-        .iter()
-        .find_map(|m| set.find(m).map(|i| i + m.len()))?;
-    let slash = set[marker..].find('/')? + marker;
-    let (pool, selector) = (&set[..slash], &set[slash + 1..]);
-    (!pool[marker..].is_empty() && !selector.is_empty()).then_some((pool, selector))
-}
-
-fn group_list(groups: &str) -> Vec<String> {
-    if groups.trim_start().starts_with('[') {
-        serde_json::from_str::<Vec<String>>(groups).unwrap_or_default()
-    } else {
-        groups.split(',').map(|g| g.trim().to_owned()).collect()
     }
 }
 
@@ -435,14 +355,27 @@ fn authorize<'w>(
     Ok(target)
 }
 
-/// Whether `principal` holds a role with the token-minting permissions on `account`
-/// (`roles/iam.serviceAccountTokenCreator` or `roles/iam.workloadIdentityUser`).
+/// Whether `principal` holds a role with the token-minting permissions on `account`.
+///
+/// * A service account: `roles/iam.serviceAccountTokenCreator` (`token_creators`) or
+///   `roles/iam.workloadIdentityUser` (`workload_identity_users`).
+/// * A federated principal (a Google STS token): `roles/iam.workloadIdentityUser` only, through
+///   a `principal://` or `principalSet://` member.
+///
+/// Members are matched with [`idbridge_policy::gcp::member_matches`].
 fn has_grant(account: &ServiceAccount, principal: &GooglePrincipal) -> bool {
-    account
-        .token_creators
-        .iter()
-        .chain(&account.workload_identity_users)
-        .any(|m| member_matches(m, principal))
+    let Some(caller) = policy_principal(principal) else {
+        return false;
+    };
+    let matches = |m: &String| member_matches(m, &caller);
+    match principal {
+        GooglePrincipal::ServiceAccount(_) => account
+            .token_creators
+            .iter()
+            .chain(&account.workload_identity_users)
+            .any(matches),
+        GooglePrincipal::Federated { .. } => account.workload_identity_users.iter().any(matches),
+    }
 }
 
 #[cfg(test)]
@@ -868,8 +801,16 @@ token_creators = ["serviceAccount:c@p.iam.gserviceaccount.com"]
     }
 
     #[test]
-    fn member_matching_table() {
+    fn token_principals_as_policy_principals() {
+        use idbridge_policy::gcp::Principal;
+
         let sa = GooglePrincipal::ServiceAccount("x@p.iam.gserviceaccount.com".to_owned());
+        assert_eq!(
+            policy_principal(&sa),
+            Some(Principal::ServiceAccount(
+                "x@p.iam.gserviceaccount.com".to_owned()
+            ))
+        );
         let subject = format!("principal://{POOL}/subject/repo:org/app:ref:refs/heads/main");
         let fed = GooglePrincipal::Federated {
             principal: subject.clone(),
@@ -882,73 +823,68 @@ token_creators = ["serviceAccount:c@p.iam.gserviceaccount.com"]
                 ),
             ]),
         };
-        let other_pool =
-            "iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/other-pool";
-        let cases: Vec<(String, &GooglePrincipal, bool)> = vec![
-            (
-                "serviceAccount:x@p.iam.gserviceaccount.com".into(),
-                &sa,
-                true,
-            ),
-            (
-                "serviceAccount:y@p.iam.gserviceaccount.com".into(),
-                &sa,
-                false,
-            ),
-            ("user:x@p.iam.gserviceaccount.com".into(), &sa, false),
-            (subject.clone(), &sa, false),
-            (subject, &fed, true),
-            (
-                format!("principal://{POOL}/subject/repo:org/other"),
-                &fed,
-                false,
-            ),
-            (format!("principalSet://{POOL}/*"), &fed, true),
-            (format!("principalSet://{other_pool}/*"), &fed, false),
+        let Some(Principal::Federated(p)) = policy_principal(&fed) else {
+            panic!("not federated");
+        };
+        assert_eq!(p.identifier(), subject);
+        assert_eq!(p.attributes["repository"], "org/app");
+        assert_eq!(p.attributes["env"], "prod");
+        assert_eq!(p.groups, ["admins", "devs"]);
+        let cases = [
+            (subject, true),
+            (format!("principalSet://{POOL}/*"), true),
             (
                 format!("principalSet://{POOL}/attribute.repository/org/app"),
-                &fed,
                 true,
             ),
+            (format!("principalSet://{POOL}/attribute.env/prod"), true),
+            (format!("principalSet://{POOL}/group/devs"), true),
+            (format!("principalSet://{POOL}/group/ops"), false),
             (
-                format!("principalSet://{POOL}/attribute.repository/org/other"),
-                &fed,
+                "serviceAccount:x@p.iam.gserviceaccount.com".to_owned(),
                 false,
             ),
-            (
-                format!("principalSet://{other_pool}/attribute.repository/org/app"),
-                &fed,
-                false,
-            ),
-            (
-                format!("principalSet://{POOL}/attribute.env/prod"),
-                &fed,
-                true,
-            ),
-            (
-                format!("principalSet://{POOL}/attribute.missing/prod"),
-                &fed,
-                false,
-            ),
-            (format!("principalSet://{POOL}/group/devs"), &fed, true),
-            (format!("principalSet://{POOL}/group/ops"), &fed, false),
-            (format!("principalSet://{POOL}/"), &fed, false),
-            (format!("principalSet://{POOL}/*"), &sa, false),
-            (
-                "serviceAccount:x@p.iam.gserviceaccount.com".into(),
-                &fed,
-                false,
-            ),
-            ("allUsers".into(), &fed, false),
-            ("principalSet://garbage".into(), &fed, false),
         ];
-        for (member, principal, want) in cases {
-            assert_eq!(
-                member_matches(&member, principal),
-                want,
-                "{member} vs {principal:?}"
-            );
+        let caller = Principal::Federated(p);
+        for (member, want) in cases {
+            assert_eq!(member_matches(&member, &caller), want, "{member}");
         }
+        // A federated identifier that is not principal://…/subject/… is nobody.
+        let odd = GooglePrincipal::Federated {
+            principal: format!("principalSet://{POOL}/*"),
+            attributes: BTreeMap::new(),
+        };
+        assert_eq!(policy_principal(&odd), None);
+    }
+
+    #[test]
+    fn federated_callers_need_workload_identity_user() {
+        // The federated principal is a token creator of c, not a workload identity user.
+        let world = r#"
+[[project]]
+id = "p"
+number = "42"
+
+[[service_account]]
+email = "c@p.iam.gserviceaccount.com"
+unique_id = "3"
+project = "p"
+token_creators = [
+  "principalSet://iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/aws-pool/*",
+]
+"#;
+        let account = World::from_str_at(world, "w.toml", None)
+            .unwrap()
+            .service_accounts
+            .remove(0);
+        let fed = GooglePrincipal::Federated {
+            principal: format!("principal://{POOL}/subject/s"),
+            attributes: BTreeMap::new(),
+        };
+        assert!(!has_grant(&account, &fed));
+        let mut account = account;
+        account.workload_identity_users = account.token_creators.clone();
+        assert!(has_grant(&account, &fed));
     }
 
     #[test]

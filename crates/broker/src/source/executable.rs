@@ -1,0 +1,115 @@
+//! Source `executable`: a program that prints Google's executable-sourced response
+//! (`{"version":1,"success":true,"token_type":…,"id_token"|"saml_response":…,"expiration_time":…}`
+//! or `{"version":1,"success":false,"code","message"}`).
+//!
+//! The program runs without a shell, with `GOOGLE_EXTERNAL_ACCOUNT_AUDIENCE`,
+//! `GOOGLE_EXTERNAL_ACCOUNT_TOKEN_TYPE`, `GOOGLE_EXTERNAL_ACCOUNT_INTERACTIVE=0` and, when set,
+//! `GOOGLE_EXTERNAL_ACCOUNT_OUTPUT_FILE`; a still-valid response in `output_file` is used without
+//! running it, as Google's libraries do. Unlike them, idbridge needs no
+//! `GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES`: the route's author chose the command.
+
+use std::path::Path;
+use std::time::Duration;
+
+use idbridge_core::Credential;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use crate::{BrokerError, Context, ErrorKind, HopReport};
+
+const HOP: &str = "executable";
+/// Google's default time limit for the program.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What to run.
+#[derive(Debug)]
+pub struct Request<'a> {
+    /// Command line.
+    pub command: &'a str,
+    /// Time limit.
+    pub timeout_millis: Option<u64>,
+    /// Cached response file.
+    pub output_file: Option<&'a Path>,
+    /// Audience passed to the program.
+    pub audience: Option<&'a str>,
+    /// Token type passed to the program.
+    pub token_type: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct Response {
+    version: u32,
+    success: bool,
+    #[serde(default)]
+    id_token: Option<String>,
+    #[serde(default)]
+    expiration_time: Option<i64>,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+fn parse(ctx: &Context, text: &str, what: &str) -> Result<Option<(String, Option<i64>)>, BrokerError> {
+    let r: Response = serde_json::from_str(text).map_err(|_| BrokerError::new(ErrorKind::Protocol, HOP, format!("{what} is not an executable-sourced response")))?;
+    if r.version != 1 {
+        return Err(BrokerError::new(ErrorKind::Protocol, HOP, format!("{what}: unsupported version {}", r.version)));
+    }
+    if !r.success {
+        return Err(BrokerError::new(
+            ErrorKind::Rejected,
+            HOP,
+            format!("{what}: {}", r.message.unwrap_or_default()),
+        )
+        .with_code(r.code.unwrap_or_else(|| "UNKNOWN".into())));
+    }
+    match (r.id_token, r.expiration_time) {
+        (Some(t), Some(exp)) if exp <= ctx.clock.unix() => {
+            drop(t);
+            Ok(None)
+        }
+        (Some(t), exp) => Ok(Some((t, exp))),
+        (None, _) => Err(BrokerError::new(ErrorKind::Protocol, HOP, format!("{what}: no id_token (SAML responses are not supported)"))),
+    }
+}
+
+/// Runs the program (or reads its still-valid cached output).
+pub async fn fetch(ctx: &Context, req: &Request<'_>, hops: &mut Vec<HopReport>) -> Result<Credential, BrokerError> {
+    let started = Instant::now();
+    if let Some(path) = req.output_file
+        && let Ok(text) = tokio::fs::read_to_string(path).await
+        && let Ok(Some((token, _))) = parse(ctx, &text, &path.display().to_string())
+    {
+        let (tok, parsed) = super::id_token_from_jwt(HOP, &token)?;
+        hops.push(HopReport::new(HOP, path.display().to_string(), format!("cached token: {}", super::describe_claims(&parsed)), Some(tok.expires_at), started));
+        return Ok(Credential::IdToken(tok));
+    }
+    let mut words = req.command.split_whitespace();
+    let program = words.next().ok_or_else(|| BrokerError::new(ErrorKind::InvalidConfiguration, HOP, "empty command"))?;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(words).kill_on_drop(true).stdin(std::process::Stdio::null());
+    cmd.env("GOOGLE_EXTERNAL_ACCOUNT_INTERACTIVE", "0");
+    if let Some(a) = req.audience {
+        cmd.env("GOOGLE_EXTERNAL_ACCOUNT_AUDIENCE", a);
+    }
+    if let Some(t) = req.token_type {
+        cmd.env("GOOGLE_EXTERNAL_ACCOUNT_TOKEN_TYPE", t);
+    }
+    if let Some(p) = req.output_file {
+        cmd.env("GOOGLE_EXTERNAL_ACCOUNT_OUTPUT_FILE", p);
+    }
+    let limit = req.timeout_millis.map(Duration::from_millis).unwrap_or(DEFAULT_TIMEOUT);
+    let out = tokio::time::timeout(limit, cmd.output())
+        .await
+        .map_err(|_| BrokerError::new(ErrorKind::Transient, HOP, format!("{program} did not finish within {} ms", limit.as_millis())))?
+        .map_err(|e| BrokerError::new(ErrorKind::InvalidConfiguration, HOP, format!("cannot run {program}: {e}")))?;
+    if !out.status.success() {
+        return Err(BrokerError::new(ErrorKind::Rejected, HOP, format!("{program} exited with {}", out.status)));
+    }
+    let text = zeroize::Zeroizing::new(String::from_utf8_lossy(&out.stdout).into_owned());
+    let (token, _) = parse(ctx, &text, &format!("the output of {program}"))?
+        .ok_or_else(|| BrokerError::new(ErrorKind::Protocol, HOP, format!("{program} printed an expired token")))?;
+    let (tok, parsed) = super::id_token_from_jwt(HOP, &token)?;
+    hops.push(HopReport::new(HOP, program.to_owned(), format!("token: {}", super::describe_claims(&parsed)), Some(tok.expires_at), started));
+    Ok(Credential::IdToken(tok))
+}

@@ -1,0 +1,115 @@
+//! The JWT messages of the SPIFFE Workload API (`workload.proto`, which has no `package`),
+//! declared with `prost` so no protobuf compiler is needed. Field numbers follow the proto file.
+
+use std::collections::HashMap;
+
+/// The gRPC service name: `/SpiffeWorkloadAPI/<Method>`.
+pub const SERVICE: &str = "SpiffeWorkloadAPI";
+
+/// `JWTSVIDRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct JwtSvidRequest {
+    /// Audiences the JWT-SVIDs are for (required, one or more).
+    #[prost(string, repeated, tag = "1")]
+    pub audience: Vec<String>,
+    /// One SPIFFE ID to fetch; empty = every identity of the caller.
+    #[prost(string, tag = "2")]
+    pub spiffe_id: String,
+}
+
+/// `JWTSVIDResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct JwtSvidResponse {
+    /// The JWT-SVIDs, the default identity first.
+    #[prost(message, repeated, tag = "1")]
+    pub svids: Vec<JwtSvid>,
+}
+
+/// `JWTSVID`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct JwtSvid {
+    /// The SPIFFE ID (`sub`).
+    #[prost(string, tag = "1")]
+    pub spiffe_id: String,
+    /// The token, JWS compact serialization.
+    #[prost(string, tag = "2")]
+    pub svid: String,
+    /// Operator-chosen hint telling SVIDs apart.
+    #[prost(string, tag = "3")]
+    pub hint: String,
+}
+
+/// `JWTBundlesRequest` (empty).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct JwtBundlesRequest {}
+
+/// `JWTBundlesResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct JwtBundlesResponse {
+    /// Trust domain SPIFFE ID (`spiffe://example.org`) → JWKS document (JSON bytes).
+    #[prost(map = "string, bytes", tag = "1")]
+    pub bundles: HashMap<String, Vec<u8>>,
+}
+
+/// `ValidateJWTSVIDRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ValidateJwtSvidRequest {
+    /// The audience the token must carry.
+    #[prost(string, tag = "1")]
+    pub audience: String,
+    /// The token.
+    #[prost(string, tag = "2")]
+    pub svid: String,
+}
+
+/// `ValidateJWTSVIDResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ValidateJwtSvidResponse {
+    /// The token's SPIFFE ID.
+    #[prost(string, tag = "1")]
+    pub spiffe_id: String,
+    /// The token's claims.
+    #[prost(message, optional, tag = "2")]
+    pub claims: Option<prost_types::Struct>,
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    /// The wire bytes are those of the proto definitions (tags and wire types by hand).
+    #[test]
+    fn field_numbers_match_workload_proto() {
+        let req = JwtSvidRequest {
+            audience: vec!["a".into()],
+            spiffe_id: "s".into(),
+        };
+        assert_eq!(req.encode_to_vec(), [0x0a, 1, b'a', 0x12, 1, b's']);
+        let svid = JwtSvid {
+            spiffe_id: "i".into(),
+            svid: "t".into(),
+            hint: "h".into(),
+        };
+        assert_eq!(
+            svid.encode_to_vec(),
+            [0x0a, 1, b'i', 0x12, 1, b't', 0x1a, 1, b'h']
+        );
+        let v = ValidateJwtSvidRequest {
+            audience: "a".into(),
+            svid: "t".into(),
+        };
+        assert_eq!(v.encode_to_vec(), [0x0a, 1, b'a', 0x12, 1, b't']);
+        let b = JwtBundlesResponse {
+            bundles: HashMap::from([("k".to_owned(), b"v".to_vec())]),
+        };
+        // Map entry: field 1, length-delimited; key = 1, value = 2.
+        assert_eq!(b.encode_to_vec(), [0x0a, 6, 0x0a, 1, b'k', 0x12, 1, b'v']);
+        let r = ValidateJwtSvidResponse {
+            spiffe_id: "i".into(),
+            claims: Some(prost_types::Struct::default()),
+        };
+        assert_eq!(r.encode_to_vec(), [0x0a, 1, b'i', 0x12, 0]);
+    }
+}
