@@ -48,6 +48,7 @@ mod control;
 mod iam_credentials;
 mod oauth2;
 pub mod sts;
+mod tokeninfo;
 
 use std::sync::Arc;
 
@@ -67,6 +68,8 @@ pub fn router(state: Arc<Emulator>) -> Router {
     Router::new()
         .route("/token", post(oauth2::token))
         .route("/v1/token", post(sts::token))
+        .route("/tokeninfo", get(tokeninfo::get).post(tokeninfo::post))
+        .route("/oauth2/v3/tokeninfo", get(tokeninfo::get).post(tokeninfo::post))
         .route("/oauth2/v4/token", post(oauth2::token))
         .route(
             "/v1/projects/{project}/serviceAccounts/{name}",

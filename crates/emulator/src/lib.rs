@@ -2,13 +2,13 @@
 //!
 //! It validates like the real clouds — JWT signatures against the issuer's keys, claims, SigV4
 //! signatures, trust policies and IAM bindings — and answers with each cloud's status codes and
-//! error bodies. Three listeners, each an axum router (drive them with `tower::ServiceExt::oneshot`
+//! error bodies. TCP listeners, each an axum router (drive them with `tower::ServiceExt::oneshot`
 //! in tests, or bind them with [`serve`]):
 //!
 //! | listener | module | endpoints |
 //! |---|---|---|
 //! | AWS STS | [`aws_sts`] | `AssumeRoleWithWebIdentity`, `GetCallerIdentity` (POST form or GET query) |
-//! | Google APIs | [`google`] | OAuth2 `/token`, IAM Credentials `…:generateIdToken`/`:generateAccessToken`, `/oauth2/v1/certs`, `/oauth2/v3/certs`, OIDC discovery, emulator control under `/_emulator/` |
+//! | Google APIs | [`google`] | OAuth2 `/token`, STS `/v1/token` (token exchange), IAM Credentials `…:generateIdToken`/`:generateAccessToken`, `/oauth2/v1/certs`, `/oauth2/v3/certs`, OIDC discovery, emulator control under `/_emulator/` |
 //! | GCE metadata | [`gce_metadata`] | `/computeMetadata/v1/…` of the world's VM |
 //! | EC2 IMDSv2 | [`aws_instance`] | `/latest/api/token`, `/latest/meta-data/…` of the world's EC2 instance |
 //! | ECS credentials | [`aws_instance`] | the `[[ecs_task]]` container credential endpoints |
@@ -103,6 +103,7 @@ impl Running {
             ("GCE_METADATA_IP".into(), self.metadata.to_string()),
             ("IDBRIDGE_GOOGLE_OAUTH2_URL".into(), format!("{g}/token")),
             ("IDBRIDGE_GOOGLE_IAMCREDENTIALS_URL".into(), g.clone()),
+            ("IDBRIDGE_GOOGLE_STS_URL".into(), format!("{g}/v1/token")),
             (
                 "IDBRIDGE_GOOGLE_CERTS_URL".into(),
                 format!("{g}/oauth2/v3/certs"),

@@ -36,6 +36,22 @@ const FLOWS: &[Flow] = &[
         expect_code: None,
     },
     Flow {
+        seed: "001",
+        title: "EC2 instance role → Google STS → impersonate aws-service-account-demo",
+        file: "seed001-aws-to-gcp.toml",
+        config: include_str!("../../../examples/seed001-aws-to-gcp.toml"),
+        route: "ec2-to-gcp",
+        expect_code: None,
+    },
+    Flow {
+        seed: "001",
+        title: "ECS task role other-app: refused by the attribute condition",
+        file: "seed001-aws-to-gcp.toml",
+        config: include_str!("../../../examples/seed001-aws-to-gcp.toml"),
+        route: "ecs-to-gcp",
+        expect_code: Some("unauthorized_client"),
+    },
+    Flow {
         seed: "002",
         title: "impersonated ID token → AWS role (aud = azp, oaud = audience)",
         file: "seed002-impersonate-to-aws.toml",
@@ -57,6 +73,14 @@ const FLOWS: &[Flow] = &[
         file: "seed004-sa-key-to-aws.toml",
         config: include_str!("../../../examples/seed004-sa-key-to-aws.toml"),
         route: "sa-key-to-aws",
+        expect_code: None,
+    },
+    Flow {
+        seed: "003",
+        title: "SPIFFE JWT-SVID → Google STS → impersonate spiffe-demo",
+        file: "seed003-spiffe-to-gcp.toml",
+        config: include_str!("../../../examples/seed003-spiffe-to-gcp.toml"),
+        route: "spiffe-to-gcp",
         expect_code: None,
     },
     Flow {
@@ -175,11 +199,15 @@ async fn run_flow(
                     "expected a refusal, but the flow succeeded".into(),
                 );
             }
-            if let Credential::Aws(c) = &out.credential {
-                match aws_sts::get_caller_identity(&ctx, c, None).await {
-                    Ok(h) => out.hops.push(h),
-                    Err(e) => return (false, out.hops, e.to_string()),
-                }
+            let proof = match &out.credential {
+                Credential::Aws(c) => Some(aws_sts::get_caller_identity(&ctx, c, None).await),
+                Credential::GoogleAccessToken(t) => Some(idbridge_broker::source::impersonate::tokeninfo(&ctx, t).await),
+                _ => None,
+            };
+            match proof {
+                Some(Ok(h)) => out.hops.push(h),
+                Some(Err(e)) => return (false, out.hops, e.to_string()),
+                None => {}
             }
             (true, out.hops, "ok".into())
         }
@@ -203,7 +231,7 @@ fn print_flow(flow: &Flow, ok: bool, hops: &[HopReport], outcome: &str) {
         .map(|h| {
             [
                 h.hop.clone(),
-                h.endpoint.clone(),
+                shorten(&h.endpoint, 64),
                 h.identity.clone(),
                 h.expires_at
                     .map(idbridge_core::timefmt::rfc3339_seconds)
@@ -239,4 +267,15 @@ fn print_flow(flow: &Flow, ok: bool, hops: &[HopReport], outcome: &str) {
 
 fn format_ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Keeps the start and end of a long endpoint (`http://127.0.0.1:4002/v1/proj…:generateIdToken`).
+fn shorten(s: &str, max: usize) -> String {
+    let n = s.chars().count();
+    if n <= max {
+        return s.to_owned();
+    }
+    let head: String = s.chars().take(max / 2).collect();
+    let tail: String = s.chars().skip(n - (max / 2 - 1)).collect();
+    format!("{head}…{tail}")
 }

@@ -59,6 +59,9 @@ pub async fn fetch(
                 .build();
             (p.provide_credentials().await, endpoint.unwrap_or_else(|| "IMDS http://169.254.169.254".into()))
         }
+        "ecs" if ctx.env.get(ECS_FULL_URI).is_some() || ctx.env.get(ECS_RELATIVE_URI).is_some() => {
+            return ecs(ctx, hops, started).await;
+        }
         "ecs" => {
             let p = aws_config::ecs::EcsCredentialsProvider::builder().build();
             (p.provide_credentials().await, "ECS container endpoint".to_owned())
@@ -106,6 +109,82 @@ pub async fn fetch(
         session_token: creds.session_token().map(Into::into),
         expiration,
         account_id: creds.account_id().map(|a| a.as_str().to_owned()),
+        arn: None,
+    }))
+}
+
+const ECS_FULL_URI: &str = "AWS_CONTAINER_CREDENTIALS_FULL_URI";
+const ECS_RELATIVE_URI: &str = "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI";
+
+/// The ECS/EKS container credentials endpoint, read from idbridge's injected environment (the
+/// SDK's provider only reads the process environment). Same rules as the SDKs:
+/// `…_RELATIVE_URI` (appended to `http://169.254.170.2`) wins over `…_FULL_URI`; a plain-http
+/// full URI must name a loopback address or one of the container hosts; the token comes from
+/// `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` (wins) or `AWS_CONTAINER_AUTHORIZATION_TOKEN`.
+async fn ecs(ctx: &Context, hops: &mut Vec<HopReport>, started: Instant) -> Result<Credential, BrokerError> {
+    const HOP_ECS: &str = "aws ecs";
+    let bad = |m: String| BrokerError::new(ErrorKind::InvalidConfiguration, HOP_ECS, m);
+    let uri = match (ctx.env.get(ECS_RELATIVE_URI), ctx.env.get(ECS_FULL_URI)) {
+        (Some(rel), _) => format!("http://169.254.170.2{rel}"),
+        (None, Some(full)) => full,
+        (None, None) => return Err(BrokerError::new(ErrorKind::NotConfigured, HOP_ECS, "no container credentials URI")),
+    };
+    let parsed = url::Url::parse(&uri).map_err(|e| bad(format!("{ECS_FULL_URI} {uri:?}: {e}")))?;
+    let host = parsed.host_str().unwrap_or_default().trim_matches(['[', ']']).to_owned();
+    let allowed = parsed.scheme() == "https"
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || ["169.254.170.2", "169.254.170.23", "fd00:ec2::23", "localhost"].contains(&host.as_str());
+    if !allowed {
+        return Err(bad(format!("{ECS_FULL_URI}: host {host:?} is neither loopback nor a container credentials host")));
+    }
+    let token = match ctx.env.get("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE") {
+        Some(f) => Some(
+            tokio::fs::read_to_string(&f)
+                .await
+                .map_err(|e| bad(format!("cannot read AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE {f}: {e}")))?,
+        ),
+        None => ctx.env.get("AWS_CONTAINER_AUTHORIZATION_TOKEN"),
+    };
+    let mut req = ctx.http.get(parsed.as_str()).header("Accept", "application/json");
+    if let Some(t) = &token {
+        let mut v = http::HeaderValue::from_str(t).map_err(|_| bad("the container authorization token is not a legal header value".into()))?;
+        v.set_sensitive(true);
+        req = req.header("Authorization", v);
+    }
+    let shown = format!("{}://{}{}", parsed.scheme(), parsed.host_str().unwrap_or_default(), parsed.port().map(|p| format!(":{p}")).unwrap_or_default()) + parsed.path();
+    let resp = req.send().await.map_err(|e| BrokerError::from_http(HOP_ECS, &shown, &e))?;
+    let status = resp.status().as_u16();
+    let body = zeroize::Zeroizing::new(resp.text().await.map_err(|e| BrokerError::from_http(HOP_ECS, &shown, &e))?);
+    if status != 200 {
+        return Err(BrokerError::from_status(HOP_ECS, status, None, format!("container credentials endpoint {shown} refused")));
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Creds {
+        access_key_id: String,
+        secret_access_key: idbridge_core::SecretString,
+        token: idbridge_core::SecretString,
+        expiration: String,
+        #[serde(default)]
+        account_id: Option<String>,
+        #[serde(default)]
+        role_arn: Option<String>,
+    }
+    let c: Creds = serde_json::from_str(&body).map_err(|_| BrokerError::new(ErrorKind::Protocol, HOP_ECS, format!("unparsable credentials from {shown}")))?;
+    let expiration = idbridge_core::timefmt::parse_rfc3339(&c.expiration);
+    hops.push(HopReport::new(
+        HOP_ECS,
+        shown,
+        format!("AWS credentials {} ({})", c.access_key_id, c.role_arn.as_deref().unwrap_or("container role")),
+        expiration,
+        started,
+    ));
+    Ok(Credential::Aws(AwsCredentials {
+        access_key_id: c.access_key_id,
+        secret_access_key: c.secret_access_key,
+        session_token: Some(c.token),
+        expiration,
+        account_id: c.account_id,
         arn: None,
     }))
 }

@@ -140,3 +140,38 @@ pub async fn fetch(
         scopes: req.scopes.unwrap_or_default().to_vec(),
     }))
 }
+
+/// Asks Google's `tokeninfo` endpoint what `token` is (a proof that it is live, and whose):
+/// `POST {oauth2 base}/tokeninfo` with the token in the form body, never in the URL. The base is
+/// the OAuth2 token URL without its `/token` path.
+pub async fn tokeninfo(ctx: &Context, token: &GoogleAccessToken) -> Result<HopReport, BrokerError> {
+    const TI: &str = "google tokeninfo";
+    let started = Instant::now();
+    let token_url = ctx
+        .endpoints
+        .google_oauth2
+        .clone()
+        .unwrap_or_else(|| idbridge_core::env::DEFAULT_GOOGLE_OAUTH2_URL.to_owned());
+    let url = format!("{}/tokeninfo", token_url.trim_end_matches("/token"));
+    let resp = ctx
+        .http
+        .post(&url)
+        .form(&[("access_token", token.token.expose_secret())])
+        .send()
+        .await
+        .map_err(|e| BrokerError::from_http(TI, &url, &e))?;
+    let status = resp.status().as_u16();
+    let text = zeroize::Zeroizing::new(resp.text().await.map_err(|e| BrokerError::from_http(TI, &url, &e))?);
+    if status != 200 {
+        let (code, msg) = super::google_error(&text);
+        return Err(BrokerError::from_status(TI, status, code, msg));
+    }
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|_| BrokerError::new(ErrorKind::Protocol, TI, "unparsable tokeninfo"))?;
+    let who = v
+        .get("email")
+        .or_else(|| v.get("sub"))
+        .and_then(|s| s.as_str())
+        .unwrap_or("?")
+        .to_owned();
+    Ok(HopReport::new(TI, url, format!("token of {who}"), Some(token.expires_at), started))
+}

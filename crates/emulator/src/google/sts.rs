@@ -1142,7 +1142,7 @@ mod tests {
             body: None,
         };
         let json = serde_json::to_string(&token).unwrap();
-        assert!(json.starts_with("{\"headers\":[{\"key\":\"Authorization\""));
+        assert!(json.starts_with("{\"headers\":[{\"key\":\""), "sorted keys");
         utf8_percent_encode(&json, PY_QUOTE).to_string()
     }
 

@@ -310,6 +310,77 @@ mod tests {
         assert_eq!(kept.1, b"127.0.0.1:80");
     }
 
+    /// A client stream through [`pump`]: SETTINGS and DATA pass verbatim; a padded HEADERS +
+    /// CONTINUATION block whose authority was added to the client's dynamic table is rewritten,
+    /// and a second block that refers to that table entry by index is rewritten too.
+    #[tokio::test]
+    async fn pump_rewrites_header_blocks_only() {
+        let (mut client, pump_in) = tokio::io::duplex(1 << 16);
+        let (pump_out, mut server) = tokio::io::duplex(1 << 16);
+        let task = tokio::spawn(pump(pump_in, pump_out));
+
+        let settings = [0, 0, 6, 0x4, 0, 0, 0, 0, 0, 0, 0x3, 0, 0, 0, 100];
+        // Literal with incremental indexing, new name `:authority` (grpcio's first request).
+        let mut first = vec![0x40];
+        for s in [&b":authority"[..], b"tmp%2Fagent.sock"] {
+            encode_integer(&mut first, s.len(), 7, 0);
+            first.extend_from_slice(s);
+        }
+        first.push(0x83); // :method POST (static index 3)
+        let (a, b) = first.split_at(5);
+        let mut wire = PREFACE.to_vec();
+        wire.extend_from_slice(&settings);
+        // HEADERS, PADDED (2 bytes of padding), no END_HEADERS, stream 1.
+        let len = u8::try_from(1 + a.len() + 2).unwrap();
+        wire.extend_from_slice(&[0, 0, len, HEADERS, PADDED, 0, 0, 0, 1, 2]);
+        wire.extend_from_slice(a);
+        wire.extend_from_slice(&[0, 0]);
+        let len = u8::try_from(b.len()).unwrap();
+        wire.extend_from_slice(&[0, 0, len, CONTINUATION, END_HEADERS, 0, 0, 0, 1]);
+        wire.extend_from_slice(b);
+        wire.extend_from_slice(&[0, 0, 2, 0x0, END_STREAM, 0, 0, 0, 1, 7, 7]); // DATA
+        // Stream 3: the authority by dynamic index 62, END_STREAM.
+        wire.extend_from_slice(&[0, 0, 1, HEADERS, END_HEADERS | END_STREAM, 0, 0, 0, 3, 0xbe]);
+        client.write_all(&wire).await.unwrap();
+        drop(client);
+        let mut out = Vec::new();
+        server.read_to_end(&mut out).await.unwrap();
+        task.await.unwrap().unwrap();
+
+        assert_eq!(&out[..24], PREFACE);
+        assert_eq!(&out[24..39], settings);
+        let mut rest = &out[39..];
+        let mut decoder = loona_hpack::Decoder::new();
+        let mut frames = Vec::new();
+        while !rest.is_empty() {
+            let len = usize::from(rest[2]) | usize::from(rest[1]) << 8;
+            frames.push((rest[3], rest[4], rest[8], rest[9..9 + len].to_vec()));
+            rest = &rest[9 + len..];
+        }
+        assert_eq!(frames.len(), 3, "{frames:?}");
+        assert_eq!(
+            (frames[0].0, frames[0].1, frames[0].2),
+            (HEADERS, END_HEADERS, 1)
+        );
+        let fields = decoder.decode(&frames[0].3).unwrap();
+        assert_eq!(
+            fields,
+            [
+                (b":authority".to_vec(), b"localhost".to_vec()),
+                (b":method".to_vec(), b"POST".to_vec())
+            ]
+        );
+        assert_eq!(frames[1], (0x0, END_STREAM, 1, vec![7, 7]));
+        assert_eq!(
+            (frames[2].0, frames[2].1),
+            (HEADERS, END_HEADERS | END_STREAM)
+        );
+        assert_eq!(
+            decoder.decode(&frames[2].3).unwrap(),
+            [(b":authority".to_vec(), b"localhost".to_vec())]
+        );
+    }
+
     #[test]
     fn padding_and_priority_are_stripped() {
         let payload = [2, 1, 2, 3, 4, 5, 0xaa, 0xbb, 0, 0];
