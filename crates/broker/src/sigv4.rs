@@ -23,6 +23,19 @@ pub struct UnsignedRequest<'a> {
     pub body: &'a [u8],
 }
 
+/// Signing settings per service: S3 (and S3-compatible `s3-object-lambda`) signs the payload
+/// hash as `x-amz-content-sha256`, encodes the path once and never normalizes it; every other
+/// service uses the SigV4 defaults (double encoding, normalized paths).
+fn settings_for(service: &str) -> SigningSettings {
+    let mut s = SigningSettings::default();
+    if service == "s3" || service == "s3-object-lambda" || service == "s3express" {
+        s.payload_checksum_kind = aws_sigv4::http_request::PayloadChecksumKind::XAmzSha256;
+        s.percent_encoding_mode = aws_sigv4::http_request::PercentEncodingMode::Single;
+        s.uri_path_normalization_mode = aws_sigv4::http_request::UriPathNormalizationMode::Disabled;
+    }
+    s
+}
+
 /// Returns the headers to add (`authorization`, `x-amz-date`, `x-amz-security-token`, …).
 pub fn sign_request(
     creds: &AwsCredentials,
@@ -48,7 +61,7 @@ pub fn sign_request(
         .region(region)
         .name(service)
         .time(time)
-        .settings(SigningSettings::default())
+        .settings(settings_for(service))
         .build()
         .map_err(|e| fail(format!("cannot build signing parameters: {e}")))?;
     let signable = SignableRequest::new(
