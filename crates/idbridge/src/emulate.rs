@@ -34,6 +34,12 @@ pub(crate) async fn run(a: EmulateArgs) -> Result<ExitCode, CliError> {
     eprintln!("  AWS STS        http://{}", running.aws_sts);
     eprintln!("  Google APIs    http://{}", running.google);
     eprintln!("  GCE metadata   http://{}", running.metadata);
+    eprintln!("  EC2 IMDSv2     http://{}", running.imds);
+    eprintln!("  ECS endpoint   http://{}", running.ecs);
+    eprintln!("  SPIFFE OIDC    http://{}", running.spiffe_oidc);
+    if let Some(p) = &running.spiffe_socket {
+        eprintln!("  SPIFFE         unix://{}", p.display());
+    }
     let lines: String = running
         .env_pairs()
         .iter()
