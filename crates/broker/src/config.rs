@@ -26,6 +26,9 @@
 //! * `aws-sts` — `role_arn`, `session_name` (default `idbridge-<route>`), `duration_seconds`
 //!   (900–43200, default 3600), `policy` (session policy JSON), `region` (default `us-east-1`).
 //!
+//! A `[serve]` table is allowed and ignored here: `idbridge serve` reads it (see the
+//! `idbridge-serve` crate).
+//!
 //! Every error names the file, the line and the field. The whole file is validated before
 //! anything is fetched or bound.
 
@@ -389,6 +392,10 @@ struct RawConfig {
     endpoints: EndpointsConfig,
     #[serde(default)]
     route: Vec<toml::Spanned<RawRoute>>,
+    /// `[serve]`: read by `idbridge serve` (crate `idbridge-serve`), ignored here so that one
+    /// file holds a daemon's routes and its listeners.
+    #[serde(default, rename = "serve")]
+    _serve: Option<serde::de::IgnoredAny>,
 }
 
 /// A route as written: either `source` (+ `exchange`) or `external_account`.

@@ -31,4 +31,4 @@ pub mod source;
 pub use config::{Config, ConfigError};
 pub use context::Context;
 pub use error::{BrokerError, ErrorKind};
-pub use route::{HopReport, Overrides, Route, RouteOutput};
+pub use route::{HopReport, Overrides, Route, RouteOutput, StepOutcome};

@@ -31,8 +31,30 @@ pub(crate) enum Command {
     Exec(ExecArgs),
     /// Send a SigV4-signed HTTP request with a route's (or the environment's) AWS credentials.
     Request(RequestArgs),
-    /// Explain whether a token may assume a role under a trust policy, condition by condition.
+    /// Explain whether a token may assume a role under a trust policy (AWS), or exchange and
+    /// impersonate through a workload identity pool provider (GCP), condition by condition.
     Explain(ExplainArgs),
+    /// Walk a route hop by hop against its endpoints; on a failure, name the cause and the fix.
+    Doctor(DoctorArgs),
+    /// Write the cloud-side configuration a route needs (trust policy, pool, provider, bindings).
+    Setup(SetupArgs),
+    /// Serve route credentials to unmodified SDKs as a GCE metadata server, EC2 IMDSv2 and an
+    /// ECS container endpoint (the config's [serve] section).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Config file (TOML): routes plus a [serve] section.
+    #[arg(long, env = "IDBRIDGE_CONFIG")]
+    pub(crate) config: PathBuf,
+    /// Validate the config and exit (0 valid, 64 invalid) without binding anything.
+    #[arg(long)]
+    pub(crate) check: bool,
+    /// Once every listener is up, write the client settings (GCE_METADATA_HOST,
+    /// AWS_EC2_METADATA_SERVICE_ENDPOINT, AWS_CONTAINER_…) here as KEY=VALUE, mode 0600.
+    #[arg(long)]
+    pub(crate) env_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -46,11 +68,31 @@ pub(crate) enum ExplainFormat {
 #[derive(Debug, Args)]
 pub(crate) struct ExplainArgs {
     /// The token (a JWT), or @FILE.
-    #[arg(long)]
-    pub(crate) token: String,
+    #[arg(long, required_unless_present = "aws_arn")]
+    pub(crate) token: Option<String>,
     /// The role's trust policy (IAM JSON file).
-    #[arg(long)]
-    pub(crate) aws_trust_policy: PathBuf,
+    #[arg(
+        long,
+        required_unless_present = "gcp_provider",
+        conflicts_with = "gcp_provider"
+    )]
+    pub(crate) aws_trust_policy: Option<PathBuf>,
+    /// A Google workload identity pool provider (TOML or JSON; see below).
+    #[arg(long, long_help = crate::explain::GCP_PROVIDER_HELP)]
+    pub(crate) gcp_provider: Option<PathBuf>,
+    /// With a world file as --gcp-provider: the provider to use, POOL/PROVIDER.
+    #[arg(long, requires = "gcp_provider")]
+    pub(crate) provider: Option<String>,
+    /// An IAM member bound to the service account (roles/iam.workloadIdentityUser), checked
+    /// against the federated principal (repeatable).
+    #[arg(long = "binding", requires = "gcp_provider")]
+    pub(crate) bindings: Vec<String>,
+    /// The service account to impersonate (for the suggested binding command).
+    #[arg(long, requires = "gcp_provider")]
+    pub(crate) service_account: Option<String>,
+    /// Instead of --token, for an AWS provider: the caller's ARN as GetCallerIdentity returns it.
+    #[arg(long, requires = "gcp_provider", conflicts_with = "token")]
+    pub(crate) aws_arn: Option<String>,
     /// Verify the signature against a JWKS file, a JWKS URL, or an issuer URL.
     #[arg(long)]
     pub(crate) verify: Option<String>,
@@ -63,6 +105,80 @@ pub(crate) struct ExplainArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub(crate) format: ExplainFormat,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DoctorArgs {
+    #[command(flatten)]
+    pub(crate) route: RouteArgs,
+    /// The AWS role's trust policy (IAM JSON): on AccessDenied, evaluate the token against it.
+    #[arg(long)]
+    pub(crate) aws_trust_policy: Option<PathBuf>,
+    /// The Google provider (as for `explain --gcp-provider`): on a refusal, evaluate against it.
+    #[arg(long)]
+    pub(crate) gcp_provider: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub(crate) format: DoctorFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum DoctorFormat {
+    /// Readable text, one block per hop.
+    Table,
+    /// JSON: {"ok","steps":[…],"diagnosis":{…}}.
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum SetupFormat {
+    /// The AWS role trust policy (IAM JSON).
+    AwsJson,
+    /// `aws iam` commands (OIDC provider, role).
+    AwsCli,
+    /// `gcloud` commands (org policy, pool, provider, IAM bindings).
+    Gcloud,
+    /// Terraform resources for both clouds.
+    Terraform,
+    /// Google's external_account credential file for the route (AIP-4117).
+    ExternalAccount,
+    /// A fragment of the emulator's world file (roles, pools, providers, bindings).
+    World,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SetupArgs {
+    #[command(flatten)]
+    pub(crate) route: RouteArgs,
+    /// What to write.
+    #[arg(long, value_enum)]
+    pub(crate) format: SetupFormat,
+    /// The numeric unique id of the Google service account AWS sees (`azp`/`sub` of its ID
+    /// tokens); read from a token of the route's source when absent.
+    #[arg(long)]
+    pub(crate) sa_unique_id: Option<String>,
+    /// The Google organization id (for the AWS-accounts org policy).
+    #[arg(long)]
+    pub(crate) organization: Option<String>,
+    /// The pool's project id (default: the impersonated service account's project).
+    #[arg(long)]
+    pub(crate) project_id: Option<String>,
+    /// The AWS caller, as an ARN (`arn:aws:iam::ACCOUNT:role/NAME` or an assumed-role ARN);
+    /// read with GetCallerIdentity from the route's AWS source when absent.
+    #[arg(long)]
+    pub(crate) aws_caller_arn: Option<String>,
+    /// OIDC issuer of the source's tokens (read from a token when absent).
+    #[arg(long)]
+    pub(crate) issuer: Option<String>,
+    /// OIDC subject of the source's tokens (read from a token when absent).
+    #[arg(long)]
+    pub(crate) subject: Option<String>,
+    /// OIDC audience of the source's tokens (read from a token when absent).
+    #[arg(long)]
+    pub(crate) audience: Option<String>,
+    /// Do not call any endpoint: everything comes from the config and the flags.
+    #[arg(long)]
+    pub(crate) offline: bool,
 }
 
 #[derive(Debug, Args)]

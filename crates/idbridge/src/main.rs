@@ -7,9 +7,12 @@
 mod cli;
 mod commands;
 mod demo;
+mod doctor;
 mod emulate;
 mod explain;
 mod output;
+mod serve;
+mod setup;
 mod verify;
 
 use std::process::ExitCode;
@@ -40,7 +43,7 @@ fn main() -> ExitCode {
 
 fn init_tracing(cli: &cli::Cli) {
     let default = match cli.command {
-        cli::Command::Emulate(_) => "info",
+        cli::Command::Emulate(_) | cli::Command::Serve(_) => "info",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("IDBRIDGE_LOG")
@@ -48,7 +51,8 @@ fn init_tracing(cli: &cli::Cli) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if cli.log_json {
+    let serve_json = matches!(&cli.command, cli::Command::Serve(a) if serve::wants_json_logs(a));
+    if cli.log_json || serve_json {
         builder.json().init();
     } else {
         builder.init();

@@ -1,0 +1,1346 @@
+//! `idbridge setup`: the cloud-side configuration a route needs, written for the tool the user
+//! applies it with.
+//!
+//! For each federation hop of the route:
+//!
+//! * `aws-sts` after a Google token (metadata, key, impersonation): a role trust policy on
+//!   `accounts.google.com` with `:aud` = the service account's numeric id (AWS reads it from the
+//!   token's `azp`), `:oaud` = the requested audience, `:sub`, and `Null` checks;
+//! * `aws-sts` after another OIDC token (file, URL, program, SPIFFE): an IAM OIDC provider and a
+//!   trust policy on `<issuer>:aud` and `<issuer>:sub`;
+//! * `google-sts` after AWS credentials or an OIDC token: the org policy that allows the AWS
+//!   account (AWS only), the pool, the provider with its mapping and condition, and the
+//!   `roles/iam.workloadIdentityUser` binding on the impersonated service account;
+//! * `impersonate` by a service account: its `roles/iam.serviceAccountTokenCreator` binding.
+//!
+//! Values the config does not hold (the numeric id, the caller's ARN, the token's subject) come
+//! from flags, or from running the route's first hops against the configured endpoints (claims
+//! and ARNs only: no secret is printed). Every generated trust policy and provider is checked
+//! with the policy engine against the credential that was read, when there is one.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use idbridge_broker::config::{ExchangeConfig, RouteConfig, SourceConfig};
+use idbridge_broker::exchange::aws_sts;
+use idbridge_broker::{Config, Context, Route};
+use idbridge_core::Credential;
+use idbridge_core::jwt::UnverifiedJwt;
+use idbridge_policy::aws::TrustPolicy;
+use idbridge_policy::gcp::ProviderName;
+use serde_json::{Value, json};
+
+use crate::cli::{SetupArgs, SetupFormat};
+use crate::commands::CliError;
+use crate::doctor::{aws_role_of, caller_email, iam_issuer_name, quote_cel};
+use crate::explain::{self, GcpSubject};
+
+const GOOGLE_ISSUER: &str = "accounts.google.com";
+const DEFAULT_IMDS: &str = "http://169.254.169.254";
+const DEFAULT_STS_URL: &str = "https://sts.googleapis.com/v1/token";
+const DEFAULT_IAMCREDENTIALS: &str = "https://iamcredentials.googleapis.com";
+const AWS4_REQUEST: &str = "urn:ietf:params:aws:token-type:aws4_request";
+const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+
+/// An AWS role the route assumes, and whom it must trust.
+#[derive(Debug, Clone)]
+struct AwsRolePlan {
+    role_arn: String,
+    max_session: Option<u32>,
+    trust: AwsTrust,
+}
+
+#[derive(Debug, Clone)]
+enum AwsTrust {
+    /// Google ID tokens: `:aud` reads `azp` when the token has one.
+    Google {
+        unique_id: String,
+        audience: String,
+        has_azp: bool,
+    },
+    /// Any other OIDC issuer, through an IAM OIDC provider.
+    Oidc {
+        issuer: String,
+        audience: String,
+        subject: String,
+    },
+}
+
+/// A Google workload identity pool provider the route exchanges at.
+#[derive(Debug, Clone)]
+struct GcpPlan {
+    exchange_index: usize,
+    name: ProviderName,
+    project_id: Option<String>,
+    source: GcpSource,
+    condition: String,
+    member: String,
+    service_account: Option<String>,
+    sa_unique_id: Option<String>,
+    /// What the condition and member were computed from, for the engine check.
+    subject: Option<ProbeSubject>,
+}
+
+#[derive(Debug, Clone)]
+enum GcpSource {
+    Aws {
+        account_id: String,
+        role: String,
+    },
+    Oidc {
+        issuer: String,
+        allowed_audiences: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum ProbeSubject {
+    AwsArn(String),
+    Token(String),
+}
+
+/// `roles/iam.serviceAccountTokenCreator` for a caller on a target account.
+#[derive(Debug, Clone)]
+struct TokenCreator {
+    target: String,
+    target_unique_id: Option<String>,
+    caller: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Plan {
+    aws: Vec<AwsRolePlan>,
+    gcp: Vec<GcpPlan>,
+    creators: Vec<TokenCreator>,
+    /// The probed token of each aws-sts hop, to check the generated policy.
+    aws_tokens: Vec<Option<UnverifiedJwt>>,
+}
+
+pub(crate) async fn run(a: SetupArgs) -> Result<ExitCode, CliError> {
+    let config = Config::load(&a.route.config)?;
+    let route = config.route(&a.route.route)?.clone();
+    let ctx = if a.offline {
+        None
+    } else {
+        Some(Context::from_process(&config.endpoints)?)
+    };
+    let plan = plan(&a, &route, ctx.as_ref()).await?;
+    check(&plan);
+    let text = match a.format {
+        SetupFormat::AwsJson => aws_json(&plan, &route)?,
+        SetupFormat::AwsCli => aws_cli(&plan, &route)?,
+        SetupFormat::Gcloud => gcloud(&plan, &route, a.organization.as_deref())?,
+        SetupFormat::Terraform => terraform(&plan, &route, a.organization.as_deref())?,
+        SetupFormat::ExternalAccount => external_account(&plan, &route)?,
+        SetupFormat::World => world(&plan, &route, &config.path),
+    };
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the route's source and its first `upto` exchanges; the credential they end in.
+async fn probe(ctx: Option<&Context>, route: &RouteConfig, upto: usize) -> Option<Credential> {
+    let ctx = ctx?;
+    let mut cfg = route.clone();
+    cfg.exchange.truncate(upto);
+    let outcomes = Route::new(cfg).run_steps(ctx).await;
+    match outcomes.last().map(|o| &o.result) {
+        Some(Ok(c)) if outcomes.len() == upto + 1 => Some(c.clone()),
+        Some(Err(e)) => {
+            eprintln!(
+                "idbridge setup: note: could not run the route up to its hop {}: {e}",
+                upto + 1
+            );
+            None
+        }
+        _ => None,
+    }
+}
+
+fn jwt_of(c: Option<&Credential>) -> Option<UnverifiedJwt> {
+    match c {
+        Some(Credential::IdToken(t)) => UnverifiedJwt::parse(t.token.expose_secret()).ok(),
+        _ => None,
+    }
+}
+
+fn first_aud(jwt: &UnverifiedJwt) -> Option<String> {
+    match jwt.claims.get("aud") {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Array(a)) => a.first().and_then(Value::as_str).map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// Whether the step before exchange `i` yields a Google-issued ID token.
+fn google_token_before(route: &RouteConfig, i: usize) -> bool {
+    match i.checked_sub(1).and_then(|j| route.exchange.get(j)) {
+        Some(ExchangeConfig::Impersonate { audience, .. }) => audience.is_some(),
+        Some(_) => false,
+        None => matches!(
+            route.source,
+            SourceConfig::GceMetadata { .. }
+                | SourceConfig::ServiceAccountKey { .. }
+                | SourceConfig::Impersonate { .. }
+        ),
+    }
+}
+
+/// The audience the route asks for in the token handed to exchange `i`.
+fn configured_audience(route: &RouteConfig, i: usize) -> Option<String> {
+    match i.checked_sub(1).and_then(|j| route.exchange.get(j)) {
+        Some(ExchangeConfig::Impersonate { audience, .. }) => audience.clone(),
+        Some(_) => None,
+        None => match &route.source {
+            SourceConfig::GceMetadata { audience, .. }
+            | SourceConfig::Impersonate { audience, .. } => audience.clone(),
+            SourceConfig::ServiceAccountKey {
+                target_audience, ..
+            } => target_audience.clone(),
+            SourceConfig::Spiffe { audience, .. } => Some(audience.clone()),
+            SourceConfig::Executable { audience, .. } => audience.clone(),
+            _ => None,
+        },
+    }
+}
+
+/// The project id in a service account's email (`NAME@PROJECT.iam.gserviceaccount.com`).
+fn sa_project(email: &str) -> Option<String> {
+    email
+        .split_once('@')?
+        .1
+        .strip_suffix(".iam.gserviceaccount.com")
+        .map(str::to_owned)
+}
+
+/// `arn:aws:sts::ACCOUNT:assumed-role/ROLE` for a role, assumed-role or other caller ARN.
+fn assumed_role(arn: &str) -> String {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    if let [_, partition, "iam", _, account, resource] = parts.as_slice()
+        && let Some(path_name) = resource.strip_prefix("role/")
+    {
+        let name = path_name.rsplit('/').next().unwrap_or(path_name);
+        return format!("arn:{partition}:sts::{account}:assumed-role/{name}");
+    }
+    aws_role_of(arn)
+}
+
+async fn plan(a: &SetupArgs, route: &RouteConfig, ctx: Option<&Context>) -> Result<Plan, CliError> {
+    let usage = |m: String| CliError::Usage(format!("setup: route {:?}: {m}", route.name));
+    let mut plan = Plan::default();
+    for (i, ex) in route.exchange.iter().enumerate() {
+        match ex {
+            ExchangeConfig::AwsSts {
+                role_arn,
+                duration_seconds,
+                ..
+            } => {
+                let google = google_token_before(route, i);
+                let need_probe = if google {
+                    a.sa_unique_id.is_none()
+                } else {
+                    a.issuer.is_none() || a.subject.is_none() || a.audience.is_none()
+                };
+                let token = if need_probe {
+                    jwt_of(probe(ctx, route, i).await.as_ref())
+                } else {
+                    None
+                };
+                let is_google = token
+                    .as_ref()
+                    .and_then(|t| t.str_claim("iss"))
+                    .map_or(google, |iss| {
+                        iss.trim_start_matches("https://") == GOOGLE_ISSUER
+                    });
+                let audience = a
+                    .audience
+                    .clone()
+                    .or_else(|| token.as_ref().and_then(first_aud))
+                    .or_else(|| configured_audience(route, i));
+                let trust = if is_google {
+                    let unique_id = a
+                        .sa_unique_id
+                        .clone()
+                        .or_else(|| {
+                            token.as_ref().and_then(|t| {
+                                t.str_claim("azp")
+                                    .filter(|v| v.bytes().all(|b| b.is_ascii_digit()))
+                                    .or(t.str_claim("sub"))
+                                    .map(str::to_owned)
+                            })
+                        })
+                        .ok_or_else(|| {
+                            usage("the service account's numeric unique id is unknown: pass --sa-unique-id (gcloud iam service-accounts describe EMAIL --format='value(uniqueId)'), or run setup where the route's source is reachable".into())
+                        })?;
+                    AwsTrust::Google {
+                        unique_id,
+                        audience: audience.ok_or_else(|| {
+                            usage("the token's audience is unknown: pass --audience".into())
+                        })?,
+                        has_azp: token.as_ref().is_none_or(|t| t.claims.contains_key("azp")),
+                    }
+                } else {
+                    let missing = |what: &str, flag: &str| {
+                        usage(format!(
+                            "the token's {what} is unknown (the source's token could not be read): pass --{flag}"
+                        ))
+                    };
+                    AwsTrust::Oidc {
+                        issuer: a
+                            .issuer
+                            .clone()
+                            .or_else(|| {
+                                token
+                                    .as_ref()
+                                    .and_then(|t| t.str_claim("iss").map(str::to_owned))
+                            })
+                            .ok_or_else(|| missing("issuer", "issuer"))?,
+                        audience: audience.ok_or_else(|| missing("audience", "audience"))?,
+                        subject: a
+                            .subject
+                            .clone()
+                            .or_else(|| {
+                                token
+                                    .as_ref()
+                                    .and_then(|t| t.str_claim("sub").map(str::to_owned))
+                            })
+                            .ok_or_else(|| missing("subject", "subject"))?,
+                    }
+                };
+                plan.aws.push(AwsRolePlan {
+                    role_arn: role_arn.clone(),
+                    max_session: duration_seconds.filter(|d| *d > 3600),
+                    trust,
+                });
+                plan.aws_tokens.push(token);
+            }
+            ExchangeConfig::GoogleSts { audience, .. } => {
+                let name = ProviderName::parse_audience(audience).ok_or_else(|| {
+                    usage(format!("exchange[{i}]: audience {audience:?} is not //iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER"))
+                })?;
+                let service_account = match route.exchange.get(i + 1) {
+                    Some(ExchangeConfig::Impersonate {
+                        service_account, ..
+                    }) => Some(service_account.clone()),
+                    _ => None,
+                };
+                let project_id = a
+                    .project_id
+                    .clone()
+                    .or_else(|| service_account.as_deref().and_then(sa_project));
+                let aws_source = matches!(route.source, SourceConfig::Aws { .. }) && i == 0;
+                let (source, condition, member, subject) = if aws_source {
+                    let arn = match &a.aws_caller_arn {
+                        Some(arn) => arn.clone(),
+                        None => match probe(ctx, route, i).await {
+                            Some(Credential::Aws(c)) => match (&c.arn, ctx) {
+                                (Some(arn), _) => arn.clone(),
+                                (None, Some(ctx)) => aws_sts::get_caller_identity(ctx, &c, None)
+                                    .await
+                                    .map_err(|e| usage(format!("cannot read the AWS caller ({e}): pass --aws-caller-arn")))?
+                                    .identity
+                                    .trim_start_matches("caller: ")
+                                    .to_owned(),
+                                (None, None) => String::new(),
+                            },
+                            _ => String::new(),
+                        },
+                    };
+                    if arn.is_empty() {
+                        return Err(usage("the AWS caller is unknown: pass --aws-caller-arn arn:aws:iam::ACCOUNT:role/NAME, or run setup where the route's AWS source is reachable".into()));
+                    }
+                    let role = assumed_role(&arn);
+                    let account_id = arn.split(':').nth(4).unwrap_or_default().to_owned();
+                    let condition = format!("attribute.aws_role == {}", quote_cel(&role));
+                    let member = format!(
+                        "principalSet://{}/attribute.aws_role/{role}",
+                        name.pool.path()
+                    );
+                    (
+                        GcpSource::Aws { account_id, role },
+                        condition,
+                        member,
+                        Some(ProbeSubject::AwsArn(arn)),
+                    )
+                } else {
+                    let token = if a.issuer.is_none() || a.subject.is_none() || a.audience.is_none()
+                    {
+                        jwt_of(probe(ctx, route, i).await.as_ref())
+                    } else {
+                        None
+                    };
+                    let missing = |what: &str, flag: &str| {
+                        usage(format!(
+                            "the subject token's {what} is unknown (it could not be read): pass --{flag}"
+                        ))
+                    };
+                    let issuer = a
+                        .issuer
+                        .clone()
+                        .or_else(|| {
+                            token
+                                .as_ref()
+                                .and_then(|t| t.str_claim("iss").map(str::to_owned))
+                        })
+                        .ok_or_else(|| missing("issuer", "issuer"))?;
+                    let subject = a
+                        .subject
+                        .clone()
+                        .or_else(|| {
+                            token
+                                .as_ref()
+                                .and_then(|t| t.str_claim("sub").map(str::to_owned))
+                        })
+                        .ok_or_else(|| missing("subject", "subject"))?;
+                    let aud = a
+                        .audience
+                        .clone()
+                        .or_else(|| token.as_ref().and_then(first_aud))
+                        .or_else(|| configured_audience(route, i))
+                        .ok_or_else(|| missing("audience", "audience"))?;
+                    let allowed_audiences = if name.is_audience(&aud) {
+                        Vec::new()
+                    } else {
+                        vec![aud]
+                    };
+                    let condition = match subject
+                        .strip_prefix("spiffe://")
+                        .and_then(|r| r.split('/').next())
+                    {
+                        Some(td) => format!(
+                            "assertion.sub.startsWith({})",
+                            quote_cel(&format!("spiffe://{td}/"))
+                        ),
+                        None => format!("assertion.sub == {}", quote_cel(&subject)),
+                    };
+                    let member = format!("principal://{}/subject/{subject}", name.pool.path());
+                    let probe_subject = token.map(|t| {
+                        ProbeSubject::Token(serde_json::to_string(&t.claims).unwrap_or_default())
+                    });
+                    (
+                        GcpSource::Oidc {
+                            issuer,
+                            allowed_audiences,
+                        },
+                        condition,
+                        member,
+                        probe_subject,
+                    )
+                };
+                plan.gcp.push(GcpPlan {
+                    exchange_index: i,
+                    name,
+                    project_id,
+                    source,
+                    condition,
+                    member,
+                    service_account,
+                    sa_unique_id: a.sa_unique_id.clone(),
+                    subject,
+                });
+            }
+            ExchangeConfig::Impersonate {
+                service_account, ..
+            } => {
+                let federated = i > 0
+                    && matches!(
+                        route.exchange.get(i - 1),
+                        Some(ExchangeConfig::GoogleSts { .. })
+                    );
+                if !federated {
+                    let caller = match probe(ctx, route, i).await {
+                        Some(Credential::GoogleAccessToken(t)) => t.principal,
+                        _ => None,
+                    };
+                    plan.creators.push(TokenCreator {
+                        target: service_account.clone(),
+                        target_unique_id: None,
+                        caller,
+                    });
+                }
+            }
+        }
+    }
+    if let SourceConfig::Impersonate {
+        service_account, ..
+    } = &route.source
+    {
+        let caller = match ctx {
+            Some(ctx) => caller_email(ctx, route, None).await,
+            None => None,
+        };
+        // The first aws-sts hop's token, when read, is this account's: its numeric id.
+        let target_unique_id = plan.aws.iter().find_map(|r| match &r.trust {
+            AwsTrust::Google { unique_id, .. } => Some(unique_id.clone()),
+            AwsTrust::Oidc { .. } => None,
+        });
+        plan.creators.insert(
+            0,
+            TokenCreator {
+                target: service_account.clone(),
+                target_unique_id,
+                caller,
+            },
+        );
+    }
+    Ok(plan)
+}
+
+/// The trust policy of a role, as IAM JSON.
+fn trust_policy(r: &AwsRolePlan) -> Value {
+    match &r.trust {
+        AwsTrust::Google {
+            unique_id,
+            audience,
+            has_azp,
+        } => {
+            let (equals, nulls) = if *has_azp {
+                (
+                    json!({
+                        "accounts.google.com:aud": unique_id,
+                        "accounts.google.com:oaud": audience,
+                        "accounts.google.com:sub": unique_id,
+                    }),
+                    json!({
+                        "accounts.google.com:aud": "false",
+                        "accounts.google.com:oaud": "false",
+                        "accounts.google.com:sub": "false",
+                    }),
+                )
+            } else {
+                (
+                    json!({"accounts.google.com:aud": audience, "accounts.google.com:sub": unique_id}),
+                    json!({"accounts.google.com:aud": "false", "accounts.google.com:sub": "false"}),
+                )
+            };
+            json!({
+                "Version": "2012-10-17",
+                "Statement": [{
+                    "Effect": "Allow",
+                    "Principal": {"Federated": GOOGLE_ISSUER},
+                    "Action": "sts:AssumeRoleWithWebIdentity",
+                    "Condition": {"StringEquals": equals, "Null": nulls},
+                }],
+            })
+        }
+        AwsTrust::Oidc {
+            issuer,
+            audience,
+            subject,
+        } => {
+            let host = iam_issuer_name(issuer);
+            let account = r.role_arn.split(':').nth(4).unwrap_or_default();
+            let partition = r.role_arn.split(':').nth(1).unwrap_or("aws");
+            let mut equals = serde_json::Map::new();
+            equals.insert(format!("{host}:aud"), json!(audience));
+            equals.insert(format!("{host}:sub"), json!(subject));
+            json!({
+                "Version": "2012-10-17",
+                "Statement": [{
+                    "Effect": "Allow",
+                    "Principal": {"Federated": format!("arn:{partition}:iam::{account}:oidc-provider/{host}")},
+                    "Action": "sts:AssumeRoleWithWebIdentity",
+                    "Condition": {"StringEquals": equals},
+                }],
+            })
+        }
+    }
+}
+
+/// The order keys are printed in (serde_json's maps sort them): IAM's and Google's usual order.
+const KEY_ORDER: [&str; 16] = [
+    "type",
+    "audience",
+    "subject_token_type",
+    "token_url",
+    "service_account_impersonation_url",
+    "service_account_impersonation",
+    "credential_source",
+    "Version",
+    "Statement",
+    "Sid",
+    "Effect",
+    "Principal",
+    "Action",
+    "Condition",
+    "StringEquals",
+    "Null",
+];
+
+fn key_rank(k: &str) -> usize {
+    KEY_ORDER
+        .iter()
+        .position(|o| *o == k)
+        .unwrap_or(KEY_ORDER.len())
+}
+
+/// Pretty JSON (two-space indents, as serde_json writes it) with keys in [`KEY_ORDER`].
+fn pretty(v: &Value) -> String {
+    fn write(v: &Value, indent: usize, out: &mut String) {
+        let pad = "  ".repeat(indent + 1);
+        match v {
+            Value::Object(m) if !m.is_empty() => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort_by_key(|k| key_rank(k));
+                out.push_str("{\n");
+                for (i, k) in keys.iter().enumerate() {
+                    out.push_str(&pad);
+                    out.push_str(&Value::String((*k).clone()).to_string());
+                    out.push_str(": ");
+                    write(&m[k.as_str()], indent + 1, out);
+                    out.push_str(if i + 1 < keys.len() { ",\n" } else { "\n" });
+                }
+                out.push_str(&"  ".repeat(indent));
+                out.push('}');
+            }
+            Value::Array(a) if !a.is_empty() => {
+                out.push_str("[\n");
+                for (i, item) in a.iter().enumerate() {
+                    out.push_str(&pad);
+                    write(item, indent + 1, out);
+                    out.push_str(if i + 1 < a.len() { ",\n" } else { "\n" });
+                }
+                out.push_str(&"  ".repeat(indent));
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(v, 0, &mut out);
+    out
+}
+
+/// The provider as `explain --gcp-provider` reads it (and as the emulator world declares it).
+fn provider_doc(g: &GcpPlan) -> Value {
+    let mut doc = json!({
+        "project_number": g.name.pool.project_number,
+        "pool": g.name.pool.pool,
+        "id": g.name.provider,
+        "attribute_condition": g.condition,
+    });
+    match &g.source {
+        GcpSource::Aws { account_id, .. } => doc["aws"] = json!({"account_id": account_id}),
+        GcpSource::Oidc {
+            issuer,
+            allowed_audiences,
+        } => {
+            doc["oidc"] = json!({"issuer_uri": issuer, "allowed_audiences": allowed_audiences});
+            doc["attribute_mapping"] = json!({"google.subject": "assertion.sub"});
+        }
+    }
+    doc
+}
+
+/// Checks what was generated with the policy engine against the credential it was made from,
+/// and says so on stderr when they disagree.
+fn check(plan: &Plan) {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the check evaluates at the wall time"
+    )]
+    let now = time::OffsetDateTime::now_utc();
+    for (r, token) in plan.aws.iter().zip(&plan.aws_tokens) {
+        let Some(jwt) = token else { continue };
+        let Ok(policy) = TrustPolicy::parse(&trust_policy(r).to_string()) else {
+            continue;
+        };
+        let account = r.role_arn.split(':').nth(4);
+        if let Ok(report) = explain::aws_report(&policy, jwt, account, "idbridge-setup", false, now)
+            && report["decision"] != "allow"
+        {
+            eprintln!(
+                "idbridge setup: warning: the trust policy of {} would not admit the token the route's source gave ({})",
+                r.role_arn, report["reason"]
+            );
+        }
+    }
+    for g in &plan.gcp {
+        let Ok(p) = explain::parse_gcp_provider(&provider_doc(g), None) else {
+            eprintln!(
+                "idbridge setup: warning: the generated provider {} does not parse",
+                g.name.canonical()
+            );
+            continue;
+        };
+        let claims;
+        let subject = match &g.subject {
+            Some(ProbeSubject::AwsArn(arn)) => GcpSubject::AwsArn(arn),
+            Some(ProbeSubject::Token(c)) => {
+                let Ok(Value::Object(map)) = serde_json::from_str::<Value>(c) else {
+                    continue;
+                };
+                claims = UnverifiedJwt {
+                    header: serde_json::Map::new(),
+                    claims: map,
+                };
+                GcpSubject::Token(&claims)
+            }
+            None => continue,
+        };
+        let report = explain::gcp_report(
+            &p,
+            subject,
+            std::slice::from_ref(&g.member),
+            None,
+            true,
+            now.unix_timestamp(),
+        );
+        if report["decision"] != "allow" {
+            eprintln!(
+                "idbridge setup: warning: the generated provider and binding would not admit the route's caller ({})",
+                report["reason"]
+            );
+        }
+    }
+}
+
+fn header(route: &RouteConfig, comment: &str) -> String {
+    format!(
+        "{comment} Generated by `idbridge setup` for route {:?}{}.\n",
+        route.name,
+        route
+            .description
+            .as_deref()
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default()
+    )
+}
+
+fn no_aws(route: &RouteConfig) -> CliError {
+    CliError::Usage(format!(
+        "setup: route {:?} assumes no AWS role (no aws-sts exchange): use --format gcloud, terraform, external-account or world",
+        route.name
+    ))
+}
+
+fn aws_json(plan: &Plan, route: &RouteConfig) -> Result<String, CliError> {
+    match plan.aws.as_slice() {
+        [] => Err(no_aws(route)),
+        [one] => Ok(format!("{}\n", pretty(&trust_policy(one)))),
+        many => {
+            let by_role: serde_json::Map<String, Value> = many
+                .iter()
+                .map(|r| (r.role_arn.clone(), trust_policy(r)))
+                .collect();
+            Ok(format!("{}\n", pretty(&Value::Object(by_role))))
+        }
+    }
+}
+
+/// A word for the shell: bare when safe, else quoted.
+fn sh(s: &str) -> String {
+    let safe = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@,+%".contains(&b));
+    if safe {
+        s.to_owned()
+    } else if !s.contains(['"', '$', '`', '\\', '!']) {
+        format!("\"{s}\"")
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+fn role_name_path(arn: &str) -> (String, String) {
+    let resource = arn.splitn(6, ':').nth(5).unwrap_or_default();
+    let path_name = resource.strip_prefix("role/").unwrap_or(resource);
+    match path_name.rsplit_once('/') {
+        Some((path, name)) => (name.to_owned(), format!("/{path}/")),
+        None => (path_name.to_owned(), "/".to_owned()),
+    }
+}
+
+fn aws_cli(plan: &Plan, route: &RouteConfig) -> Result<String, CliError> {
+    if plan.aws.is_empty() {
+        return Err(no_aws(route));
+    }
+    let mut out = header(route, "#");
+    for r in &plan.aws {
+        let (name, path) = role_name_path(&r.role_arn);
+        let file = format!("trust-policy-{name}.json");
+        if let AwsTrust::Oidc {
+            issuer, audience, ..
+        } = &r.trust
+        {
+            let _ = writeln!(
+                out,
+                "\n# The issuer {issuer} as an IAM OIDC provider (once per account; Google, Cognito and Amazon are built in):"
+            );
+            let _ = writeln!(
+                out,
+                "aws iam create-open-id-connect-provider --url {} --client-id-list {}",
+                sh(issuer),
+                sh(audience)
+            );
+        }
+        let _ = writeln!(out, "\n# The role {} and whom it trusts:", r.role_arn);
+        let _ = writeln!(
+            out,
+            "cat > {file} <<'EOF'\n{}\nEOF",
+            pretty(&trust_policy(r))
+        );
+        let mut create = format!(
+            "aws iam create-role --role-name {} --assume-role-policy-document file://{file}",
+            sh(&name)
+        );
+        if path != "/" {
+            let _ = write!(create, " --path {}", sh(&path));
+        }
+        if let Some(d) = r.max_session {
+            let _ = write!(create, " --max-session-duration {d}");
+        }
+        let _ = writeln!(out, "{create}");
+        let _ = writeln!(
+            out,
+            "# or, for an existing role:\n# aws iam update-assume-role-policy --role-name {} --policy-document file://{file}",
+            sh(&name)
+        );
+    }
+    Ok(out)
+}
+
+fn gcloud(plan: &Plan, route: &RouteConfig, org: Option<&str>) -> Result<String, CliError> {
+    if plan.gcp.is_empty() && plan.creators.is_empty() {
+        return Err(CliError::Usage(format!(
+            "setup: route {:?} needs nothing on Google Cloud (no google-sts or impersonate hop): use --format aws-json, aws-cli, terraform or world",
+            route.name
+        )));
+    }
+    let mut out = header(route, "#");
+    for g in &plan.gcp {
+        let project = g
+            .project_id
+            .clone()
+            .unwrap_or_else(|| g.name.pool.project_number.clone());
+        let pool = &g.name.pool.pool;
+        let prov = &g.name.provider;
+        if let GcpSource::Aws { account_id, .. } = &g.source {
+            let _ = writeln!(
+                out,
+                "\n# Allow AWS account {account_id} in workload identity pools (organization policy; once per account):"
+            );
+            let _ = writeln!(
+                out,
+                "gcloud resource-manager org-policies allow constraints/iam.workloadIdentityPoolAwsAccounts {account_id} --organization={}",
+                sh(org.unwrap_or("ORGANIZATION_ID"))
+            );
+        }
+        let admits = match &g.source {
+            GcpSource::Aws { role, .. } => format!("AWS role {role}"),
+            GcpSource::Oidc { issuer, .. } => format!("tokens of {issuer}"),
+        };
+        let _ = writeln!(out, "\n# The pool and its provider, admitting {admits}:");
+        let _ = writeln!(
+            out,
+            "gcloud iam workload-identity-pools create {pool} --project={} --location=global",
+            sh(&project)
+        );
+        match &g.source {
+            GcpSource::Aws { account_id, .. } => {
+                let _ = writeln!(
+                    out,
+                    "gcloud iam workload-identity-pools providers create-aws {prov} --project={} --location=global --workload-identity-pool={pool} --account-id={account_id} --attribute-condition={}",
+                    sh(&project),
+                    sh(&g.condition)
+                );
+            }
+            GcpSource::Oidc {
+                issuer,
+                allowed_audiences,
+            } => {
+                let mut line = format!(
+                    "gcloud iam workload-identity-pools providers create-oidc {prov} --project={} --location=global --workload-identity-pool={pool} --issuer-uri={} --attribute-mapping={} --attribute-condition={}",
+                    sh(&project),
+                    sh(issuer),
+                    sh("google.subject=assertion.sub"),
+                    sh(&g.condition)
+                );
+                if !allowed_audiences.is_empty() {
+                    let _ = write!(
+                        line,
+                        " --allowed-audiences={}",
+                        sh(&allowed_audiences.join(","))
+                    );
+                }
+                let _ = writeln!(out, "{line}");
+            }
+        }
+        match &g.service_account {
+            Some(sa) => {
+                let _ = writeln!(out, "\n# Let the federated identity impersonate {sa}:");
+                let _ = writeln!(
+                    out,
+                    "gcloud iam service-accounts add-iam-policy-binding {} --role=roles/iam.workloadIdentityUser --member={}",
+                    sh(sa),
+                    sh(&g.member)
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "\n# The route uses the federated token directly: grant roles on resources to {}",
+                    g.member
+                );
+            }
+        }
+    }
+    for c in &plan.creators {
+        let _ = writeln!(out, "\n# Let the caller mint tokens of {}:", c.target);
+        let _ = writeln!(
+            out,
+            "gcloud iam service-accounts add-iam-policy-binding {} --role=roles/iam.serviceAccountTokenCreator --member={}",
+            sh(&c.target),
+            sh(&format!(
+                "serviceAccount:{}",
+                c.caller.as_deref().unwrap_or("CALLER_EMAIL")
+            ))
+        );
+    }
+    if !plan.aws.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n# The AWS side: idbridge setup --config FILE --route {} --format aws-cli",
+            route.name
+        );
+    }
+    Ok(out)
+}
+
+/// An HCL string literal (JSON escapes, and no template sequences).
+fn hcl(s: &str) -> String {
+    serde_json::to_string(s)
+        .unwrap_or_default()
+        .replace("${", "$${")
+        .replace("%{", "%%{")
+}
+
+/// A Terraform resource name from any text.
+fn tf_name(s: &str) -> String {
+    let mut n: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if n.chars().next().is_none_or(|c| c.is_ascii_digit()) {
+        n.insert(0, 'r');
+    }
+    n
+}
+
+fn terraform(plan: &Plan, route: &RouteConfig, org: Option<&str>) -> Result<String, CliError> {
+    if plan.aws.is_empty() && plan.gcp.is_empty() && plan.creators.is_empty() {
+        return Err(CliError::Usage(format!(
+            "setup: route {:?} has no federation hop to configure",
+            route.name
+        )));
+    }
+    let mut out = header(route, "#");
+    for r in &plan.aws {
+        let (name, path) = role_name_path(&r.role_arn);
+        if let AwsTrust::Oidc {
+            issuer, audience, ..
+        } = &r.trust
+        {
+            let _ = writeln!(
+                out,
+                "\nresource \"aws_iam_openid_connect_provider\" \"{}\" {{\n  url            = {}\n  client_id_list = [{}]\n}}",
+                tf_name(&iam_issuer_name(issuer)),
+                hcl(issuer),
+                hcl(audience)
+            );
+        }
+        let policy = pretty(&trust_policy(r))
+            .replace("${", "$${")
+            .replace("%{", "%%{");
+        let _ = writeln!(out, "\nresource \"aws_iam_role\" \"{}\" {{", tf_name(&name));
+        let _ = writeln!(out, "  name = {}", hcl(&name));
+        if path != "/" {
+            let _ = writeln!(out, "  path = {}", hcl(&path));
+        }
+        if let Some(d) = r.max_session {
+            let _ = writeln!(out, "  max_session_duration = {d}");
+        }
+        let _ = writeln!(out, "  assume_role_policy = <<-EOT\n{policy}\n  EOT\n}}");
+    }
+    for g in &plan.gcp {
+        let project = g
+            .project_id
+            .clone()
+            .unwrap_or_else(|| g.name.pool.project_number.clone());
+        let pool_res = tf_name(&g.name.pool.pool);
+        let prov_res = tf_name(&g.name.provider);
+        if let GcpSource::Aws { account_id, .. } = &g.source {
+            let org = org.unwrap_or("ORGANIZATION_ID");
+            let _ = writeln!(
+                out,
+                "\nresource \"google_org_policy_policy\" \"wif_aws_accounts\" {{\n  name   = {}\n  parent = {}\n  spec {{\n    rules {{\n      values {{\n        allowed_values = [{}]\n      }}\n    }}\n  }}\n}}",
+                hcl(&format!(
+                    "organizations/{org}/policies/iam.workloadIdentityPoolAwsAccounts"
+                )),
+                hcl(&format!("organizations/{org}")),
+                hcl(account_id)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nresource \"google_iam_workload_identity_pool\" \"{pool_res}\" {{\n  project                   = {}\n  workload_identity_pool_id = {}\n}}",
+            hcl(&project),
+            hcl(&g.name.pool.pool)
+        );
+        let _ = writeln!(
+            out,
+            "\nresource \"google_iam_workload_identity_pool_provider\" \"{prov_res}\" {{"
+        );
+        let _ = writeln!(
+            out,
+            "  project                            = {}",
+            hcl(&project)
+        );
+        let _ = writeln!(
+            out,
+            "  workload_identity_pool_id          = google_iam_workload_identity_pool.{pool_res}.workload_identity_pool_id"
+        );
+        let _ = writeln!(
+            out,
+            "  workload_identity_pool_provider_id = {}",
+            hcl(&g.name.provider)
+        );
+        let _ = writeln!(
+            out,
+            "  attribute_condition                = {}",
+            hcl(&g.condition)
+        );
+        match &g.source {
+            GcpSource::Aws { account_id, .. } => {
+                let _ = writeln!(out, "  aws {{\n    account_id = {}\n  }}", hcl(account_id));
+            }
+            GcpSource::Oidc {
+                issuer,
+                allowed_audiences,
+            } => {
+                let _ = writeln!(
+                    out,
+                    "  attribute_mapping = {{\n    \"google.subject\" = \"assertion.sub\"\n  }}"
+                );
+                let _ = writeln!(out, "  oidc {{\n    issuer_uri = {}", hcl(issuer));
+                if !allowed_audiences.is_empty() {
+                    let auds: Vec<String> = allowed_audiences.iter().map(|a| hcl(a)).collect();
+                    let _ = writeln!(out, "    allowed_audiences = [{}]", auds.join(", "));
+                }
+                let _ = writeln!(out, "  }}");
+            }
+        }
+        let _ = writeln!(out, "}}");
+        if let Some(sa) = &g.service_account {
+            let sa_project = sa_project(sa).unwrap_or_else(|| "-".into());
+            let _ = writeln!(
+                out,
+                "\nresource \"google_service_account_iam_member\" \"{prov_res}_workload_identity_user\" {{\n  service_account_id = {}\n  role               = \"roles/iam.workloadIdentityUser\"\n  member             = {}\n}}",
+                hcl(&format!("projects/{sa_project}/serviceAccounts/{sa}")),
+                hcl(&g.member)
+            );
+        }
+    }
+    for c in &plan.creators {
+        let sa_project = sa_project(&c.target).unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            out,
+            "\nresource \"google_service_account_iam_member\" \"{}_token_creator\" {{\n  service_account_id = {}\n  role               = \"roles/iam.serviceAccountTokenCreator\"\n  member             = {}\n}}",
+            tf_name(c.target.split('@').next().unwrap_or(&c.target)),
+            hcl(&format!(
+                "projects/{sa_project}/serviceAccounts/{}",
+                c.target
+            )),
+            hcl(&format!(
+                "serviceAccount:{}",
+                c.caller.as_deref().unwrap_or("CALLER_EMAIL")
+            ))
+        );
+    }
+    Ok(out)
+}
+
+fn external_account(plan: &Plan, route: &RouteConfig) -> Result<String, CliError> {
+    let usage = |m: String| CliError::Usage(format!("setup: route {:?}: {m}", route.name));
+    let Some(g) = plan.gcp.first() else {
+        return Err(usage(
+            "an external_account file describes a Google STS exchange, and the route has none"
+                .into(),
+        ));
+    };
+    if g.exchange_index != 0 {
+        return Err(usage("an external_account file starts at Google STS: the route must begin with its subject token's source".into()));
+    }
+    let (token_url, sts_type) = match route.exchange.first() {
+        Some(ExchangeConfig::GoogleSts {
+            token_url,
+            subject_token_type,
+            ..
+        }) => (token_url.clone(), subject_token_type.clone()),
+        _ => (None, None),
+    };
+    let (credential_source, subject_token_type) = match &route.source {
+        SourceConfig::Aws {
+            provider,
+            imds_endpoint,
+            ..
+        } => {
+            if provider.as_deref() == Some("ecs") {
+                eprintln!(
+                    "idbridge setup: note: Google's libraries read AWS credentials from the environment or IMDSv2, not from the ECS endpoint: on ECS, export the task's credentials or use idbridge itself"
+                );
+            }
+            let base = imds_endpoint
+                .as_deref()
+                .unwrap_or(DEFAULT_IMDS)
+                .trim_end_matches('/');
+            (
+                json!({
+                    "environment_id": "aws1",
+                    "region_url": format!("{base}/latest/meta-data/placement/availability-zone"),
+                    "url": format!("{base}/latest/meta-data/iam/security-credentials"),
+                    "regional_cred_verification_url": "https://sts.{region}.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15",
+                    "imdsv2_session_token_url": format!("{base}/latest/api/token"),
+                }),
+                AWS4_REQUEST.to_owned(),
+            )
+        }
+        SourceConfig::OidcFile { path, json_field } => {
+            let mut src = json!({"file": path.display().to_string()});
+            if let Some(f) = json_field {
+                src["format"] = json!({"type": "json", "subject_token_field_name": f});
+            }
+            (src, sts_type.unwrap_or_else(|| JWT_TYPE.into()))
+        }
+        SourceConfig::OidcUrl {
+            url,
+            headers,
+            json_field,
+        } => {
+            let mut src = json!({"url": url});
+            if !headers.is_empty() {
+                src["headers"] = json!(headers);
+            }
+            if let Some(f) = json_field {
+                src["format"] = json!({"type": "json", "subject_token_field_name": f});
+            }
+            (src, sts_type.unwrap_or_else(|| JWT_TYPE.into()))
+        }
+        SourceConfig::Executable {
+            command,
+            timeout_millis,
+            output_file,
+            ..
+        } => {
+            let mut exe = json!({"command": command});
+            if let Some(t) = timeout_millis {
+                exe["timeout_millis"] = json!(t);
+            }
+            if let Some(f) = output_file {
+                exe["output_file"] = json!(f.display().to_string());
+            }
+            (
+                json!({"executable": exe}),
+                sts_type.unwrap_or_else(|| JWT_TYPE.into()),
+            )
+        }
+        other => {
+            return Err(usage(format!(
+                "a {} source has no external_account credential_source (aws, file, url and executable do): give Google's libraries a route that ends in the subject token through an executable source running `idbridge token --format google-executable`",
+                other.kind()
+            )));
+        }
+    };
+    let mut doc = json!({
+        "type": "external_account",
+        "audience": g.name.canonical(),
+        "subject_token_type": subject_token_type,
+        "token_url": token_url.unwrap_or_else(|| DEFAULT_STS_URL.into()),
+        "credential_source": credential_source,
+    });
+    if let Some(ExchangeConfig::Impersonate {
+        service_account,
+        lifetime_seconds,
+        endpoint,
+        audience: None,
+        ..
+    }) = route.exchange.get(1)
+    {
+        let base = endpoint
+            .as_deref()
+            .unwrap_or(DEFAULT_IAMCREDENTIALS)
+            .trim_end_matches('/');
+        doc["service_account_impersonation_url"] = json!(format!(
+            "{base}/v1/projects/-/serviceAccounts/{service_account}:generateAccessToken"
+        ));
+        if let Some(l) = lifetime_seconds {
+            doc["service_account_impersonation"] = json!({"token_lifetime_seconds": l});
+        }
+    }
+    Ok(format!("{}\n", pretty(&doc)))
+}
+
+/// A TOML string: a literal multi-line string for JSON documents, else a basic string (JSON's
+/// escapes are TOML's).
+fn toml_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+/// An emulator-only stand-in for a service account's numeric id (FNV-1a of the email).
+fn placeholder_unique_id(email: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in email.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("1{h:020}")
+}
+
+#[derive(Debug, Default)]
+struct WorldSa {
+    unique_id: Option<String>,
+    token_creators: Vec<String>,
+    workload_identity_users: Vec<String>,
+}
+
+fn world(plan: &Plan, route: &RouteConfig, config_path: &str) -> String {
+    let mut out = format!(
+        "# Emulator world fragment for route {:?} of {config_path}, generated by `idbridge setup --format world`.\n# Add it to a world that declares the rest (projects of the service accounts, the VM, issuers).\n",
+        route.name
+    );
+    let mut accounts: Vec<String> = Vec::new();
+    for r in &plan.aws {
+        let account = r.role_arn.split(':').nth(4).unwrap_or_default().to_owned();
+        if !accounts.contains(&account) {
+            accounts.push(account);
+        }
+    }
+    for a in &accounts {
+        let _ = writeln!(out, "\n[[aws_account]]\nid = {}", toml_str(a));
+    }
+    for r in &plan.aws {
+        if let AwsTrust::Oidc { issuer, .. } = &r.trust {
+            let _ = writeln!(
+                out,
+                "\n# The issuer {issuer} must be an [[oidc_issuer]] of the world (with its keys)."
+            );
+        }
+        let policy = pretty(&trust_policy(r));
+        let policy = if policy.contains("'''") {
+            toml_str(&policy)
+        } else {
+            format!("'''\n{policy}\n'''")
+        };
+        let _ = writeln!(
+            out,
+            "\n[[aws_role]]\narn = {}\nmax_session_duration = {}\ntrust_policy = {policy}",
+            toml_str(&r.role_arn),
+            r.max_session.unwrap_or(3600).max(3600)
+        );
+    }
+    let mut sas: BTreeMap<String, WorldSa> = BTreeMap::new();
+    let mut projects: BTreeMap<String, String> = BTreeMap::new();
+    for g in &plan.gcp {
+        let project = g
+            .project_id
+            .clone()
+            .unwrap_or_else(|| format!("project-{}", g.name.pool.project_number));
+        projects.insert(project.clone(), g.name.pool.project_number.clone());
+        if let Some(sa) = &g.service_account {
+            let e = sas.entry(sa.clone()).or_default();
+            e.workload_identity_users.push(g.member.clone());
+            e.unique_id = e.unique_id.clone().or_else(|| g.sa_unique_id.clone());
+        }
+    }
+    for c in &plan.creators {
+        if let Some(caller) = &c.caller {
+            let e = sas.entry(c.target.clone()).or_default();
+            e.token_creators.push(format!("serviceAccount:{caller}"));
+            e.unique_id = e.unique_id.clone().or_else(|| c.target_unique_id.clone());
+        } else {
+            let _ = writeln!(
+                out,
+                "\n# {} needs token_creators = [\"serviceAccount:CALLER\"]: the caller could not be read.",
+                c.target
+            );
+        }
+    }
+    for (id, number) in &projects {
+        let _ = writeln!(
+            out,
+            "\n[[project]]\nid = {}\nnumber = {}",
+            toml_str(id),
+            toml_str(number)
+        );
+    }
+    for (email, sa) in &sas {
+        let project = sa_project(email).unwrap_or_default();
+        let unique_id = match &sa.unique_id {
+            Some(u) => u.clone(),
+            None => {
+                let _ = writeln!(
+                    out,
+                    "\n# unique_id below is an emulator-only stand-in: pass --sa-unique-id for the real one."
+                );
+                placeholder_unique_id(email)
+            }
+        };
+        let _ = writeln!(
+            out,
+            "\n[[service_account]]\nemail = {}\nunique_id = {}\nproject = {}",
+            toml_str(email),
+            toml_str(&unique_id),
+            toml_str(&project)
+        );
+        let list = |v: &[String]| v.iter().map(|m| toml_str(m)).collect::<Vec<_>>().join(", ");
+        if !sa.token_creators.is_empty() {
+            let _ = writeln!(out, "token_creators = [{}]", list(&sa.token_creators));
+        }
+        if !sa.workload_identity_users.is_empty() {
+            let _ = writeln!(
+                out,
+                "workload_identity_users = [{}]",
+                list(&sa.workload_identity_users)
+            );
+        }
+    }
+    for g in &plan.gcp {
+        let project = g
+            .project_id
+            .clone()
+            .unwrap_or_else(|| format!("project-{}", g.name.pool.project_number));
+        let _ = writeln!(
+            out,
+            "\n[[workload_identity_pool]]\nproject = {}\nid = {}\n\n[[workload_identity_pool.provider]]\nid = {}",
+            toml_str(&project),
+            toml_str(&g.name.pool.pool),
+            toml_str(&g.name.provider)
+        );
+        match &g.source {
+            GcpSource::Aws { account_id, .. } => {
+                let _ = writeln!(out, "aws = {{ account_id = {} }}", toml_str(account_id));
+            }
+            GcpSource::Oidc {
+                issuer,
+                allowed_audiences,
+            } => {
+                let auds: Vec<String> = allowed_audiences.iter().map(|a| toml_str(a)).collect();
+                let _ = writeln!(
+                    out,
+                    "oidc = {{ issuer_uri = {}, allowed_audiences = [{}] }}\nattribute_mapping = {{ \"google.subject\" = \"assertion.sub\" }}",
+                    toml_str(issuer),
+                    auds.join(", ")
+                );
+            }
+        }
+        let _ = writeln!(out, "attribute_condition = {}", toml_str(&g.condition));
+    }
+    out
+}

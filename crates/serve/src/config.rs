@@ -1,0 +1,1330 @@
+//! The `[serve]` section of a route config file, validated before any socket is bound.
+//!
+//! The file is the one `idbridge token` reads: its `[[route]]`s and `[endpoints]` are parsed
+//! and validated by [`idbridge_broker::Config`] (which ignores `[serve]`), then this module
+//! parses `[serve]` and checks it against those routes. See the crate docs for the fields.
+//! Every error is an [`idbridge_broker::ConfigError`] naming the file, the line and the field.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+use std::num::NonZeroUsize;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use idbridge_broker::config::{ExchangeConfig, RouteConfig, SourceConfig, Yields};
+use idbridge_broker::{Config, ConfigError, Overrides, Route};
+use idbridge_core::SecretString;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::accounts::Accounts;
+use crate::caller::{CallerPolicy, CallerRule, RouteSet, Who};
+
+/// The scope Google tokens get when a route names none.
+pub const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
+/// Default bound on cached credentials (one per route and audience or scope set): far above
+/// what a host's workloads ask for, low enough that clients inventing audiences cannot grow the
+/// daemon without bound.
+pub const DEFAULT_MAX_CACHED_CREDENTIALS: usize = 256;
+/// The instance id IMDS shows when none is configured: obviously not a real instance.
+pub const DEFAULT_INSTANCE_ID: &str = "i-00000000000000000";
+/// The region IMDS shows when neither the config nor the route names one.
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where a frontend listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// A TCP port on `[serve] bind` (0 = any free port).
+    Port(u16),
+    /// A unix socket at this path (absolute), created at start and removed at shutdown.
+    Socket(PathBuf),
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Port(0) => f.write_str("any free TCP port"),
+            Listen::Port(p) => write!(f, "TCP port {p}"),
+            Listen::Socket(path) => write!(f, "unix socket {}", path.display()),
+        }
+    }
+}
+
+/// `[serve.gce_metadata]`.
+#[derive(Debug, Clone)]
+pub struct GceMetadataConfig {
+    /// Where it listens.
+    pub listen: Listen,
+    /// Route of `…/service-accounts/{default,EMAIL}/token` (must yield an access token).
+    pub token_route: Option<String>,
+    /// Route of `…/identity?audience=` (its last hop mints ID tokens for any audience).
+    pub identity_route: Option<String>,
+    /// The account shown at `…/email` and in `service-accounts/`.
+    pub service_account_email: String,
+    /// `project/project-id` (404 when unset).
+    pub project_id: Option<String>,
+    /// `project/numeric-project-id` (404 when unset).
+    pub numeric_project_id: Option<String>,
+    /// `…/scopes`; also the scopes of the token route's own tokens.
+    pub scopes: Vec<String>,
+    /// `universe/universe-domain`.
+    pub universe_domain: String,
+    /// Whether `?scopes=` other than [`Self::scopes`] can be honoured (the token route's last
+    /// hop takes scopes).
+    pub scopes_overridable: bool,
+}
+
+/// `[serve.aws_imds]`.
+#[derive(Debug, Clone)]
+pub struct ImdsConfig {
+    /// Where it listens.
+    pub listen: Listen,
+    /// Also listen on `[::1]` at the same port.
+    pub ipv6: bool,
+    /// The route (must yield AWS credentials).
+    pub route: String,
+    /// The role name listed at `security-credentials/`.
+    pub role_name: String,
+    /// IMDSv2 only: every GET needs a session token.
+    pub require_token: bool,
+    /// `placement/availability-zone`.
+    pub availability_zone: String,
+    /// `placement/region`.
+    pub region: String,
+    /// `instance-id`.
+    pub instance_id: String,
+}
+
+/// The ECS endpoint's authorization token and where it came from.
+#[derive(Debug, Clone)]
+pub enum EcsToken {
+    /// `authorization_token = "…"`.
+    Inline(SecretString),
+    /// `authorization_token_file = "…"` (absolute path), read at load.
+    File(PathBuf, SecretString),
+    /// Generated at load; handed to clients through `--env-file`.
+    Generated(SecretString),
+}
+
+impl EcsToken {
+    /// The token.
+    pub fn secret(&self) -> &SecretString {
+        match self {
+            EcsToken::Inline(s) | EcsToken::File(_, s) | EcsToken::Generated(s) => s,
+        }
+    }
+}
+
+/// One `[[serve.aws_ecs.role]]`.
+#[derive(Debug, Clone)]
+pub struct EcsRole {
+    /// Request path, e.g. `/role/tenant`.
+    pub path: String,
+    /// The route (must yield AWS credentials).
+    pub route: String,
+    /// `RoleArn` of the answer: the route's `aws-sts` role, when it has one.
+    pub role_arn: Option<String>,
+}
+
+/// `[serve.aws_ecs]`.
+#[derive(Debug, Clone)]
+pub struct EcsConfig {
+    /// Where it listens.
+    pub listen: Listen,
+    /// The `Authorization` header value clients must send.
+    pub token: EcsToken,
+    /// Roles by path.
+    pub roles: Vec<EcsRole>,
+}
+
+/// `[serve.metrics]`.
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    /// Where it listens.
+    pub listen: Listen,
+}
+
+/// A validated `idbridge serve` config: the routes and the `[serve]` section.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The routes and endpoints of the file.
+    pub routes: Config,
+    /// Address of every TCP listener.
+    pub bind: IpAddr,
+    /// Log format asked for by the file.
+    pub log_format: LogFormat,
+    /// Bound on cached credentials.
+    pub max_cached_credentials: NonZeroUsize,
+    /// The GCE metadata frontend.
+    pub gce_metadata: Option<GceMetadataConfig>,
+    /// The IMDSv2 frontend.
+    pub aws_imds: Option<ImdsConfig>,
+    /// The ECS container-credentials frontend.
+    pub aws_ecs: Option<EcsConfig>,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub metrics: Option<MetricsConfig>,
+    /// Who may use which route.
+    pub callers: CallerPolicy,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawFile {
+    #[serde(default)]
+    serve: Option<Spanned<RawServe>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServe {
+    #[serde(default)]
+    bind: Option<Spanned<String>>,
+    #[serde(default)]
+    log_format: Option<Spanned<String>>,
+    #[serde(default)]
+    max_cached_credentials: Option<Spanned<usize>>,
+    #[serde(default)]
+    gce_metadata: Option<Spanned<RawGce>>,
+    #[serde(default)]
+    aws_imds: Option<Spanned<RawImds>>,
+    #[serde(default)]
+    aws_ecs: Option<Spanned<RawEcs>>,
+    #[serde(default)]
+    metrics: Option<Spanned<RawMetrics>>,
+    #[serde(default)]
+    caller: Vec<Spanned<RawCaller>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGce {
+    #[serde(default)]
+    port: Option<Spanned<u16>>,
+    #[serde(default)]
+    socket: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    token_route: Option<Spanned<String>>,
+    #[serde(default)]
+    identity_route: Option<Spanned<String>>,
+    #[serde(default)]
+    service_account_email: Option<Spanned<String>>,
+    #[serde(default)]
+    project_id: Option<Spanned<String>>,
+    #[serde(default)]
+    numeric_project_id: Option<Spanned<String>>,
+    #[serde(default)]
+    scopes: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    universe_domain: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImds {
+    #[serde(default)]
+    port: Option<Spanned<u16>>,
+    #[serde(default)]
+    socket: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    ipv6: Option<Spanned<bool>>,
+    route: Spanned<String>,
+    #[serde(default)]
+    role_name: Option<Spanned<String>>,
+    #[serde(default)]
+    require_token: Option<bool>,
+    #[serde(default)]
+    availability_zone: Option<Spanned<String>>,
+    #[serde(default)]
+    region: Option<Spanned<String>>,
+    #[serde(default)]
+    instance_id: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEcs {
+    #[serde(default)]
+    port: Option<Spanned<u16>>,
+    #[serde(default)]
+    socket: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    authorization_token: Option<Spanned<String>>,
+    #[serde(default)]
+    authorization_token_file: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    role: Vec<Spanned<RawEcsRole>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEcsRole {
+    path: Spanned<String>,
+    route: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    #[serde(default)]
+    port: Option<Spanned<u16>>,
+    #[serde(default)]
+    socket: Option<Spanned<PathBuf>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCaller {
+    #[serde(default)]
+    uid: Option<Spanned<u32>>,
+    #[serde(default)]
+    user: Option<Spanned<String>>,
+    #[serde(default)]
+    group: Option<Spanned<String>>,
+    routes: Spanned<Vec<String>>,
+}
+
+/// Reads only `[serve] log_format` of a config file, leniently (any problem → `None`), so the
+/// log subscriber can be set up before the full validation, whose errors are then logged in
+/// the asked-for format.
+pub fn log_format_hint(path: &Path) -> Option<LogFormat> {
+    #[derive(Deserialize)]
+    struct Hint {
+        serve: Option<HintServe>,
+    }
+    #[derive(Deserialize)]
+    struct HintServe {
+        log_format: Option<String>,
+    }
+    let text = std::fs::read_to_string(path).ok()?;
+    let hint: Hint = toml::from_str(&text).ok()?;
+    match hint.serve?.log_format?.as_str() {
+        "json" => Some(LogFormat::Json),
+        "text" => Some(LogFormat::Text),
+        _ => None,
+    }
+}
+
+impl ServeConfig {
+    /// Loads and validates a config file against the system's users and groups. Relative
+    /// paths inside resolve against the file's directory.
+    pub fn load(path: &Path) -> Result<ServeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let base = path.parent().map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        });
+        Self::parse(
+            &text,
+            &path.display().to_string(),
+            base,
+            &Accounts::system(),
+        )
+    }
+
+    /// Parses and validates config text; `base` resolves relative paths, `accounts` user and
+    /// group names.
+    pub fn parse(
+        text: &str,
+        path: &str,
+        base: Option<&Path>,
+        accounts: &Accounts,
+    ) -> Result<ServeConfig, ConfigError> {
+        let routes = Config::parse(text, path, base)?;
+        let raw: RawFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().replace('\n', "\n  "),
+        })?;
+        let v = Validator {
+            text,
+            path,
+            base,
+            routes: &routes,
+        };
+        let Some(serve) = raw.serve else {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                line: 1,
+                message: "no [serve] section: `idbridge serve` needs at least one frontend \
+                          ([serve.gce_metadata], [serve.aws_imds] or [serve.aws_ecs])"
+                    .to_owned(),
+            });
+        };
+        let serve_span = serve.span();
+        let serve = serve.into_inner();
+        let bind = match &serve.bind {
+            None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            Some(b) => b.get_ref().parse().map_err(|_| {
+                v.err(
+                    b.span(),
+                    format!(
+                        "[serve] field `bind`: {:?} is not an IP address",
+                        b.get_ref()
+                    ),
+                )
+            })?,
+        };
+        let log_format = match serve.log_format.as_ref().map(|f| (f.get_ref().as_str(), f)) {
+            None | Some(("text", _)) => LogFormat::Text,
+            Some(("json", _)) => LogFormat::Json,
+            Some((other, f)) => {
+                return Err(v.err(
+                    f.span(),
+                    format!(
+                        "[serve] field `log_format` must be \"text\" or \"json\", not {other:?}"
+                    ),
+                ));
+            }
+        };
+        let max_cached_credentials = match &serve.max_cached_credentials {
+            None => NonZeroUsize::new(DEFAULT_MAX_CACHED_CREDENTIALS).unwrap_or(NonZeroUsize::MIN),
+            Some(n) => NonZeroUsize::new(*n.get_ref()).ok_or_else(|| {
+                v.err(
+                    n.span(),
+                    "[serve] field `max_cached_credentials` must be at least 1".to_owned(),
+                )
+            })?,
+        };
+        let gce_metadata = serve.gce_metadata.map(|g| v.gce(g)).transpose()?;
+        let aws_imds = serve.aws_imds.map(|i| v.imds(i)).transpose()?;
+        let aws_ecs = serve.aws_ecs.map(|e| v.ecs(e)).transpose()?;
+        let metrics = serve
+            .metrics
+            .map(|m| {
+                let m = m.into_inner();
+                v.listen("[serve.metrics]", m.port, m.socket)
+                    .map(|listen| MetricsConfig { listen })
+            })
+            .transpose()?;
+        if gce_metadata.is_none() && aws_imds.is_none() && aws_ecs.is_none() {
+            return Err(v.err(
+                serve_span,
+                "[serve] configures no frontend: add [serve.gce_metadata], [serve.aws_imds] or \
+                 [serve.aws_ecs]"
+                    .to_owned(),
+            ));
+        }
+        let callers = v.callers(serve.caller, accounts)?;
+        v.distinct_listeners(&listeners(
+            gce_metadata.as_ref(),
+            aws_imds.as_ref(),
+            aws_ecs.as_ref(),
+            metrics.as_ref(),
+        ))?;
+        Ok(ServeConfig {
+            routes,
+            bind,
+            log_format,
+            max_cached_credentials,
+            gce_metadata,
+            aws_imds,
+            aws_ecs,
+            metrics,
+            callers,
+        })
+    }
+
+    /// Every listener: (section, where), in a fixed order.
+    pub fn listeners(&self) -> Vec<(&'static str, &Listen)> {
+        listeners(
+            self.gce_metadata.as_ref(),
+            self.aws_imds.as_ref(),
+            self.aws_ecs.as_ref(),
+            self.metrics.as_ref(),
+        )
+    }
+}
+
+fn listeners<'a>(
+    gce: Option<&'a GceMetadataConfig>,
+    imds: Option<&'a ImdsConfig>,
+    ecs: Option<&'a EcsConfig>,
+    metrics: Option<&'a MetricsConfig>,
+) -> Vec<(&'static str, &'a Listen)> {
+    let mut out = Vec::new();
+    if let Some(g) = gce {
+        out.push(("[serve.gce_metadata]", &g.listen));
+    }
+    if let Some(i) = imds {
+        out.push(("[serve.aws_imds]", &i.listen));
+    }
+    if let Some(e) = ecs {
+        out.push(("[serve.aws_ecs]", &e.listen));
+    }
+    if let Some(m) = metrics {
+        out.push(("[serve.metrics]", &m.listen));
+    }
+    out
+}
+
+/// What a route finally yields (its config is already validated by the broker).
+pub fn final_yield(route: &RouteConfig) -> Yields {
+    match route.exchange.last() {
+        Some(ExchangeConfig::AwsSts { .. }) => Yields::AwsCredentials,
+        Some(ExchangeConfig::Impersonate {
+            audience: Some(_), ..
+        }) => Yields::IdToken,
+        Some(_) => Yields::AccessToken,
+        None => route.source.yields().unwrap_or(Yields::IdToken),
+    }
+}
+
+/// The scopes of the access tokens a route mints, when it says.
+fn route_scopes(route: &RouteConfig) -> Option<Vec<String>> {
+    let default = || vec![CLOUD_PLATFORM.to_owned()];
+    match route.exchange.last() {
+        Some(ExchangeConfig::Impersonate {
+            scopes,
+            audience: None,
+            ..
+        })
+        | Some(ExchangeConfig::GoogleSts { scopes, .. }) => {
+            Some(scopes.clone().unwrap_or_else(default))
+        }
+        Some(_) => None,
+        None => match &route.source {
+            SourceConfig::GceMetadata { scopes, .. }
+            | SourceConfig::ServiceAccountKey { scopes, .. }
+            | SourceConfig::Impersonate { scopes, .. } => scopes.clone(),
+            _ => None,
+        },
+    }
+}
+
+/// The service account a route's final Google credential belongs to, when the config says.
+fn route_service_account(route: &RouteConfig) -> Option<String> {
+    let sa = match route.exchange.last() {
+        Some(ExchangeConfig::Impersonate {
+            service_account, ..
+        }) => service_account,
+        Some(_) => return None,
+        None => match &route.source {
+            SourceConfig::Impersonate {
+                service_account, ..
+            }
+            | SourceConfig::GceMetadata {
+                service_account, ..
+            } => service_account,
+            _ => return None,
+        },
+    };
+    sa.contains('@').then(|| sa.clone())
+}
+
+/// The role a route assumes last, when it ends in `aws-sts`.
+fn route_role_arn(route: &RouteConfig) -> Option<&ExchangeConfig> {
+    route
+        .exchange
+        .last()
+        .filter(|e| matches!(e, ExchangeConfig::AwsSts { .. }))
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    path: &'a str,
+    base: Option<&'a Path>,
+    routes: &'a Config,
+}
+
+impl Validator<'_> {
+    fn line(&self, span: &Range<usize>) -> usize {
+        self.text
+            .get(..span.start)
+            .map_or(1, |t| t.matches('\n').count() + 1)
+    }
+
+    fn err(&self, span: Range<usize>, message: String) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            line: self.line(&span),
+            message,
+        }
+    }
+
+    /// The route named by `name`, which must yield `want`.
+    fn route(
+        &self,
+        section: &str,
+        field: &str,
+        name: &Spanned<String>,
+        want: Yields,
+    ) -> Result<&RouteConfig, ConfigError> {
+        let route = self.routes.route(name.get_ref()).map_err(|e| {
+            let known = match e {
+                ConfigError::NoSuchRoute { known, .. } => known,
+                other => other.to_string(),
+            };
+            self.err(
+                name.span(),
+                format!(
+                    "{section} field `{field}`: no route named {:?} (routes: {known})",
+                    name.get_ref()
+                ),
+            )
+        })?;
+        let got = final_yield(route);
+        if got != want {
+            let what = |y: Yields| match y {
+                Yields::AwsCredentials => "AWS credentials",
+                Yields::AccessToken => "a Google access token",
+                Yields::IdToken => "an ID token",
+            };
+            return Err(self.err(
+                name.span(),
+                format!(
+                    "{section} field `{field}`: route {:?} yields {}, but this frontend serves {}",
+                    route.name,
+                    what(got),
+                    what(want)
+                ),
+            ));
+        }
+        Ok(route)
+    }
+
+    fn absolute(&self, p: &Path) -> PathBuf {
+        let joined = match self.base {
+            Some(b) if p.is_relative() => b.join(p),
+            _ => p.to_path_buf(),
+        };
+        std::path::absolute(&joined).unwrap_or(joined)
+    }
+
+    fn listen(
+        &self,
+        section: &str,
+        port: Option<Spanned<u16>>,
+        socket: Option<Spanned<PathBuf>>,
+    ) -> Result<Listen, ConfigError> {
+        match (port, socket) {
+            (Some(_), Some(s)) => Err(self.err(
+                s.span(),
+                format!("{section}: set only one of `port` and `socket`"),
+            )),
+            (Some(p), None) => Ok(Listen::Port(*p.get_ref())),
+            (None, None) => Ok(Listen::Port(0)),
+            (None, Some(s)) => {
+                let path = self.absolute(s.get_ref());
+                let parent_ok = path.parent().is_some_and(Path::is_dir);
+                if s.get_ref().as_os_str().is_empty() || !parent_ok {
+                    return Err(self.err(
+                        s.span(),
+                        format!(
+                            "{section} field `socket`: the directory of {} does not exist",
+                            path.display()
+                        ),
+                    ));
+                }
+                if path.is_dir() {
+                    return Err(self.err(
+                        s.span(),
+                        format!(
+                            "{section} field `socket`: {} is a directory",
+                            path.display()
+                        ),
+                    ));
+                }
+                Ok(Listen::Socket(path))
+            }
+        }
+    }
+
+    fn gce(&self, raw: Spanned<RawGce>) -> Result<GceMetadataConfig, ConfigError> {
+        const S: &str = "[serve.gce_metadata]";
+        let span = raw.span();
+        let g = raw.into_inner();
+        let listen = self.listen(S, g.port, g.socket)?;
+        if g.token_route.is_none() && g.identity_route.is_none() {
+            return Err(self.err(
+                span,
+                format!("{S}: set `token_route`, `identity_route` or both"),
+            ));
+        }
+        let token = g
+            .token_route
+            .as_ref()
+            .map(|n| self.route(S, "token_route", n, Yields::AccessToken))
+            .transpose()?;
+        if let Some(name) = &g.identity_route {
+            let route = self
+                .routes
+                .route(name.get_ref())
+                .map_err(|e| self.err(name.span(), format!("{S} field `identity_route`: {e}")))?;
+            let probe = Overrides {
+                audience: Some("https://idbridge.invalid/probe".to_owned()),
+                scopes: None,
+            };
+            match Route::new(route.clone()).with_overrides(&probe) {
+                Ok(r) if final_yield(&r.config) == Yields::IdToken => {}
+                Ok(_) => {
+                    return Err(self.err(
+                        name.span(),
+                        format!(
+                            "{S} field `identity_route`: route {:?} does not end in ID tokens",
+                            route.name
+                        ),
+                    ));
+                }
+                Err(e) => {
+                    return Err(self.err(
+                        name.span(),
+                        format!(
+                            "{S} field `identity_route`: cannot mint ID tokens for a client's \
+                             audience: {}",
+                            e.message
+                        ),
+                    ));
+                }
+            }
+        }
+        let service_account_email = match (&g.service_account_email, token) {
+            (Some(e), _) => {
+                if !e.get_ref().contains('@') {
+                    return Err(self.err(
+                        e.span(),
+                        format!(
+                            "{S} field `service_account_email`: {:?} is not an email",
+                            e.get_ref()
+                        ),
+                    ));
+                }
+                e.get_ref().clone()
+            }
+            (None, _) => {
+                let from_routes = token.and_then(route_service_account).or_else(|| {
+                    g.identity_route
+                        .as_ref()
+                        .and_then(|n| self.routes.route(n.get_ref()).ok())
+                        .and_then(route_service_account)
+                });
+                match from_routes {
+                    Some(sa) => sa,
+                    None => {
+                        return Err(self.err(
+                            span,
+                            format!(
+                                "{S}: set `service_account_email` (the route does not name its \
+                                 service account; google-auth needs the email)"
+                            ),
+                        ));
+                    }
+                }
+            }
+        };
+        if let Some(n) = &g.numeric_project_id
+            && (n.get_ref().is_empty() || !n.get_ref().bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(self.err(
+                n.span(),
+                format!(
+                    "{S} field `numeric_project_id`: {:?} is not a number",
+                    n.get_ref()
+                ),
+            ));
+        }
+        if let Some(p) = &g.project_id
+            && (p.get_ref().is_empty() || p.get_ref().contains(char::is_whitespace))
+        {
+            return Err(self.err(
+                p.span(),
+                format!(
+                    "{S} field `project_id`: {:?} is not a project id",
+                    p.get_ref()
+                ),
+            ));
+        }
+        let route_default = token.and_then(route_scopes);
+        let scopes = match &g.scopes {
+            Some(s) if s.get_ref().is_empty() || s.get_ref().iter().any(String::is_empty) => {
+                return Err(self.err(s.span(), format!("{S} field `scopes`: empty scope")));
+            }
+            Some(s) => s.get_ref().clone(),
+            None => route_default.unwrap_or_else(|| vec![CLOUD_PLATFORM.to_owned()]),
+        };
+        let scopes_overridable = token.is_some_and(|r| {
+            let probe = Overrides {
+                audience: None,
+                scopes: Some(vec![CLOUD_PLATFORM.to_owned()]),
+            };
+            Route::new(r.clone()).with_overrides(&probe).is_ok()
+        });
+        Ok(GceMetadataConfig {
+            listen,
+            token_route: g.token_route.map(Spanned::into_inner),
+            identity_route: g.identity_route.map(Spanned::into_inner),
+            service_account_email,
+            project_id: g.project_id.map(Spanned::into_inner),
+            numeric_project_id: g.numeric_project_id.map(Spanned::into_inner),
+            scopes,
+            universe_domain: g
+                .universe_domain
+                .map(Spanned::into_inner)
+                .unwrap_or_else(|| "googleapis.com".to_owned()),
+            scopes_overridable,
+        })
+    }
+
+    fn imds(&self, raw: Spanned<RawImds>) -> Result<ImdsConfig, ConfigError> {
+        const S: &str = "[serve.aws_imds]";
+        let span = raw.span();
+        let i = raw.into_inner();
+        let ipv6_span = i.ipv6.as_ref().map(Spanned::span);
+        let ipv6 = i.ipv6.as_ref().is_some_and(|b| *b.get_ref());
+        let listen = self.listen(S, i.port, i.socket)?;
+        if ipv6 && matches!(listen, Listen::Socket(_)) {
+            return Err(self.err(
+                ipv6_span.unwrap_or(span),
+                format!("{S} field `ipv6`: only for a TCP `port`, not a `socket`"),
+            ));
+        }
+        let route = self.route(S, "route", &i.route, Yields::AwsCredentials)?;
+        let (arn_role, route_region) = match route_role_arn(route) {
+            Some(ExchangeConfig::AwsSts {
+                role_arn, region, ..
+            }) => (
+                role_arn.rsplit('/').next().map(str::to_owned),
+                region.clone(),
+            ),
+            _ => (None, None),
+        };
+        let role_name = match &i.role_name {
+            Some(r) => {
+                let name = r.get_ref();
+                if name.is_empty()
+                    || name.len() > 64
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))
+                {
+                    return Err(self.err(
+                        r.span(),
+                        format!(
+                            "{S} field `role_name`: {name:?} must be 1–64 characters of \
+                             [A-Za-z0-9+=,.@_-]"
+                        ),
+                    ));
+                }
+                name.clone()
+            }
+            None => arn_role.unwrap_or_else(|| "idbridge".to_owned()),
+        };
+        let region_of = |az: &str| {
+            az.strip_suffix(|c: char| c.is_ascii_lowercase())
+                .map(str::to_owned)
+        };
+        let (availability_zone, region) = match (&i.availability_zone, &i.region) {
+            (Some(az), region) => {
+                let Some(from_az) = region_of(az.get_ref()).filter(|r| !r.is_empty()) else {
+                    return Err(self.err(
+                        az.span(),
+                        format!(
+                            "{S} field `availability_zone`: {:?} must end in a zone letter \
+                             (us-east-1a); clients cut it off to get the region",
+                            az.get_ref()
+                        ),
+                    ));
+                };
+                let region = region.as_ref().map_or(from_az, |r| r.get_ref().clone());
+                (az.get_ref().clone(), region)
+            }
+            (None, Some(r)) => (format!("{}a", r.get_ref()), r.get_ref().clone()),
+            (None, None) => {
+                let r = route_region.unwrap_or_else(|| DEFAULT_REGION.to_owned());
+                (format!("{r}a"), r)
+            }
+        };
+        let instance_id = match &i.instance_id {
+            Some(id) => {
+                let hex = id.get_ref().strip_prefix("i-").unwrap_or_default();
+                if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(self.err(
+                        id.span(),
+                        format!(
+                            "{S} field `instance_id`: {:?} is not an instance id (i-<hex>)",
+                            id.get_ref()
+                        ),
+                    ));
+                }
+                id.get_ref().clone()
+            }
+            None => DEFAULT_INSTANCE_ID.to_owned(),
+        };
+        Ok(ImdsConfig {
+            listen,
+            ipv6,
+            route: i.route.into_inner(),
+            role_name,
+            require_token: i.require_token.unwrap_or(true),
+            availability_zone,
+            region,
+            instance_id,
+        })
+    }
+
+    fn ecs(&self, raw: Spanned<RawEcs>) -> Result<EcsConfig, ConfigError> {
+        const S: &str = "[serve.aws_ecs]";
+        let span = raw.span();
+        let e = raw.into_inner();
+        let listen = self.listen(S, e.port, e.socket)?;
+        let check_token = |value: &str, at: Range<usize>, field: &str| {
+            if value.is_empty() || !value.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+                Err(self.err(
+                    at,
+                    format!(
+                        "{S} field `{field}`: the token must be non-empty printable ASCII without \
+                         spaces (it is sent verbatim as the Authorization header)"
+                    ),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let token = match (e.authorization_token, e.authorization_token_file) {
+            (Some(_), Some(f)) => {
+                return Err(self.err(
+                    f.span(),
+                    format!(
+                        "{S}: set only one of `authorization_token` and `authorization_token_file`"
+                    ),
+                ));
+            }
+            (Some(t), None) => {
+                check_token(t.get_ref(), t.span(), "authorization_token")?;
+                EcsToken::Inline(SecretString::new(t.into_inner()))
+            }
+            (None, Some(f)) => {
+                let path = self.absolute(f.get_ref());
+                let text = std::fs::read_to_string(&path).map_err(|err| {
+                    self.err(
+                        f.span(),
+                        format!(
+                            "{S} field `authorization_token_file`: cannot read {}: {err}",
+                            path.display()
+                        ),
+                    )
+                })?;
+                let text = zeroize::Zeroizing::new(text);
+                // Editors add a final newline; botocore would send it and fail, so it is not
+                // part of the token.
+                let token = text.strip_suffix('\n').unwrap_or(&text);
+                let token = token.strip_suffix('\r').unwrap_or(token);
+                check_token(token, f.span(), "authorization_token_file")?;
+                EcsToken::File(path, SecretString::new(token))
+            }
+            (None, None) => EcsToken::Generated(SecretString::new(
+                URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>()),
+            )),
+        };
+        if e.role.is_empty() {
+            return Err(self.err(
+                span,
+                format!("{S}: add at least one [[serve.aws_ecs.role]] with `path` and `route`"),
+            ));
+        }
+        let mut roles: Vec<EcsRole> = Vec::new();
+        for role in e.role {
+            let role = role.into_inner();
+            let path = role.path.get_ref();
+            if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+                return Err(self.err(
+                    role.path.span(),
+                    format!(
+                        "[[serve.aws_ecs.role]] field `path`: {path:?} must be a URL path \
+                         starting with /"
+                    ),
+                ));
+            }
+            if roles.iter().any(|r| r.path == *path) {
+                return Err(self.err(
+                    role.path.span(),
+                    format!("[[serve.aws_ecs.role]] field `path`: duplicate path {path:?}"),
+                ));
+            }
+            let route = self.route(
+                "[[serve.aws_ecs.role]]",
+                "route",
+                &role.route,
+                Yields::AwsCredentials,
+            )?;
+            let role_arn = match route_role_arn(route) {
+                Some(ExchangeConfig::AwsSts { role_arn, .. }) => Some(role_arn.clone()),
+                _ => None,
+            };
+            roles.push(EcsRole {
+                path: path.clone(),
+                route: route.name.clone(),
+                role_arn,
+            });
+        }
+        Ok(EcsConfig {
+            listen,
+            token,
+            roles,
+        })
+    }
+
+    fn callers(
+        &self,
+        raw: Vec<Spanned<RawCaller>>,
+        accounts: &Accounts,
+    ) -> Result<CallerPolicy, ConfigError> {
+        const S: &str = "[[serve.caller]]";
+        let mut rules = Vec::new();
+        for c in raw {
+            let span = c.span();
+            let c = c.into_inner();
+            let who = match (c.uid, c.user, c.group) {
+                (Some(uid), None, None) => Who::Uid(*uid.get_ref()),
+                (None, Some(user), None) => {
+                    let Some(u) = accounts.user(user.get_ref()) else {
+                        return Err(self.err(
+                            user.span(),
+                            format!(
+                                "{S} field `user`: no user {:?} in {} (give `uid` for users \
+                                 known only to LDAP or other NSS sources)",
+                                user.get_ref(),
+                                crate::accounts::PASSWD
+                            ),
+                        ));
+                    };
+                    Who::User {
+                        name: u.name.clone(),
+                        uid: u.uid,
+                    }
+                }
+                (None, None, Some(group)) => {
+                    let Some(g) = accounts.group(group.get_ref()) else {
+                        return Err(self.err(
+                            group.span(),
+                            format!(
+                                "{S} field `group`: no group {:?} in {}",
+                                group.get_ref(),
+                                crate::accounts::GROUP
+                            ),
+                        ));
+                    };
+                    Who::Group {
+                        name: g.name.clone(),
+                        gid: g.gid,
+                        members: accounts.member_uids(g),
+                    }
+                }
+                _ => {
+                    return Err(self.err(
+                        span,
+                        format!("{S}: set exactly one of `uid`, `user` and `group`"),
+                    ));
+                }
+            };
+            let names = c.routes.get_ref();
+            if names.is_empty() {
+                return Err(self.err(
+                    c.routes.span(),
+                    format!("{S} field `routes`: empty (list route names, or \"*\" for all)"),
+                ));
+            }
+            let routes = if names.iter().any(|n| n == "*") {
+                RouteSet::All
+            } else {
+                for n in names {
+                    if let Err(e) = self.routes.route(n) {
+                        return Err(self.err(c.routes.span(), format!("{S} field `routes`: {e}")));
+                    }
+                }
+                RouteSet::Only(names.iter().cloned().collect::<BTreeSet<_>>())
+            };
+            rules.push(CallerRule { who, routes });
+        }
+        Ok(CallerPolicy::new(rules))
+    }
+
+    /// Two listeners may not share a TCP port (other than 0) or a socket path.
+    fn distinct_listeners(&self, all: &[(&'static str, &Listen)]) -> Result<(), ConfigError> {
+        for (i, (a, la)) in all.iter().enumerate() {
+            for (b, lb) in all.iter().skip(i + 1) {
+                let clash = match (la, lb) {
+                    (Listen::Port(p), Listen::Port(q)) => *p != 0 && p == q,
+                    (Listen::Socket(p), Listen::Socket(q)) => p == q,
+                    _ => false,
+                };
+                if clash {
+                    return Err(ConfigError::Invalid {
+                        path: self.path.to_owned(),
+                        line: self.find_line(b),
+                        message: format!("{a} and {b} listen on the same port or socket"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The line of a section header, for errors about whole sections.
+    fn find_line(&self, section: &str) -> usize {
+        self.text.find(section).map_or(1, |at| self.line(&(at..at)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROUTES: &str = r#"
+[[route]]
+name = "to-aws"
+source = { kind = "gce-metadata", audience = "https://a.example" }
+exchange = [{ kind = "aws-sts", role_arn = "arn:aws:iam::111122223333:role/r", region = "eu-west-3" }]
+
+[[route]]
+name = "gcp"
+source = { kind = "impersonate", service_account = "app@p.iam.gserviceaccount.com", scopes = ["https://www.googleapis.com/auth/cloud-platform"] }
+
+[[route]]
+name = "file"
+source = { kind = "oidc-file", path = "t.jwt" }
+"#;
+
+    fn accounts() -> Accounts {
+        Accounts::parse(
+            "root:x:0:0::/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n",
+            "ci:x:2000:alice\n",
+        )
+    }
+
+    fn parse(serve: &str) -> Result<ServeConfig, ConfigError> {
+        ServeConfig::parse(&format!("{ROUTES}{serve}"), "s.toml", None, &accounts())
+    }
+
+    fn err(serve: &str) -> String {
+        parse(serve).unwrap_err().to_string()
+    }
+
+    /// The 1-based line of the first occurrence of `needle` in the composed file.
+    fn line_of(serve: &str, needle: &str) -> String {
+        let text = format!("{ROUTES}{serve}");
+        let at = text.find(needle).unwrap();
+        format!("line {}", text[..at].matches('\n').count() + 1)
+    }
+
+    #[test]
+    fn a_full_config() {
+        let c = parse(
+            r#"
+[serve]
+log_format = "json"
+[serve.gce_metadata]
+port = 8080
+token_route = "gcp"
+identity_route = "gcp"
+project_id = "p"
+numeric_project_id = "123"
+[serve.aws_imds]
+route = "to-aws"
+ipv6 = true
+[serve.aws_ecs]
+authorization_token = "abcdefghijklmnop"
+[[serve.aws_ecs.role]]
+path = "/role/a"
+route = "to-aws"
+[serve.metrics]
+port = 9090
+[[serve.caller]]
+user = "alice"
+routes = ["gcp"]
+[[serve.caller]]
+group = "ci"
+routes = ["*"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.bind, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(c.log_format, LogFormat::Json);
+        let g = c.gce_metadata.unwrap();
+        assert_eq!(g.listen, Listen::Port(8080));
+        assert_eq!(g.service_account_email, "app@p.iam.gserviceaccount.com");
+        assert_eq!(g.scopes, vec![CLOUD_PLATFORM.to_owned()]);
+        assert!(g.scopes_overridable);
+        let i = c.aws_imds.unwrap();
+        assert_eq!(i.role_name, "r");
+        assert_eq!(
+            (i.region.as_str(), i.availability_zone.as_str()),
+            ("eu-west-3", "eu-west-3a")
+        );
+        assert!(i.require_token && i.ipv6);
+        let e = c.aws_ecs.unwrap();
+        assert_eq!(e.token.secret().expose_secret(), "abcdefghijklmnop");
+        assert_eq!(
+            e.roles[0].role_arn.as_deref(),
+            Some("arn:aws:iam::111122223333:role/r")
+        );
+        assert_eq!(c.callers.rules().len(), 2);
+        assert!(matches!(
+            &c.callers.rules()[1].who,
+            Who::Group { members, .. } if members.contains(&1000)
+        ));
+    }
+
+    #[test]
+    fn the_example_file_is_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        let path = dir.join("serve.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let c = ServeConfig::parse(&text, "serve.toml", Some(&dir), &accounts()).unwrap();
+        assert!(c.gce_metadata.is_some() && c.aws_imds.is_some() && c.aws_ecs.is_some());
+        assert!(matches!(c.aws_ecs.unwrap().token, EcsToken::Generated(_)));
+    }
+
+    #[test]
+    fn errors_name_the_file_line_and_field() {
+        let cases: &[(&str, &str, &[&str])] = &[
+            (
+                "[serve]\n[serve.aws_imds]\nroute = \"gcp\"\n",
+                "route = \"gcp\"",
+                &["yields a Google access token", "AWS credentials", "`route`"],
+            ),
+            (
+                "[serve]\n[serve.aws_imds]\nroute = \"nope\"\n",
+                "route = \"nope\"",
+                &["no route named \"nope\"", "to-aws, gcp, file"],
+            ),
+            (
+                "[serve]\n[serve.gce_metadata]\ntoken_route = \"to-aws\"\n",
+                "token_route",
+                &["`token_route`", "yields AWS credentials"],
+            ),
+            (
+                "[serve]\n[serve.gce_metadata]\nidentity_route = \"to-aws\"\nservice_account_email = \"a@b\"\n",
+                "identity_route",
+                &[
+                    "`identity_route`",
+                    "cannot mint ID tokens",
+                    "AWS credentials",
+                ],
+            ),
+            (
+                "[serve]\n[serve.gce_metadata]\nidentity_route = \"file\"\nservice_account_email = \"a@b\"\n",
+                "identity_route",
+                &["`identity_route`", "cannot mint"],
+            ),
+            (
+                "[serve]\nbind = \"localhost\"\n[serve.aws_imds]\nroute = \"to-aws\"\n",
+                "bind",
+                &["`bind`", "not an IP address"],
+            ),
+            (
+                "[serve]\n[serve.aws_imds]\nroute = \"to-aws\"\nport = 9000\n[serve.metrics]\nport = 9000\n",
+                "[serve.metrics]",
+                &["same port"],
+            ),
+            (
+                "[serve]\n[serve.aws_imds]\nroute = \"to-aws\"\navailability_zone = \"eu-west-3\"\n",
+                "availability_zone",
+                &["`availability_zone`", "zone letter"],
+            ),
+            (
+                "[serve]\n[serve.aws_imds]\nroute = \"to-aws\"\n[[serve.caller]]\nuser = \"mallory\"\nroutes = [\"to-aws\"]\n",
+                "user = \"mallory\"",
+                &["`user`", "no user \"mallory\""],
+            ),
+            (
+                "[serve]\n[serve.aws_imds]\nroute = \"to-aws\"\n[[serve.caller]]\nuid = 1\nuser = \"alice\"\nroutes = [\"to-aws\"]\n",
+                "[[serve.caller]]",
+                &["exactly one of `uid`, `user` and `group`"],
+            ),
+            (
+                "[serve]\n[serve.aws_imds]\nroute = \"to-aws\"\n[[serve.caller]]\nuid = 1\nroutes = [\"ghost\"]\n",
+                "routes = [\"ghost\"]",
+                &["`routes`", "ghost"],
+            ),
+            (
+                "[serve]\n[serve.aws_ecs]\nauthorization_token = \"has space\"\n[[serve.aws_ecs.role]]\npath = \"/a\"\nroute = \"to-aws\"\n",
+                "authorization_token",
+                &["`authorization_token`", "printable ASCII"],
+            ),
+            (
+                "[serve]\n[serve.aws_ecs]\n[[serve.aws_ecs.role]]\npath = \"a\"\nroute = \"to-aws\"\n",
+                "path = \"a\"",
+                &["`path`", "starting with /"],
+            ),
+            (
+                "[serve]\n[serve.aws_imds]\nroute = \"to-aws\"\nsocket = \"/nonexistent-dir/x.sock\"\n",
+                "socket",
+                &["`socket`", "does not exist"],
+            ),
+            (
+                "[serve]\n[serve.aws_imds]\nroute = \"to-aws\"\nsocket = \"/tmp/x.sock\"\nipv6 = true\n",
+                "ipv6",
+                &["`ipv6`"],
+            ),
+        ];
+        for (serve, needle, wants) in cases {
+            let e = err(serve);
+            assert!(e.starts_with("config file s.toml, line"), "{e}");
+            let line = line_of(serve, needle);
+            assert!(e.contains(&line), "{serve}\nwant {line}: {e}");
+            for w in *wants {
+                assert!(e.contains(w), "{serve}\nwant {w:?}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn parse_errors_and_missing_sections() {
+        let e = err("[serve]\ncolour = 1\n[serve.aws_imds]\nroute = \"to-aws\"\n");
+        assert!(e.contains("s.toml") && e.contains("colour"), "{e}");
+        assert!(
+            e.contains(&line_of("[serve]\ncolour = 1\n", "colour")),
+            "{e}"
+        );
+        let e = err("");
+        assert!(e.contains("no [serve] section"), "{e}");
+        let e = err("[serve]\n");
+        assert!(e.contains("no frontend"), "{e}");
+        // A broken route is the broker's error, with its line.
+        let bad = ROUTES.replace("role/r", "user/r");
+        let e = ServeConfig::parse(&bad, "s.toml", None, &accounts())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("role_arn"), "{e}");
+    }
+
+    #[test]
+    fn ecs_token_from_a_file_loses_its_final_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ecs.token"), "s3cret-token-value\n").unwrap();
+        let text = format!(
+            "{ROUTES}[serve]\n[serve.aws_ecs]\nauthorization_token_file = \"ecs.token\"\n\
+             [[serve.aws_ecs.role]]\npath = \"/a\"\nroute = \"to-aws\"\n"
+        );
+        let c = ServeConfig::parse(&text, "s.toml", Some(dir.path()), &accounts()).unwrap();
+        let token = c.aws_ecs.unwrap().token;
+        assert!(matches!(token, EcsToken::File(..)));
+        assert_eq!(token.secret().expose_secret(), "s3cret-token-value");
+        assert!(!format!("{token:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn log_format_hint_is_lenient() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[serve]\nlog_format = \"json\"\n[[route]]\nbad = 1\n").unwrap();
+        assert_eq!(log_format_hint(&p), Some(LogFormat::Json));
+        assert_eq!(log_format_hint(&dir.path().join("missing.toml")), None);
+    }
+}
