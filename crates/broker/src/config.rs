@@ -272,7 +272,10 @@ impl SourceConfig {
     /// What the source yields, or which field is wrong.
     pub fn yields(&self) -> Result<Yields, String> {
         match self {
-            SourceConfig::OidcFile { .. } | SourceConfig::OidcUrl { .. } | SourceConfig::Executable { .. } | SourceConfig::Spiffe { .. } => {
+            SourceConfig::OidcFile { .. }
+            | SourceConfig::OidcUrl { .. }
+            | SourceConfig::Executable { .. }
+            | SourceConfig::Spiffe { .. } => {
                 return Ok(Yields::IdToken);
             }
             SourceConfig::Aws { .. } => return Ok(Yields::AwsCredentials),
@@ -451,14 +454,19 @@ impl Config {
                 line,
                 message: format!("route {name:?}: {message}"),
             };
-            let mut route = match (raw_route.source, raw_route.exchange, raw_route.external_account) {
+            let mut route = match (
+                raw_route.source,
+                raw_route.exchange,
+                raw_route.external_account,
+            ) {
                 (None, None, Some(file)) => {
                     let file = match base {
                         Some(b) if file.is_relative() => b.join(file),
                         _ => file,
                     };
-                    let (source, exchange) = crate::external_account::load(&file)
-                        .map_err(|m| invalid(format!("field `external_account`: {}: {m}", file.display())))?;
+                    let (source, exchange) = crate::external_account::load(&file).map_err(|m| {
+                        invalid(format!("field `external_account`: {}: {m}", file.display()))
+                    })?;
                     RouteConfig {
                         name: raw_route.name,
                         description: raw_route.description,
@@ -472,11 +480,26 @@ impl Config {
                     source,
                     exchange: exchange.unwrap_or_default(),
                 },
-                (None, _, None) => return Err(invalid("missing field `source` (or `external_account`)".into())),
-                (_, _, Some(_)) => return Err(invalid("`external_account` replaces `source` and `exchange`; set only one".into())),
+                (None, _, None) => {
+                    return Err(invalid(
+                        "missing field `source` (or `external_account`)".into(),
+                    ));
+                }
+                (_, _, Some(_)) => {
+                    return Err(invalid(
+                        "`external_account` replaces `source` and `exchange`; set only one".into(),
+                    ));
+                }
             };
-            if route.name.is_empty() || !route.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-                return Err(invalid("field `name` must be non-empty letters, digits, `-`, `_`, `.`".into()));
+            if route.name.is_empty()
+                || !route
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(invalid(
+                    "field `name` must be non-empty letters, digits, `-`, `_`, `.`".into(),
+                ));
             }
             if routes.iter().any(|r: &RouteConfig| r.name == route.name) {
                 return Err(invalid("field `name`: duplicate route name".into()));
@@ -538,7 +561,11 @@ fn validate_source(s: &SourceConfig, at: &str) -> Result<(), String> {
                 return Err(format!("field `{at}.url` must be an http(s) URL"));
             }
         }
-        SourceConfig::Executable { command, timeout_millis, .. } => {
+        SourceConfig::Executable {
+            command,
+            timeout_millis,
+            ..
+        } => {
             if command.trim().is_empty() {
                 return Err(format!("field `{at}.command` is empty"));
             }
@@ -552,10 +579,16 @@ fn validate_source(s: &SourceConfig, at: &str) -> Result<(), String> {
             if let Some(p) = provider
                 && !["chain", "imds", "ecs", "env-or-imds"].contains(&p.as_str())
             {
-                return Err(format!("field `{at}.provider` must be \"chain\", \"imds\", \"ecs\" or \"env-or-imds\", not {p:?}"));
+                return Err(format!(
+                    "field `{at}.provider` must be \"chain\", \"imds\", \"ecs\" or \"env-or-imds\", not {p:?}"
+                ));
             }
         }
-        SourceConfig::Spiffe { audience, spiffe_id, .. } => {
+        SourceConfig::Spiffe {
+            audience,
+            spiffe_id,
+            ..
+        } => {
             if audience.is_empty() {
                 return Err(format!("field `{at}.audience` is empty"));
             }
@@ -664,15 +697,24 @@ fn validate_exchange(ex: &ExchangeConfig, input: Yields) -> Result<Yields, Strin
                 return Err("google-sts needs AWS credentials or an OIDC token, but the previous hop yields a Google access token".into());
             }
             let a = audience.strip_prefix("https:").unwrap_or(audience);
-            if !a.starts_with("//iam.googleapis.com/") || !a.contains("/workloadIdentityPools/") || !a.contains("/providers/") {
+            if !a.starts_with("//iam.googleapis.com/")
+                || !a.contains("/workloadIdentityPools/")
+                || !a.contains("/providers/")
+            {
                 return Err(format!(
                     "field `audience`: {audience:?} is not a workload identity provider (//iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER)"
                 ));
             }
             if let Some(t) = subject_token_type
-                && !["urn:ietf:params:oauth:token-type:jwt", "urn:ietf:params:oauth:token-type:id_token"].contains(&t.as_str())
+                && ![
+                    "urn:ietf:params:oauth:token-type:jwt",
+                    "urn:ietf:params:oauth:token-type:id_token",
+                ]
+                .contains(&t.as_str())
             {
-                return Err(format!("field `subject_token_type`: {t:?} is not a JWT token type"));
+                return Err(format!(
+                    "field `subject_token_type`: {t:?} is not a JWT token type"
+                ));
             }
             if scopes.as_ref().is_some_and(Vec::is_empty) {
                 return Err("field `scopes` is empty".into());
@@ -689,8 +731,12 @@ fn validate_exchange(ex: &ExchangeConfig, input: Yields) -> Result<Yields, Strin
             if input != Yields::AccessToken {
                 return Err("impersonate needs a Google access token from the previous hop".into());
             }
-            if !service_account.contains('@') && !service_account.bytes().all(|b| b.is_ascii_digit()) {
-                return Err("field `service_account` must be an email or a numeric unique id".into());
+            if !service_account.contains('@')
+                && !service_account.bytes().all(|b| b.is_ascii_digit())
+            {
+                return Err(
+                    "field `service_account` must be an email or a numeric unique id".into(),
+                );
             }
             if audience.is_some() && scopes.is_some() {
                 return Err("set only one of `audience` and `scopes`".into());
@@ -700,7 +746,11 @@ fn validate_exchange(ex: &ExchangeConfig, input: Yields) -> Result<Yields, Strin
             {
                 return Err("field `lifetime_seconds` must be 1..=43200".into());
             }
-            Ok(if audience.is_some() { Yields::IdToken } else { Yields::AccessToken })
+            Ok(if audience.is_some() {
+                Yields::IdToken
+            } else {
+                Yields::AccessToken
+            })
         }
     }
 }

@@ -52,26 +52,37 @@ const DEFAULT_IAMCREDENTIALS: &str = "https://iamcredentials.googleapis.com";
 
 fn json_field(src: &serde_json::Value) -> Option<String> {
     let f = src.get("format")?;
-    (f.get("type")?.as_str()? == "json").then(|| f.get("subject_token_field_name").and_then(|v| v.as_str()).unwrap_or("access_token").to_owned())
+    (f.get("type")?.as_str()? == "json").then(|| {
+        f.get("subject_token_field_name")
+            .and_then(|v| v.as_str())
+            .unwrap_or("access_token")
+            .to_owned()
+    })
 }
 
 /// Reads a file into (source, exchanges).
 pub fn load(path: &Path) -> Result<(SourceConfig, Vec<ExchangeConfig>), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
-    let ea: ExternalAccount = serde_json::from_str(&text).map_err(|e| format!("not an external_account file: {e}"))?;
+    let ea: ExternalAccount =
+        serde_json::from_str(&text).map_err(|e| format!("not an external_account file: {e}"))?;
     to_route(&ea)
 }
 
 /// Maps a parsed file onto a source and exchanges.
 pub fn to_route(ea: &ExternalAccount) -> Result<(SourceConfig, Vec<ExchangeConfig>), String> {
     if ea.kind != "external_account" {
-        return Err(format!("field `type` is {:?}, expected \"external_account\"", ea.kind));
+        return Err(format!(
+            "field `type` is {:?}, expected \"external_account\"",
+            ea.kind
+        ));
     }
     let src = &ea.credential_source;
     let s = |k: &str| src.get(k).and_then(|v| v.as_str()).map(str::to_owned);
     let (source, region) = if let Some(env_id) = s("environment_id") {
         if !env_id.starts_with("aws") {
-            return Err(format!("credential_source.environment_id {env_id:?} is not supported (aws1 is)"));
+            return Err(format!(
+                "credential_source.environment_id {env_id:?} is not supported (aws1 is)"
+            ));
         }
         let imds_endpoint = s("url").and_then(|u| url::Url::parse(&u).ok()).map(|u| {
             let host = u.host_str().unwrap_or_default().to_owned();
@@ -91,21 +102,46 @@ pub fn to_route(ea: &ExternalAccount) -> Result<(SourceConfig, Vec<ExchangeConfi
             None,
         )
     } else if let Some(file) = s("file") {
-        (SourceConfig::OidcFile { path: file.into(), json_field: json_field(src) }, None)
+        (
+            SourceConfig::OidcFile {
+                path: file.into(),
+                json_field: json_field(src),
+            },
+            None,
+        )
     } else if let Some(url) = s("url") {
         let headers = src
             .get("headers")
             .and_then(|h| h.as_object())
-            .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned()))).collect())
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                    .collect()
+            })
             .unwrap_or_default();
-        (SourceConfig::OidcUrl { url, headers, json_field: json_field(src) }, None)
+        (
+            SourceConfig::OidcUrl {
+                url,
+                headers,
+                json_field: json_field(src),
+            },
+            None,
+        )
     } else if let Some(exe) = src.get("executable") {
-        let command = exe.get("command").and_then(|v| v.as_str()).ok_or("credential_source.executable.command is missing")?;
+        let command = exe
+            .get("command")
+            .and_then(|v| v.as_str())
+            .ok_or("credential_source.executable.command is missing")?;
         (
             SourceConfig::Executable {
                 command: command.to_owned(),
-                timeout_millis: exe.get("timeout_millis").and_then(serde_json::Value::as_u64),
-                output_file: exe.get("output_file").and_then(|v| v.as_str()).map(Into::into),
+                timeout_millis: exe
+                    .get("timeout_millis")
+                    .and_then(serde_json::Value::as_u64),
+                output_file: exe
+                    .get("output_file")
+                    .and_then(|v| v.as_str())
+                    .map(Into::into),
                 audience: Some(ea.audience.clone()),
                 token_type: Some(ea.subject_token_type.clone()),
             },
@@ -114,7 +150,8 @@ pub fn to_route(ea: &ExternalAccount) -> Result<(SourceConfig, Vec<ExchangeConfi
     } else {
         return Err("credential_source has none of environment_id, file, url, executable".into());
     };
-    let jwt_type = (ea.subject_token_type != "urn:ietf:params:aws:token-type:aws4_request").then(|| ea.subject_token_type.clone());
+    let jwt_type = (ea.subject_token_type != "urn:ietf:params:aws:token-type:aws4_request")
+        .then(|| ea.subject_token_type.clone());
     let mut exchanges = vec![ExchangeConfig::GoogleSts {
         audience: ea.audience.clone(),
         scopes: None,
@@ -123,8 +160,16 @@ pub fn to_route(ea: &ExternalAccount) -> Result<(SourceConfig, Vec<ExchangeConfi
         region,
     }];
     if let Some(url) = &ea.service_account_impersonation_url {
-        let (base, rest) = url.split_once("/v1/projects/-/serviceAccounts/").ok_or_else(|| format!("service_account_impersonation_url {url:?} is not an IAM Credentials URL"))?;
-        let email = rest.strip_suffix(":generateAccessToken").ok_or_else(|| format!("service_account_impersonation_url {url:?} does not end in :generateAccessToken"))?;
+        let (base, rest) = url
+            .split_once("/v1/projects/-/serviceAccounts/")
+            .ok_or_else(|| {
+                format!("service_account_impersonation_url {url:?} is not an IAM Credentials URL")
+            })?;
+        let email = rest.strip_suffix(":generateAccessToken").ok_or_else(|| {
+            format!(
+                "service_account_impersonation_url {url:?} does not end in :generateAccessToken"
+            )
+        })?;
         let lifetime = ea
             .service_account_impersonation
             .as_ref()
@@ -132,7 +177,9 @@ pub fn to_route(ea: &ExternalAccount) -> Result<(SourceConfig, Vec<ExchangeConfi
             .and_then(serde_json::Value::as_u64)
             .and_then(|v| u32::try_from(v).ok());
         exchanges.push(ExchangeConfig::Impersonate {
-            service_account: percent_encoding::percent_decode_str(email).decode_utf8_lossy().into_owned(),
+            service_account: percent_encoding::percent_decode_str(email)
+                .decode_utf8_lossy()
+                .into_owned(),
             audience: None,
             scopes: None,
             delegates: Vec::new(),
@@ -175,8 +222,21 @@ mod tests {
             Some("https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/sa%40p.iam.gserviceaccount.com:generateAccessToken"),
         ))
         .unwrap();
-        assert!(matches!(src, SourceConfig::Aws { ref provider, ref imds_endpoint, .. } if provider.as_deref() == Some("env-or-imds") && imds_endpoint.as_deref() == Some("http://127.0.0.1:9")), "{src:?}");
-        assert!(matches!(&ex[0], ExchangeConfig::GoogleSts { token_url: None, subject_token_type: None, .. }), "{ex:?}");
+        assert!(
+            matches!(src, SourceConfig::Aws { ref provider, ref imds_endpoint, .. } if provider.as_deref() == Some("env-or-imds") && imds_endpoint.as_deref() == Some("http://127.0.0.1:9")),
+            "{src:?}"
+        );
+        assert!(
+            matches!(
+                &ex[0],
+                ExchangeConfig::GoogleSts {
+                    token_url: None,
+                    subject_token_type: None,
+                    ..
+                }
+            ),
+            "{ex:?}"
+        );
         assert!(
             matches!(&ex[1], ExchangeConfig::Impersonate { service_account, lifetime_seconds: Some(1200), endpoint: None, .. } if service_account == "sa@p.iam.gserviceaccount.com"),
             "{ex:?}"
@@ -187,16 +247,43 @@ mod tests {
     fn file_url_and_executable_sources() {
         let jwt = "urn:ietf:params:oauth:token-type:jwt";
         let (src, ex) = to_route(&ea(serde_json::json!({"file": "/var/run/token", "format": {"type": "json", "subject_token_field_name": "id_token"}}), jwt, None)).unwrap();
-        assert_eq!(src, SourceConfig::OidcFile { path: "/var/run/token".into(), json_field: Some("id_token".into()) });
+        assert_eq!(
+            src,
+            SourceConfig::OidcFile {
+                path: "/var/run/token".into(),
+                json_field: Some("id_token".into())
+            }
+        );
         assert_eq!(ex.len(), 1);
-        assert!(matches!(&ex[0], ExchangeConfig::GoogleSts { subject_token_type: Some(t), .. } if t == jwt));
-        let (src, _) = to_route(&ea(serde_json::json!({"url": "http://127.0.0.1:1/token", "headers": {"Metadata": "True"}}), jwt, None)).unwrap();
-        assert!(matches!(src, SourceConfig::OidcUrl { ref headers, json_field: None, .. } if headers["Metadata"] == "True"));
-        let (src, _) = to_route(&ea(serde_json::json!({"executable": {"command": "/bin/tok --x", "timeout_millis": 5000}}), jwt, None)).unwrap();
-        assert!(matches!(src, SourceConfig::Executable { ref command, timeout_millis: Some(5000), .. } if command == "/bin/tok --x"));
+        assert!(
+            matches!(&ex[0], ExchangeConfig::GoogleSts { subject_token_type: Some(t), .. } if t == jwt)
+        );
+        let (src, _) = to_route(&ea(
+            serde_json::json!({"url": "http://127.0.0.1:1/token", "headers": {"Metadata": "True"}}),
+            jwt,
+            None,
+        ))
+        .unwrap();
+        assert!(
+            matches!(src, SourceConfig::OidcUrl { ref headers, json_field: None, .. } if headers["Metadata"] == "True")
+        );
+        let (src, _) = to_route(&ea(
+            serde_json::json!({"executable": {"command": "/bin/tok --x", "timeout_millis": 5000}}),
+            jwt,
+            None,
+        ))
+        .unwrap();
+        assert!(
+            matches!(src, SourceConfig::Executable { ref command, timeout_millis: Some(5000), .. } if command == "/bin/tok --x")
+        );
         let err = to_route(&ea(serde_json::json!({"nothing": 1}), jwt, None)).unwrap_err();
         assert!(err.contains("credential_source"), "{err}");
-        let err = to_route(&ea(serde_json::json!({"file": "/t"}), jwt, Some("https://example.com/x"))).unwrap_err();
+        let err = to_route(&ea(
+            serde_json::json!({"file": "/t"}),
+            jwt,
+            Some("https://example.com/x"),
+        ))
+        .unwrap_err();
         assert!(err.contains("IAM Credentials"), "{err}");
     }
 }

@@ -83,9 +83,17 @@ impl Route {
         if overrides.audience.is_none() && overrides.scopes.is_none() {
             return Ok(self.clone());
         }
-        let bad = |m: &str| BrokerError::new(ErrorKind::InvalidConfiguration, "route", format!("route {:?}: {m}", self.config.name));
+        let bad = |m: &str| {
+            BrokerError::new(
+                ErrorKind::InvalidConfiguration,
+                "route",
+                format!("route {:?}: {m}", self.config.name),
+            )
+        };
         match config.exchange.last_mut() {
-            Some(ExchangeConfig::Impersonate { audience, scopes, .. }) => {
+            Some(ExchangeConfig::Impersonate {
+                audience, scopes, ..
+            }) => {
                 if let Some(a) = &overrides.audience {
                     *audience = Some(a.clone());
                     *scopes = None;
@@ -94,27 +102,62 @@ impl Route {
                     *audience = None;
                 }
             }
-            Some(ExchangeConfig::GoogleSts { scopes, .. }) => match (&overrides.audience, &overrides.scopes) {
-                (None, Some(s)) => *scopes = Some(s.clone()),
-                _ => return Err(bad("its last hop (google-sts) yields access tokens, not ID tokens for an audience")),
-            },
-            Some(ExchangeConfig::AwsSts { .. }) => return Err(bad("its last hop yields AWS credentials; audience/scopes do not apply")),
+            Some(ExchangeConfig::GoogleSts { scopes, .. }) => {
+                match (&overrides.audience, &overrides.scopes) {
+                    (None, Some(s)) => *scopes = Some(s.clone()),
+                    _ => {
+                        return Err(bad(
+                            "its last hop (google-sts) yields access tokens, not ID tokens for an audience",
+                        ));
+                    }
+                }
+            }
+            Some(ExchangeConfig::AwsSts { .. }) => {
+                return Err(bad(
+                    "its last hop yields AWS credentials; audience/scopes do not apply",
+                ));
+            }
             None => {
                 use crate::config::SourceConfig as S;
                 match &mut config.source {
-                    S::GceMetadata { audience, scopes, .. } | S::Impersonate { audience, scopes, .. } => {
-                        *audience = overrides.audience.clone();
-                        *scopes = if overrides.audience.is_some() { None } else { overrides.scopes.clone() };
+                    S::GceMetadata {
+                        audience, scopes, ..
                     }
-                    S::ServiceAccountKey { target_audience, scopes, .. } => {
+                    | S::Impersonate {
+                        audience, scopes, ..
+                    } => {
+                        *audience = overrides.audience.clone();
+                        *scopes = if overrides.audience.is_some() {
+                            None
+                        } else {
+                            overrides.scopes.clone()
+                        };
+                    }
+                    S::ServiceAccountKey {
+                        target_audience,
+                        scopes,
+                        ..
+                    } => {
                         *target_audience = overrides.audience.clone();
-                        *scopes = if overrides.audience.is_some() { None } else { overrides.scopes.clone() };
+                        *scopes = if overrides.audience.is_some() {
+                            None
+                        } else {
+                            overrides.scopes.clone()
+                        };
                     }
                     S::Spiffe { audience, .. } => match &overrides.audience {
                         Some(a) => *audience = a.clone(),
-                        None => return Err(bad("a SPIFFE source yields JWT-SVIDs; scopes do not apply")),
+                        None => {
+                            return Err(bad(
+                                "a SPIFFE source yields JWT-SVIDs; scopes do not apply",
+                            ));
+                        }
                     },
-                    _ => return Err(bad("its source cannot mint tokens for another audience or scopes")),
+                    _ => {
+                        return Err(bad(
+                            "its source cannot mint tokens for another audience or scopes",
+                        ));
+                    }
                 }
             }
         }
@@ -209,13 +252,21 @@ impl Route {
                 endpoint,
             } => {
                 let Credential::GoogleAccessToken(caller) = current else {
-                    return Err(BrokerError::new(ErrorKind::InvalidConfiguration, "impersonate", "needs a Google access token from the previous hop"));
+                    return Err(BrokerError::new(
+                        ErrorKind::InvalidConfiguration,
+                        "impersonate",
+                        "needs a Google access token from the previous hop",
+                    ));
                 };
                 let default_scopes = [source::impersonate::CLOUD_PLATFORM.to_owned()];
                 let req = source::impersonate::Request {
                     service_account,
                     audience: audience.as_deref(),
-                    scopes: if audience.is_some() { None } else { Some(scopes.as_deref().unwrap_or(&default_scopes)) },
+                    scopes: if audience.is_some() {
+                        None
+                    } else {
+                        Some(scopes.as_deref().unwrap_or(&default_scopes))
+                    },
                     delegates,
                     include_email: *include_email,
                     lifetime_seconds: *lifetime_seconds,
@@ -244,11 +295,23 @@ impl Route {
         let first = source::fetch(&self.config.source, ctx, &mut hops).await;
         let mut current = match first {
             Ok(c) => {
-                out.push(StepOutcome::new(self.config.source.kind(), 0, std::mem::take(&mut hops), Ok(c.clone()), started));
+                out.push(StepOutcome::new(
+                    self.config.source.kind(),
+                    0,
+                    std::mem::take(&mut hops),
+                    Ok(c.clone()),
+                    started,
+                ));
                 c
             }
             Err(e) => {
-                out.push(StepOutcome::new(self.config.source.kind(), 0, hops, Err(e), started));
+                out.push(StepOutcome::new(
+                    self.config.source.kind(),
+                    0,
+                    hops,
+                    Err(e),
+                    started,
+                ));
                 return out;
             }
         };
@@ -256,11 +319,23 @@ impl Route {
             let started = Instant::now();
             match self.exchange_one(ex, &current, ctx, &mut hops).await {
                 Ok(c) => {
-                    out.push(StepOutcome::new(ex.kind(), i + 1, std::mem::take(&mut hops), Ok(c.clone()), started));
+                    out.push(StepOutcome::new(
+                        ex.kind(),
+                        i + 1,
+                        std::mem::take(&mut hops),
+                        Ok(c.clone()),
+                        started,
+                    ));
                     current = c;
                 }
                 Err(e) => {
-                    out.push(StepOutcome::new(ex.kind(), i + 1, std::mem::take(&mut hops), Err(e), started));
+                    out.push(StepOutcome::new(
+                        ex.kind(),
+                        i + 1,
+                        std::mem::take(&mut hops),
+                        Err(e),
+                        started,
+                    ));
                     break;
                 }
             }
@@ -286,7 +361,13 @@ pub struct StepOutcome {
 }
 
 impl StepOutcome {
-    fn new(step: &str, index: usize, hops: Vec<HopReport>, result: Result<Credential, BrokerError>, started: Instant) -> Self {
+    fn new(
+        step: &str,
+        index: usize,
+        hops: Vec<HopReport>,
+        result: Result<Credential, BrokerError>,
+        started: Instant,
+    ) -> Self {
         Self {
             step: step.to_owned(),
             index,

@@ -4,9 +4,9 @@
 //! ([`crate::config::Yields`]), and records one [`HopReport`] per network hop.
 
 pub mod aws;
+pub mod executable;
 pub mod gce_metadata;
 pub mod impersonate;
-pub mod executable;
 pub mod oidc_file;
 pub mod oidc_url;
 pub mod sa_key;
@@ -91,8 +91,14 @@ pub fn fetch<'a>(
                 };
                 impersonate::fetch(ctx, &caller_token, &req, hops).await
             }
-            SourceConfig::OidcFile { path, json_field } => oidc_file::fetch(ctx, path, json_field.as_deref(), hops).await,
-            SourceConfig::OidcUrl { url, headers, json_field } => oidc_url::fetch(ctx, url, headers, json_field.as_deref(), hops).await,
+            SourceConfig::OidcFile { path, json_field } => {
+                oidc_file::fetch(ctx, path, json_field.as_deref(), hops).await
+            }
+            SourceConfig::OidcUrl {
+                url,
+                headers,
+                json_field,
+            } => oidc_url::fetch(ctx, url, headers, json_field.as_deref(), hops).await,
             SourceConfig::Executable {
                 command,
                 timeout_millis,
@@ -114,8 +120,22 @@ pub fn fetch<'a>(
                 profile,
                 region,
                 imds_endpoint,
-            } => aws::fetch(ctx, provider.as_deref(), profile.as_deref(), region.as_deref(), imds_endpoint.as_deref(), hops).await,
-            SourceConfig::Spiffe { audience, spiffe_id, socket } => spiffe::fetch(ctx, audience, spiffe_id.as_deref(), socket.as_deref(), hops).await,
+            } => {
+                aws::fetch(
+                    ctx,
+                    provider.as_deref(),
+                    profile.as_deref(),
+                    region.as_deref(),
+                    imds_endpoint.as_deref(),
+                    hops,
+                )
+                .await
+            }
+            SourceConfig::Spiffe {
+                audience,
+                spiffe_id,
+                socket,
+            } => spiffe::fetch(ctx, audience, spiffe_id.as_deref(), socket.as_deref(), hops).await,
         }
     })
 }
@@ -188,16 +208,32 @@ pub(crate) fn describe_claims(jwt: &idbridge_core::jwt::UnverifiedJwt) -> String
 }
 
 /// Extracts the token from a file/URL body: the whole trimmed text, or a JSON field.
-pub(crate) fn token_from_body(hop: &str, what: &str, body: &str, json_field: Option<&str>) -> Result<String, BrokerError> {
+pub(crate) fn token_from_body(
+    hop: &str,
+    what: &str,
+    body: &str,
+    json_field: Option<&str>,
+) -> Result<String, BrokerError> {
     match json_field {
         None => Ok(body.trim().to_owned()),
         Some(field) => {
-            let v: serde_json::Value = serde_json::from_str(body)
-                .map_err(|_| BrokerError::new(crate::ErrorKind::Protocol, hop, format!("{what} is not JSON")))?;
+            let v: serde_json::Value = serde_json::from_str(body).map_err(|_| {
+                BrokerError::new(
+                    crate::ErrorKind::Protocol,
+                    hop,
+                    format!("{what} is not JSON"),
+                )
+            })?;
             v.get(field)
                 .and_then(|t| t.as_str())
                 .map(str::to_owned)
-                .ok_or_else(|| BrokerError::new(crate::ErrorKind::Protocol, hop, format!("{what} has no string field {field:?}")))
+                .ok_or_else(|| {
+                    BrokerError::new(
+                        crate::ErrorKind::Protocol,
+                        hop,
+                        format!("{what} has no string field {field:?}"),
+                    )
+                })
         }
     }
 }

@@ -69,7 +69,10 @@ pub fn router(state: Arc<Emulator>) -> Router {
         .route("/token", post(oauth2::token))
         .route("/v1/token", post(sts::token))
         .route("/tokeninfo", get(tokeninfo::get).post(tokeninfo::post))
-        .route("/oauth2/v3/tokeninfo", get(tokeninfo::get).post(tokeninfo::post))
+        .route(
+            "/oauth2/v3/tokeninfo",
+            get(tokeninfo::get).post(tokeninfo::post),
+        )
         .route("/oauth2/v4/token", post(oauth2::token))
         .route(
             "/v1/projects/{project}/serviceAccounts/{name}",

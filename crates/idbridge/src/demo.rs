@@ -201,7 +201,9 @@ async fn run_flow(
             }
             let proof = match &out.credential {
                 Credential::Aws(c) => Some(aws_sts::get_caller_identity(&ctx, c, None).await),
-                Credential::GoogleAccessToken(t) => Some(idbridge_broker::source::impersonate::tokeninfo(&ctx, t).await),
+                Credential::GoogleAccessToken(t) => {
+                    Some(idbridge_broker::source::impersonate::tokeninfo(&ctx, t).await)
+                }
                 _ => None,
             };
             match proof {

@@ -1,4 +1,8 @@
-#![allow(clippy::unwrap_used, clippy::panic, reason = "integration test helpers fail loudly")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "integration test helpers fail loudly"
+)]
 //! Every hop of every example route against the in-process emulator, and the failure modes
 //! a user meets: refused roles, unreachable endpoints, unparsable answers, bad files.
 
@@ -251,30 +255,66 @@ async fn bad_key_file_is_a_configuration_error() {
 #[tokio::test]
 async fn seed001_aws_instance_role_to_gcp() {
     let r = emulator().await;
-    let out = run(&r, "seed001-aws-to-gcp.toml", "ec2-to-gcp", &[]).await.unwrap();
-    assert_eq!(out.hops.iter().map(|h| h.hop.as_str()).collect::<Vec<_>>(), ["aws", "google-sts", "impersonate"]);
+    let out = run(&r, "seed001-aws-to-gcp.toml", "ec2-to-gcp", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        out.hops.iter().map(|h| h.hop.as_str()).collect::<Vec<_>>(),
+        ["aws", "google-sts", "impersonate"]
+    );
     let Credential::GoogleAccessToken(t) = &out.credential else {
-        panic!("expected a Google access token, got {}", out.credential.kind());
+        panic!(
+            "expected a Google access token, got {}",
+            out.credential.kind()
+        );
     };
-    assert_eq!(t.principal.as_deref(), Some("aws-service-account-demo@example-project.iam.gserviceaccount.com"));
-    let proof = idbridge_broker::source::impersonate::tokeninfo(&ctx(&r, &[]), t).await.unwrap();
-    assert_eq!(proof.identity, "token of aws-service-account-demo@example-project.iam.gserviceaccount.com");
+    assert_eq!(
+        t.principal.as_deref(),
+        Some("aws-service-account-demo@example-project.iam.gserviceaccount.com")
+    );
+    let proof = idbridge_broker::source::impersonate::tokeninfo(&ctx(&r, &[]), t)
+        .await
+        .unwrap();
+    assert_eq!(
+        proof.identity,
+        "token of aws-service-account-demo@example-project.iam.gserviceaccount.com"
+    );
     assert_eq!(r.emulator.count("google.sts.token"), 1);
     // The ECS task role is refused by the provider's attribute condition.
-    let err = run(&r, "seed001-aws-to-gcp.toml", "ecs-to-gcp", &[]).await.unwrap_err();
-    assert_eq!((err.hop.as_str(), err.code.as_deref()), ("google-sts", Some("unauthorized_client")), "{err}");
+    let err = run(&r, "seed001-aws-to-gcp.toml", "ecs-to-gcp", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.hop.as_str(), err.code.as_deref()),
+        ("google-sts", Some("unauthorized_client")),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn seed003_spiffe_to_gcp() {
     let r = emulator().await;
-    let out = run(&r, "seed003-spiffe-to-gcp.toml", "spiffe-to-gcp", &[]).await.unwrap();
-    assert_eq!(out.hops.iter().map(|h| h.hop.as_str()).collect::<Vec<_>>(), ["spiffe", "google-sts", "impersonate"]);
-    assert!(out.hops[0].identity.contains("sub=spiffe://example.org/ns/prod/sa/billing"), "{:?}", out.hops[0]);
+    let out = run(&r, "seed003-spiffe-to-gcp.toml", "spiffe-to-gcp", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        out.hops.iter().map(|h| h.hop.as_str()).collect::<Vec<_>>(),
+        ["spiffe", "google-sts", "impersonate"]
+    );
+    assert!(
+        out.hops[0]
+            .identity
+            .contains("sub=spiffe://example.org/ns/prod/sa/billing"),
+        "{:?}",
+        out.hops[0]
+    );
     let Credential::GoogleAccessToken(t) = &out.credential else {
         panic!("expected a Google access token");
     };
-    assert_eq!(t.principal.as_deref(), Some("spiffe-demo@example-project.iam.gserviceaccount.com"));
+    assert_eq!(
+        t.principal.as_deref(),
+        Some("spiffe-demo@example-project.iam.gserviceaccount.com")
+    );
 }
 
 #[tokio::test]
@@ -282,8 +322,16 @@ async fn aws_subject_token_verifies_at_the_emulated_sts() {
     // The subject token idbridge builds is accepted by Google STS (above) *and* its signature is
     // the one an independent SigV4 implementation computes: tests/peers checks it with botocore.
     let r = emulator().await;
-    let out = run(&r, "seed001-aws-to-gcp.toml", "ec2-to-gcp", &[]).await.unwrap();
-    assert!(out.hops[1].identity.starts_with("federated access token for signed GetCallerIdentity of ASIA"), "{:?}", out.hops[1]);
+    let out = run(&r, "seed001-aws-to-gcp.toml", "ec2-to-gcp", &[])
+        .await
+        .unwrap();
+    assert!(
+        out.hops[1]
+            .identity
+            .starts_with("federated access token for signed GetCallerIdentity of ASIA"),
+        "{:?}",
+        out.hops[1]
+    );
 }
 
 #[tokio::test]
@@ -306,7 +354,19 @@ async fn external_account_file_as_a_route() {
         },
     });
     std::fs::write(dir.path().join("ea.json"), ea.to_string()).unwrap();
-    let config = Config::parse("[[route]]\nname = \"ea\"\nexternal_account = \"ea.json\"\n", "ea.toml", Some(dir.path())).unwrap();
-    let out = Route::new(config.routes[0].clone()).run(&ctx(&r, &[])).await.map_err(|(e, _)| e).unwrap();
-    assert_eq!(out.hops.iter().map(|h| h.hop.as_str()).collect::<Vec<_>>(), ["aws", "google-sts", "impersonate"]);
+    let config = Config::parse(
+        "[[route]]\nname = \"ea\"\nexternal_account = \"ea.json\"\n",
+        "ea.toml",
+        Some(dir.path()),
+    )
+    .unwrap();
+    let out = Route::new(config.routes[0].clone())
+        .run(&ctx(&r, &[]))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    assert_eq!(
+        out.hops.iter().map(|h| h.hop.as_str()).collect::<Vec<_>>(),
+        ["aws", "google-sts", "impersonate"]
+    );
 }

@@ -64,7 +64,12 @@ struct SubjectToken<'a> {
 
 /// Builds the serialized, signed GetCallerIdentity request Google STS accepts as an AWS subject
 /// token (already percent-encoded, as the `subject_token` value).
-pub fn aws_subject_token(creds: &AwsCredentials, audience: &str, region: &str, now: SystemTime) -> Result<SecretString, BrokerError> {
+pub fn aws_subject_token(
+    creds: &AwsCredentials,
+    audience: &str,
+    region: &str,
+    now: SystemTime,
+) -> Result<SecretString, BrokerError> {
     let host = format!("sts.{region}.amazonaws.com");
     let url = format!("https://{host}?Action=GetCallerIdentity&Version=2011-06-15");
     let unsigned = UnsignedRequest {
@@ -72,7 +77,10 @@ pub fn aws_subject_token(creds: &AwsCredentials, audience: &str, region: &str, n
         url: &url,
         headers: vec![
             ("host".to_owned(), host),
-            ("x-goog-cloud-target-resource".to_owned(), audience.to_owned()),
+            (
+                "x-goog-cloud-target-resource".to_owned(),
+                audience.to_owned(),
+            ),
         ],
         body: b"",
     };
@@ -81,34 +89,61 @@ pub fn aws_subject_token(creds: &AwsCredentials, audience: &str, region: &str, n
     headers.extend(signed);
     headers.sort_by(|a, b| a.0.cmp(&b.0));
     let doc = SubjectToken {
-        headers: headers.iter().map(|(k, v)| Header { key: k, value: v }).collect(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| Header { key: k, value: v })
+            .collect(),
         method: "POST",
         url: &url,
     };
-    let json = zeroize::Zeroizing::new(
-        serde_json::to_string(&doc).map_err(|e| BrokerError::new(ErrorKind::Protocol, HOP, format!("cannot serialize subject token: {e}")))?,
-    );
+    let json = zeroize::Zeroizing::new(serde_json::to_string(&doc).map_err(|e| {
+        BrokerError::new(
+            ErrorKind::Protocol,
+            HOP,
+            format!("cannot serialize subject token: {e}"),
+        )
+    })?);
     Ok(SecretString::new(
-        percent_encoding::utf8_percent_encode(&json, percent_encoding::NON_ALPHANUMERIC).to_string(),
+        percent_encoding::utf8_percent_encode(&json, percent_encoding::NON_ALPHANUMERIC)
+            .to_string(),
     ))
 }
 
 /// Exchanges `subject` (AWS credentials or a JWT) for a federated access token.
-pub async fn exchange(ctx: &Context, subject: &Credential, req: &Request<'_>, hops: &mut Vec<HopReport>) -> Result<Credential, BrokerError> {
+pub async fn exchange(
+    ctx: &Context,
+    subject: &Credential,
+    req: &Request<'_>,
+    hops: &mut Vec<HopReport>,
+) -> Result<Credential, BrokerError> {
     let started = Instant::now();
     let (token, token_type, what) = match subject {
         Credential::Aws(c) => {
-            #[expect(clippy::disallowed_methods, reason = "SigV4 signs with wall-clock time; the verifier allows 15 minutes of skew")]
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "SigV4 signs with wall-clock time; the verifier allows 15 minutes of skew"
+            )]
             let now = SystemTime::now();
             let region = req.region.unwrap_or("us-east-1");
-            (aws_subject_token(c, req.audience, region, now)?, AWS4_REQUEST_TYPE, format!("signed GetCallerIdentity of {}", c.access_key_id))
+            (
+                aws_subject_token(c, req.audience, region, now)?,
+                AWS4_REQUEST_TYPE,
+                format!("signed GetCallerIdentity of {}", c.access_key_id),
+            )
         }
-        Credential::IdToken(t) => (t.token.clone(), req.subject_token_type.unwrap_or(JWT_TYPE), "OIDC token".to_owned()),
+        Credential::IdToken(t) => (
+            t.token.clone(),
+            req.subject_token_type.unwrap_or(JWT_TYPE),
+            "OIDC token".to_owned(),
+        ),
         other => {
             return Err(BrokerError::new(
                 ErrorKind::InvalidConfiguration,
                 HOP,
-                format!("cannot exchange a {} credential at Google STS", other.kind()),
+                format!(
+                    "cannot exchange a {} credential at Google STS",
+                    other.kind()
+                ),
             ));
         }
     };
@@ -133,7 +168,11 @@ pub async fn exchange(ctx: &Context, subject: &Credential, req: &Request<'_>, ho
         .await
         .map_err(|e| BrokerError::from_http(HOP, &url, &e))?;
     let status = resp.status().as_u16();
-    let body = zeroize::Zeroizing::new(resp.text().await.map_err(|e| BrokerError::from_http(HOP, &url, &e))?);
+    let body = zeroize::Zeroizing::new(
+        resp.text()
+            .await
+            .map_err(|e| BrokerError::from_http(HOP, &url, &e))?,
+    );
     if status != 200 {
         let (code, msg) = crate::source::google_error(&body);
         return Err(BrokerError::from_status(HOP, status, code, msg));
@@ -144,7 +183,13 @@ pub async fn exchange(ctx: &Context, subject: &Credential, req: &Request<'_>, ho
         #[serde(default)]
         expires_in: Option<serde_json::Value>,
     }
-    let parsed: Resp = serde_json::from_str(&body).map_err(|_| BrokerError::new(ErrorKind::Protocol, HOP, format!("unparsable token response from {url}")))?;
+    let parsed: Resp = serde_json::from_str(&body).map_err(|_| {
+        BrokerError::new(
+            ErrorKind::Protocol,
+            HOP,
+            format!("unparsable token response from {url}"),
+        )
+    })?;
     let secs = match parsed.expires_in {
         Some(serde_json::Value::Number(n)) => n.as_i64(),
         Some(serde_json::Value::String(s)) => s.parse().ok(),
@@ -152,7 +197,13 @@ pub async fn exchange(ctx: &Context, subject: &Credential, req: &Request<'_>, ho
     }
     .unwrap_or(3600);
     let expires_at = ctx.clock.now() + time::Duration::seconds(secs);
-    hops.push(HopReport::new(HOP, url, format!("federated access token for {what}"), Some(expires_at), started));
+    hops.push(HopReport::new(
+        HOP,
+        url,
+        format!("federated access token for {what}"),
+        Some(expires_at),
+        started,
+    ));
     Ok(Credential::GoogleAccessToken(GoogleAccessToken {
         token: parsed.access_token.into(),
         expires_at,

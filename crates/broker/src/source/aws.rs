@@ -31,9 +31,18 @@ pub async fn fetch(
     let started = Instant::now();
     let provider = provider.unwrap_or("chain");
     if provider == "env-or-imds"
-        && let (Some(id), Some(secret)) = (ctx.env.get("AWS_ACCESS_KEY_ID"), ctx.env.get("AWS_SECRET_ACCESS_KEY"))
+        && let (Some(id), Some(secret)) = (
+            ctx.env.get("AWS_ACCESS_KEY_ID"),
+            ctx.env.get("AWS_SECRET_ACCESS_KEY"),
+        )
     {
-        hops.push(HopReport::new(HOP, "environment", format!("AWS credentials {id} (environment)"), None, started));
+        hops.push(HopReport::new(
+            HOP,
+            "environment",
+            format!("AWS credentials {id} (environment)"),
+            None,
+            started,
+        ));
         return Ok(Credential::Aws(AwsCredentials {
             access_key_id: id,
             secret_access_key: secret.into(),
@@ -46,25 +55,36 @@ pub async fn fetch(
     let (result, endpoint) = match provider {
         "imds" | "env-or-imds" => {
             let mut client = aws_config::imds::Client::builder();
-            let endpoint = imds_endpoint
-                .map(str::to_owned)
-                .or_else(|| ctx.env.get(idbridge_core::env::AWS_EC2_METADATA_SERVICE_ENDPOINT));
+            let endpoint = imds_endpoint.map(str::to_owned).or_else(|| {
+                ctx.env
+                    .get(idbridge_core::env::AWS_EC2_METADATA_SERVICE_ENDPOINT)
+            });
             if let Some(e) = &endpoint {
-                client = client
-                    .endpoint(e)
-                    .map_err(|err| BrokerError::new(ErrorKind::InvalidConfiguration, HOP, format!("bad IMDS endpoint {e:?}: {err}")))?;
+                client = client.endpoint(e).map_err(|err| {
+                    BrokerError::new(
+                        ErrorKind::InvalidConfiguration,
+                        HOP,
+                        format!("bad IMDS endpoint {e:?}: {err}"),
+                    )
+                })?;
             }
             let p = aws_config::imds::credentials::ImdsCredentialsProvider::builder()
                 .imds_client(client.build())
                 .build();
-            (p.provide_credentials().await, endpoint.unwrap_or_else(|| "IMDS http://169.254.169.254".into()))
+            (
+                p.provide_credentials().await,
+                endpoint.unwrap_or_else(|| "IMDS http://169.254.169.254".into()),
+            )
         }
         "ecs" if ctx.env.get(ECS_FULL_URI).is_some() || ctx.env.get(ECS_RELATIVE_URI).is_some() => {
             return ecs(ctx, hops, started).await;
         }
         "ecs" => {
             let p = aws_config::ecs::EcsCredentialsProvider::builder().build();
-            (p.provide_credentials().await, "ECS container endpoint".to_owned())
+            (
+                p.provide_credentials().await,
+                "ECS container endpoint".to_owned(),
+            )
         }
         _ => {
             let mut loader = aws_config::defaults(BehaviorVersion::latest());
@@ -76,9 +96,16 @@ pub async fn fetch(
             }
             let conf = loader.load().await;
             let Some(p) = conf.credentials_provider() else {
-                return Err(BrokerError::new(ErrorKind::NotConfigured, HOP, "no AWS credentials provider is configured"));
+                return Err(BrokerError::new(
+                    ErrorKind::NotConfigured,
+                    HOP,
+                    "no AWS credentials provider is configured",
+                ));
             };
-            (p.provide_credentials().await, "AWS default credential chain".to_owned())
+            (
+                p.provide_credentials().await,
+                "AWS default credential chain".to_owned(),
+            )
         }
     };
     let creds = result.map_err(|e| {
@@ -95,7 +122,12 @@ pub async fn fetch(
     let expiration = creds
         .expiry()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .and_then(|d| time::OffsetDateTime::from_unix_timestamp(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)).ok());
+        .and_then(|d| {
+            time::OffsetDateTime::from_unix_timestamp(
+                i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            )
+            .ok()
+        });
     hops.push(HopReport::new(
         HOP,
         endpoint,
@@ -121,42 +153,88 @@ const ECS_RELATIVE_URI: &str = "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI";
 /// `…_RELATIVE_URI` (appended to `http://169.254.170.2`) wins over `…_FULL_URI`; a plain-http
 /// full URI must name a loopback address or one of the container hosts; the token comes from
 /// `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` (wins) or `AWS_CONTAINER_AUTHORIZATION_TOKEN`.
-async fn ecs(ctx: &Context, hops: &mut Vec<HopReport>, started: Instant) -> Result<Credential, BrokerError> {
+async fn ecs(
+    ctx: &Context,
+    hops: &mut Vec<HopReport>,
+    started: Instant,
+) -> Result<Credential, BrokerError> {
     const HOP_ECS: &str = "aws ecs";
     let bad = |m: String| BrokerError::new(ErrorKind::InvalidConfiguration, HOP_ECS, m);
     let uri = match (ctx.env.get(ECS_RELATIVE_URI), ctx.env.get(ECS_FULL_URI)) {
         (Some(rel), _) => format!("http://169.254.170.2{rel}"),
         (None, Some(full)) => full,
-        (None, None) => return Err(BrokerError::new(ErrorKind::NotConfigured, HOP_ECS, "no container credentials URI")),
+        (None, None) => {
+            return Err(BrokerError::new(
+                ErrorKind::NotConfigured,
+                HOP_ECS,
+                "no container credentials URI",
+            ));
+        }
     };
     let parsed = url::Url::parse(&uri).map_err(|e| bad(format!("{ECS_FULL_URI} {uri:?}: {e}")))?;
-    let host = parsed.host_str().unwrap_or_default().trim_matches(['[', ']']).to_owned();
+    let host = parsed
+        .host_str()
+        .unwrap_or_default()
+        .trim_matches(['[', ']'])
+        .to_owned();
     let allowed = parsed.scheme() == "https"
-        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-        || ["169.254.170.2", "169.254.170.23", "fd00:ec2::23", "localhost"].contains(&host.as_str());
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+        || [
+            "169.254.170.2",
+            "169.254.170.23",
+            "fd00:ec2::23",
+            "localhost",
+        ]
+        .contains(&host.as_str());
     if !allowed {
-        return Err(bad(format!("{ECS_FULL_URI}: host {host:?} is neither loopback nor a container credentials host")));
+        return Err(bad(format!(
+            "{ECS_FULL_URI}: host {host:?} is neither loopback nor a container credentials host"
+        )));
     }
     let token = match ctx.env.get("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE") {
-        Some(f) => Some(
-            tokio::fs::read_to_string(&f)
-                .await
-                .map_err(|e| bad(format!("cannot read AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE {f}: {e}")))?,
-        ),
+        Some(f) => Some(tokio::fs::read_to_string(&f).await.map_err(|e| {
+            bad(format!(
+                "cannot read AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE {f}: {e}"
+            ))
+        })?),
         None => ctx.env.get("AWS_CONTAINER_AUTHORIZATION_TOKEN"),
     };
-    let mut req = ctx.http.get(parsed.as_str()).header("Accept", "application/json");
+    let mut req = ctx
+        .http
+        .get(parsed.as_str())
+        .header("Accept", "application/json");
     if let Some(t) = &token {
-        let mut v = http::HeaderValue::from_str(t).map_err(|_| bad("the container authorization token is not a legal header value".into()))?;
+        let mut v = http::HeaderValue::from_str(t).map_err(|_| {
+            bad("the container authorization token is not a legal header value".into())
+        })?;
         v.set_sensitive(true);
         req = req.header("Authorization", v);
     }
-    let shown = format!("{}://{}{}", parsed.scheme(), parsed.host_str().unwrap_or_default(), parsed.port().map(|p| format!(":{p}")).unwrap_or_default()) + parsed.path();
-    let resp = req.send().await.map_err(|e| BrokerError::from_http(HOP_ECS, &shown, &e))?;
+    let shown = format!(
+        "{}://{}{}",
+        parsed.scheme(),
+        parsed.host_str().unwrap_or_default(),
+        parsed.port().map(|p| format!(":{p}")).unwrap_or_default()
+    ) + parsed.path();
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| BrokerError::from_http(HOP_ECS, &shown, &e))?;
     let status = resp.status().as_u16();
-    let body = zeroize::Zeroizing::new(resp.text().await.map_err(|e| BrokerError::from_http(HOP_ECS, &shown, &e))?);
+    let body = zeroize::Zeroizing::new(
+        resp.text()
+            .await
+            .map_err(|e| BrokerError::from_http(HOP_ECS, &shown, &e))?,
+    );
     if status != 200 {
-        return Err(BrokerError::from_status(HOP_ECS, status, None, format!("container credentials endpoint {shown} refused")));
+        return Err(BrokerError::from_status(
+            HOP_ECS,
+            status,
+            None,
+            format!("container credentials endpoint {shown} refused"),
+        ));
     }
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "PascalCase")]
@@ -170,12 +248,22 @@ async fn ecs(ctx: &Context, hops: &mut Vec<HopReport>, started: Instant) -> Resu
         #[serde(default)]
         role_arn: Option<String>,
     }
-    let c: Creds = serde_json::from_str(&body).map_err(|_| BrokerError::new(ErrorKind::Protocol, HOP_ECS, format!("unparsable credentials from {shown}")))?;
+    let c: Creds = serde_json::from_str(&body).map_err(|_| {
+        BrokerError::new(
+            ErrorKind::Protocol,
+            HOP_ECS,
+            format!("unparsable credentials from {shown}"),
+        )
+    })?;
     let expiration = idbridge_core::timefmt::parse_rfc3339(&c.expiration);
     hops.push(HopReport::new(
         HOP_ECS,
         shown,
-        format!("AWS credentials {} ({})", c.access_key_id, c.role_arn.as_deref().unwrap_or("container role")),
+        format!(
+            "AWS credentials {} ({})",
+            c.access_key_id,
+            c.role_arn.as_deref().unwrap_or("container role")
+        ),
         expiration,
         started,
     ));

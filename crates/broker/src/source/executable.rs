@@ -50,10 +50,24 @@ struct Response {
     message: Option<String>,
 }
 
-fn parse(ctx: &Context, text: &str, what: &str) -> Result<Option<(String, Option<i64>)>, BrokerError> {
-    let r: Response = serde_json::from_str(text).map_err(|_| BrokerError::new(ErrorKind::Protocol, HOP, format!("{what} is not an executable-sourced response")))?;
+fn parse(
+    ctx: &Context,
+    text: &str,
+    what: &str,
+) -> Result<Option<(String, Option<i64>)>, BrokerError> {
+    let r: Response = serde_json::from_str(text).map_err(|_| {
+        BrokerError::new(
+            ErrorKind::Protocol,
+            HOP,
+            format!("{what} is not an executable-sourced response"),
+        )
+    })?;
     if r.version != 1 {
-        return Err(BrokerError::new(ErrorKind::Protocol, HOP, format!("{what}: unsupported version {}", r.version)));
+        return Err(BrokerError::new(
+            ErrorKind::Protocol,
+            HOP,
+            format!("{what}: unsupported version {}", r.version),
+        ));
     }
     if !r.success {
         return Err(BrokerError::new(
@@ -69,25 +83,43 @@ fn parse(ctx: &Context, text: &str, what: &str) -> Result<Option<(String, Option
             Ok(None)
         }
         (Some(t), exp) => Ok(Some((t, exp))),
-        (None, _) => Err(BrokerError::new(ErrorKind::Protocol, HOP, format!("{what}: no id_token (SAML responses are not supported)"))),
+        (None, _) => Err(BrokerError::new(
+            ErrorKind::Protocol,
+            HOP,
+            format!("{what}: no id_token (SAML responses are not supported)"),
+        )),
     }
 }
 
 /// Runs the program (or reads its still-valid cached output).
-pub async fn fetch(ctx: &Context, req: &Request<'_>, hops: &mut Vec<HopReport>) -> Result<Credential, BrokerError> {
+pub async fn fetch(
+    ctx: &Context,
+    req: &Request<'_>,
+    hops: &mut Vec<HopReport>,
+) -> Result<Credential, BrokerError> {
     let started = Instant::now();
     if let Some(path) = req.output_file
         && let Ok(text) = tokio::fs::read_to_string(path).await
         && let Ok(Some((token, _))) = parse(ctx, &text, &path.display().to_string())
     {
         let (tok, parsed) = super::id_token_from_jwt(HOP, &token)?;
-        hops.push(HopReport::new(HOP, path.display().to_string(), format!("cached token: {}", super::describe_claims(&parsed)), Some(tok.expires_at), started));
+        hops.push(HopReport::new(
+            HOP,
+            path.display().to_string(),
+            format!("cached token: {}", super::describe_claims(&parsed)),
+            Some(tok.expires_at),
+            started,
+        ));
         return Ok(Credential::IdToken(tok));
     }
     let mut words = req.command.split_whitespace();
-    let program = words.next().ok_or_else(|| BrokerError::new(ErrorKind::InvalidConfiguration, HOP, "empty command"))?;
+    let program = words
+        .next()
+        .ok_or_else(|| BrokerError::new(ErrorKind::InvalidConfiguration, HOP, "empty command"))?;
     let mut cmd = tokio::process::Command::new(program);
-    cmd.args(words).kill_on_drop(true).stdin(std::process::Stdio::null());
+    cmd.args(words)
+        .kill_on_drop(true)
+        .stdin(std::process::Stdio::null());
     cmd.env("GOOGLE_EXTERNAL_ACCOUNT_INTERACTIVE", "0");
     if let Some(a) = req.audience {
         cmd.env("GOOGLE_EXTERNAL_ACCOUNT_AUDIENCE", a);
@@ -98,18 +130,48 @@ pub async fn fetch(ctx: &Context, req: &Request<'_>, hops: &mut Vec<HopReport>) 
     if let Some(p) = req.output_file {
         cmd.env("GOOGLE_EXTERNAL_ACCOUNT_OUTPUT_FILE", p);
     }
-    let limit = req.timeout_millis.map(Duration::from_millis).unwrap_or(DEFAULT_TIMEOUT);
+    let limit = req
+        .timeout_millis
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_TIMEOUT);
     let out = tokio::time::timeout(limit, cmd.output())
         .await
-        .map_err(|_| BrokerError::new(ErrorKind::Transient, HOP, format!("{program} did not finish within {} ms", limit.as_millis())))?
-        .map_err(|e| BrokerError::new(ErrorKind::InvalidConfiguration, HOP, format!("cannot run {program}: {e}")))?;
+        .map_err(|_| {
+            BrokerError::new(
+                ErrorKind::Transient,
+                HOP,
+                format!("{program} did not finish within {} ms", limit.as_millis()),
+            )
+        })?
+        .map_err(|e| {
+            BrokerError::new(
+                ErrorKind::InvalidConfiguration,
+                HOP,
+                format!("cannot run {program}: {e}"),
+            )
+        })?;
     if !out.status.success() {
-        return Err(BrokerError::new(ErrorKind::Rejected, HOP, format!("{program} exited with {}", out.status)));
+        return Err(BrokerError::new(
+            ErrorKind::Rejected,
+            HOP,
+            format!("{program} exited with {}", out.status),
+        ));
     }
     let text = zeroize::Zeroizing::new(String::from_utf8_lossy(&out.stdout).into_owned());
-    let (token, _) = parse(ctx, &text, &format!("the output of {program}"))?
-        .ok_or_else(|| BrokerError::new(ErrorKind::Protocol, HOP, format!("{program} printed an expired token")))?;
+    let (token, _) = parse(ctx, &text, &format!("the output of {program}"))?.ok_or_else(|| {
+        BrokerError::new(
+            ErrorKind::Protocol,
+            HOP,
+            format!("{program} printed an expired token"),
+        )
+    })?;
     let (tok, parsed) = super::id_token_from_jwt(HOP, &token)?;
-    hops.push(HopReport::new(HOP, program.to_owned(), format!("token: {}", super::describe_claims(&parsed)), Some(tok.expires_at), started));
+    hops.push(HopReport::new(
+        HOP,
+        program.to_owned(),
+        format!("token: {}", super::describe_claims(&parsed)),
+        Some(tok.expires_at),
+        started,
+    ));
     Ok(Credential::IdToken(tok))
 }

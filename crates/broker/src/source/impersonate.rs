@@ -161,17 +161,28 @@ pub async fn tokeninfo(ctx: &Context, token: &GoogleAccessToken) -> Result<HopRe
         .await
         .map_err(|e| BrokerError::from_http(TI, &url, &e))?;
     let status = resp.status().as_u16();
-    let text = zeroize::Zeroizing::new(resp.text().await.map_err(|e| BrokerError::from_http(TI, &url, &e))?);
+    let text = zeroize::Zeroizing::new(
+        resp.text()
+            .await
+            .map_err(|e| BrokerError::from_http(TI, &url, &e))?,
+    );
     if status != 200 {
         let (code, msg) = super::google_error(&text);
         return Err(BrokerError::from_status(TI, status, code, msg));
     }
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|_| BrokerError::new(ErrorKind::Protocol, TI, "unparsable tokeninfo"))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|_| BrokerError::new(ErrorKind::Protocol, TI, "unparsable tokeninfo"))?;
     let who = v
         .get("email")
         .or_else(|| v.get("sub"))
         .and_then(|s| s.as_str())
         .unwrap_or("?")
         .to_owned();
-    Ok(HopReport::new(TI, url, format!("token of {who}"), Some(token.expires_at), started))
+    Ok(HopReport::new(
+        TI,
+        url,
+        format!("token of {who}"),
+        Some(token.expires_at),
+        started,
+    ))
 }

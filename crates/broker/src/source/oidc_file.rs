@@ -27,7 +27,12 @@ pub async fn fetch(
         )
     })?;
     let text = zeroize::Zeroizing::new(text);
-    let token = zeroize::Zeroizing::new(super::token_from_body(HOP, &path.display().to_string(), &text, json_field)?);
+    let token = zeroize::Zeroizing::new(super::token_from_body(
+        HOP,
+        &path.display().to_string(),
+        &text,
+        json_field,
+    )?);
     let (tok, parsed) = super::id_token_from_jwt(HOP, &token).map_err(|e| {
         BrokerError::new(
             ErrorKind::InvalidConfiguration,

@@ -11,20 +11,44 @@ use crate::{BrokerError, Context, HopReport};
 const HOP: &str = "oidc-url";
 
 /// GETs the token.
-pub async fn fetch(ctx: &Context, url: &str, headers: &BTreeMap<String, String>, json_field: Option<&str>, hops: &mut Vec<HopReport>) -> Result<Credential, BrokerError> {
+pub async fn fetch(
+    ctx: &Context,
+    url: &str,
+    headers: &BTreeMap<String, String>,
+    json_field: Option<&str>,
+    hops: &mut Vec<HopReport>,
+) -> Result<Credential, BrokerError> {
     let started = Instant::now();
     let mut req = ctx.http.get(url);
     for (k, v) in headers {
         req = req.header(k, v);
     }
-    let resp = req.send().await.map_err(|e| BrokerError::from_http(HOP, url, &e))?;
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| BrokerError::from_http(HOP, url, &e))?;
     let status = resp.status().as_u16();
-    let body = zeroize::Zeroizing::new(resp.text().await.map_err(|e| BrokerError::from_http(HOP, url, &e))?);
+    let body = zeroize::Zeroizing::new(
+        resp.text()
+            .await
+            .map_err(|e| BrokerError::from_http(HOP, url, &e))?,
+    );
     if status != 200 {
-        return Err(BrokerError::from_status(HOP, status, None, format!("token URL {url} refused")));
+        return Err(BrokerError::from_status(
+            HOP,
+            status,
+            None,
+            format!("token URL {url} refused"),
+        ));
     }
     let token = zeroize::Zeroizing::new(super::token_from_body(HOP, url, &body, json_field)?);
     let (tok, parsed) = super::id_token_from_jwt(HOP, &token)?;
-    hops.push(HopReport::new(HOP, url, format!("token: {}", super::describe_claims(&parsed)), Some(tok.expires_at), started));
+    hops.push(HopReport::new(
+        HOP,
+        url,
+        format!("token: {}", super::describe_claims(&parsed)),
+        Some(tok.expires_at),
+        started,
+    ));
     Ok(Credential::IdToken(tok))
 }

@@ -18,12 +18,18 @@ use crate::Emulator;
 use crate::state::GooglePrincipal;
 
 /// GET with `?access_token=`.
-pub(super) async fn get(State(state): State<Arc<Emulator>>, Query(q): Query<HashMap<String, String>>) -> Response {
+pub(super) async fn get(
+    State(state): State<Arc<Emulator>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     answer(&state, q.get("access_token").map(String::as_str))
 }
 
 /// POST with a form `access_token=`.
-pub(super) async fn post(State(state): State<Arc<Emulator>>, Form(f): Form<HashMap<String, String>>) -> Response {
+pub(super) async fn post(
+    State(state): State<Arc<Emulator>>,
+    Form(f): Form<HashMap<String, String>>,
+) -> Response {
     answer(&state, f.get("access_token").map(String::as_str))
 }
 
@@ -35,7 +41,11 @@ fn answer(state: &Emulator, token: Option<&str>) -> Response {
     let expires_in = (info.expires_at - state.clock.now()).whole_seconds().max(0);
     let body = match &info.principal {
         GooglePrincipal::ServiceAccount(email) => {
-            let id = state.world.service_account(email).map(|s| s.unique_id.clone()).unwrap_or_default();
+            let id = state
+                .world
+                .service_account(email)
+                .map(|s| s.unique_id.clone())
+                .unwrap_or_default();
             json!({
                 "azp": id, "aud": id, "sub": id,
                 "scope": info.scopes.join(" "),
@@ -81,7 +91,9 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["email"], "myapp@gcp-project.iam.gserviceaccount.com");
         assert_eq!(v["sub"], "100367186111111111111");
-        let req = Request::get("/tokeninfo?access_token=ya29.nope").body(Body::empty()).unwrap();
+        let req = Request::get("/tokeninfo?access_token=ya29.nope")
+            .body(Body::empty())
+            .unwrap();
         let (resp, body) = send(&router, req).await;
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
         assert!(body.contains("invalid_token"), "{body}");
