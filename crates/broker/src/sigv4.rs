@@ -23,6 +23,20 @@ pub struct UnsignedRequest<'a> {
     pub body: &'a [u8],
 }
 
+/// The AWS SDK's view of idbridge credentials.
+pub(crate) fn sdk_credentials(creds: &AwsCredentials) -> Credentials {
+    Credentials::new(
+        &creds.access_key_id,
+        creds.secret_access_key.expose_secret(),
+        creds
+            .session_token
+            .as_ref()
+            .map(|t| t.expose_secret().to_owned()),
+        None,
+        "idbridge",
+    )
+}
+
 /// Signing settings per service: S3 (and S3-compatible `s3-object-lambda`) signs the payload
 /// hash as `x-amz-content-sha256`, encodes the path once and never normalizes it; every other
 /// service uses the SigV4 defaults (double encoding, normalized paths).
@@ -45,17 +59,7 @@ pub fn sign_request(
     time: SystemTime,
 ) -> Result<Vec<(String, String)>, BrokerError> {
     let fail = |m: String| BrokerError::new(ErrorKind::InvalidConfiguration, "sigv4", m);
-    let identity = Credentials::new(
-        &creds.access_key_id,
-        creds.secret_access_key.expose_secret(),
-        creds
-            .session_token
-            .as_ref()
-            .map(|t| t.expose_secret().to_owned()),
-        None,
-        "idbridge",
-    )
-    .into();
+    let identity = sdk_credentials(creds).into();
     let params = v4::SigningParams::builder()
         .identity(&identity)
         .region(region)

@@ -140,6 +140,30 @@ pub fn fetch<'a>(
     })
 }
 
+/// Sends a request to a Google API and returns the 200 body (zeroized on drop: it holds a
+/// token); a non-200 answer becomes an error carrying Google's code and message.
+pub(crate) async fn send_google(
+    hop: &str,
+    url: &str,
+    req: reqwest::RequestBuilder,
+) -> Result<zeroize::Zeroizing<String>, BrokerError> {
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| BrokerError::from_http(hop, url, &e))?;
+    let status = resp.status().as_u16();
+    let body = zeroize::Zeroizing::new(
+        resp.text()
+            .await
+            .map_err(|e| BrokerError::from_http(hop, url, &e))?,
+    );
+    if status != 200 {
+        let (code, msg) = google_error(&body);
+        return Err(BrokerError::from_status(hop, status, code, msg));
+    }
+    Ok(body)
+}
+
 /// Reads an error body from a Google API: `google.rpc.Status` or OAuth `{"error",…}`; returns
 /// (code, message) without ever echoing unknown bodies (they may hold tokens).
 pub(crate) fn google_error(body: &str) -> (Option<String>, String) {

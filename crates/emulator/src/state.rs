@@ -11,6 +11,10 @@ use time::OffsetDateTime;
 use crate::keys::{KeyError, SigningKey};
 use crate::world::World;
 
+/// Past this many issued sessions (or tokens), expired ones are dropped on the next issue, so a
+/// long-running emulator under load does not grow without bound. 10,000 entries are a few MB.
+const PURGE_THRESHOLD: usize = 10_000;
+
 /// An STS session the emulated AWS issued.
 #[derive(Debug, Clone)]
 pub struct AwsSession {
@@ -194,6 +198,10 @@ impl Emulator {
         let token = format!("ya29.emu-{}", hex::encode(rand::random::<[u8; 24]>()));
         let expires_at = self.clock.now() + time::Duration::seconds(lifetime_secs);
         if let Ok(mut m) = self.google_tokens.lock() {
+            if m.len() >= PURGE_THRESHOLD {
+                let now = self.clock.now();
+                m.retain(|_, t| t.expires_at > now);
+            }
             m.insert(
                 token.clone(),
                 GoogleToken {
@@ -218,7 +226,12 @@ impl Emulator {
 
     /// Records an STS session.
     pub fn insert_session(&self, session: AwsSession) {
+        let now = self.clock.now();
         if let Ok(mut m) = self.aws_sessions.lock() {
+            if m.len() >= PURGE_THRESHOLD {
+                // Keep a day of expired sessions so `ExpiredToken` is still answered for them.
+                m.retain(|_, s| s.expires_at + time::Duration::DAY > now);
+            }
             m.insert(session.access_key_id.clone(), session);
         }
     }

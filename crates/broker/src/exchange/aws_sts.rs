@@ -40,20 +40,8 @@ pub async fn exchange(
     hops: &mut Vec<HopReport>,
 ) -> Result<Credential, BrokerError> {
     let started = Instant::now();
-    let region = req.region.unwrap_or(DEFAULT_REGION).to_owned();
-    let mut conf = aws_sdk_sts::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(region.clone()))
-        .retry_config(aws_sdk_sts::config::retry::RetryConfig::disabled());
-    if let Some(url) = &ctx.endpoints.aws_sts {
-        conf = conf.endpoint_url(url);
-    }
-    let endpoint = ctx
-        .endpoints
-        .aws_sts
-        .clone()
-        .unwrap_or_else(|| format!("https://sts.{region}.amazonaws.com"));
-    let client = aws_sdk_sts::Client::from_conf(conf.build());
+    let region = req.region.unwrap_or(DEFAULT_REGION);
+    let (client, endpoint) = sts_client(ctx, region, None);
     let out = client
         .assume_role_with_web_identity()
         .role_arn(req.role_arn)
@@ -85,6 +73,31 @@ pub async fn exchange(
         account_id: account,
         arn,
     }))
+}
+
+/// An STS client for `region` (with `creds` for signed calls; none for the unsigned
+/// AssumeRoleWithWebIdentity), and the endpoint it talks to, for messages.
+fn sts_client(
+    ctx: &Context,
+    region: &str,
+    creds: Option<&AwsCredentials>,
+) -> (aws_sdk_sts::Client, String) {
+    let mut conf = aws_sdk_sts::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region.to_owned()))
+        .retry_config(aws_sdk_sts::config::retry::RetryConfig::disabled());
+    if let Some(c) = creds {
+        conf = conf.credentials_provider(crate::sigv4::sdk_credentials(c));
+    }
+    if let Some(url) = &ctx.endpoints.aws_sts {
+        conf = conf.endpoint_url(url);
+    }
+    let endpoint = ctx
+        .endpoints
+        .aws_sts
+        .clone()
+        .unwrap_or_else(|| format!("https://sts.{region}.amazonaws.com"));
+    (aws_sdk_sts::Client::from_conf(conf.build()), endpoint)
 }
 
 fn map_sdk_error<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
@@ -140,39 +153,12 @@ pub async fn get_caller_identity(
 ) -> Result<HopReport, BrokerError> {
     const GCI: &str = "aws-sts GetCallerIdentity";
     let started = Instant::now();
-    let region = region.unwrap_or(DEFAULT_REGION).to_owned();
-    let sdk_creds = aws_credential_types::Credentials::new(
-        &creds.access_key_id,
-        creds.secret_access_key.expose_secret(),
-        creds
-            .session_token
-            .as_ref()
-            .map(|t| t.expose_secret().to_owned()),
-        None,
-        "idbridge",
-    );
-    let mut conf = aws_sdk_sts::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(region.clone()))
-        .credentials_provider(sdk_creds)
-        .retry_config(aws_sdk_sts::config::retry::RetryConfig::disabled());
-    if let Some(url) = &ctx.endpoints.aws_sts {
-        conf = conf.endpoint_url(url);
-    }
-    let endpoint = ctx
-        .endpoints
-        .aws_sts
-        .clone()
-        .unwrap_or_else(|| format!("https://sts.{region}.amazonaws.com"));
-    let out = aws_sdk_sts::Client::from_conf(conf.build())
-        .get_caller_identity()
-        .send()
-        .await
-        .map_err(|e| {
-            let mut b = map_sdk_error(&endpoint, e);
-            b.hop = GCI.to_owned();
-            b
-        })?;
+    let (client, endpoint) = sts_client(ctx, region.unwrap_or(DEFAULT_REGION), Some(creds));
+    let out = client.get_caller_identity().send().await.map_err(|e| {
+        let mut b = map_sdk_error(&endpoint, e);
+        b.hop = GCI.to_owned();
+        b
+    })?;
     Ok(HopReport::new(
         GCI,
         endpoint,

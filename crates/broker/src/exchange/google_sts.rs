@@ -153,30 +153,19 @@ pub async fn exchange(
         .or_else(|| ctx.env.get(idbridge_core::env::IDBRIDGE_GOOGLE_STS_URL))
         .unwrap_or_else(|| idbridge_core::env::DEFAULT_GOOGLE_STS_URL.to_owned());
     let scope = req.scopes.join(" ");
-    let resp = ctx
-        .http
-        .post(&url)
-        .form(&[
+    let body = crate::source::send_google(
+        HOP,
+        &url,
+        ctx.http.post(&url).form(&[
             ("grant_type", GRANT_TYPE),
             ("audience", req.audience),
             ("scope", &scope),
             ("requested_token_type", ACCESS_TOKEN_TYPE),
             ("subject_token", token.expose_secret()),
             ("subject_token_type", token_type),
-        ])
-        .send()
-        .await
-        .map_err(|e| BrokerError::from_http(HOP, &url, &e))?;
-    let status = resp.status().as_u16();
-    let body = zeroize::Zeroizing::new(
-        resp.text()
-            .await
-            .map_err(|e| BrokerError::from_http(HOP, &url, &e))?,
-    );
-    if status != 200 {
-        let (code, msg) = crate::source::google_error(&body);
-        return Err(BrokerError::from_status(HOP, status, code, msg));
-    }
+        ]),
+    )
+    .await?;
     #[derive(serde::Deserialize)]
     struct Resp {
         access_token: String,

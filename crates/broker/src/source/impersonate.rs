@@ -75,30 +75,22 @@ pub async fn fetch(
         }),
     }
     .map_err(|e| BrokerError::new(ErrorKind::InvalidConfiguration, HOP, e.to_string()))?;
-    let resp = ctx
-        .http
-        .post(&url)
-        .bearer_auth(caller.token.expose_secret())
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| BrokerError::from_http(HOP, &url, &e))?;
-    let status = resp.status().as_u16();
-    let text = zeroize::Zeroizing::new(
-        resp.text()
-            .await
-            .map_err(|e| BrokerError::from_http(HOP, &url, &e))?,
-    );
-    if status != 200 {
-        let (code, msg) = super::google_error(&text);
-        let who = caller.principal.as_deref().unwrap_or("the caller");
-        return Err(BrokerError::from_status(
-            HOP,
-            status,
-            code,
-            format!("{msg} (as {who} on {})", req.service_account),
-        ));
-    }
+    let who = caller.principal.as_deref().unwrap_or("the caller");
+    let text = super::send_google(
+        HOP,
+        &url,
+        ctx.http
+            .post(&url)
+            .bearer_auth(caller.token.expose_secret())
+            .json(&body),
+    )
+    .await
+    .map_err(|mut e| {
+        if e.kind == ErrorKind::Rejected {
+            e.message = format!("{} (as {who} on {})", e.message, req.service_account);
+        }
+        e
+    })?;
     if req.audience.is_some() {
         let parsed: GenerateIdTokenResponse = serde_json::from_str(&text).map_err(|_| {
             BrokerError::new(
@@ -153,23 +145,14 @@ pub async fn tokeninfo(ctx: &Context, token: &GoogleAccessToken) -> Result<HopRe
         .clone()
         .unwrap_or_else(|| idbridge_core::env::DEFAULT_GOOGLE_OAUTH2_URL.to_owned());
     let url = format!("{}/tokeninfo", token_url.trim_end_matches("/token"));
-    let resp = ctx
-        .http
-        .post(&url)
-        .form(&[("access_token", token.token.expose_secret())])
-        .send()
-        .await
-        .map_err(|e| BrokerError::from_http(TI, &url, &e))?;
-    let status = resp.status().as_u16();
-    let text = zeroize::Zeroizing::new(
-        resp.text()
-            .await
-            .map_err(|e| BrokerError::from_http(TI, &url, &e))?,
-    );
-    if status != 200 {
-        let (code, msg) = super::google_error(&text);
-        return Err(BrokerError::from_status(TI, status, code, msg));
-    }
+    let text = super::send_google(
+        TI,
+        &url,
+        ctx.http
+            .post(&url)
+            .form(&[("access_token", token.token.expose_secret())]),
+    )
+    .await?;
     let v: serde_json::Value = serde_json::from_str(&text)
         .map_err(|_| BrokerError::new(ErrorKind::Protocol, TI, "unparsable tokeninfo"))?;
     let who = v

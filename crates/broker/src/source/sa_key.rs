@@ -132,26 +132,15 @@ pub async fn fetch(
         .clone()
         .or(key.token_uri.clone())
         .unwrap_or_else(|| idbridge_core::env::DEFAULT_GOOGLE_OAUTH2_URL.to_owned());
-    let resp = ctx
-        .http
-        .post(&url)
-        .form(&[
+    let body = super::send_google(
+        HOP,
+        &url,
+        ctx.http.post(&url).form(&[
             ("grant_type", JWT_BEARER_GRANT),
             ("assertion", assertion.expose_secret()),
-        ])
-        .send()
-        .await
-        .map_err(|e| BrokerError::from_http(HOP, &url, &e))?;
-    let status = resp.status().as_u16();
-    let body = zeroize::Zeroizing::new(
-        resp.text()
-            .await
-            .map_err(|e| BrokerError::from_http(HOP, &url, &e))?,
-    );
-    if status != 200 {
-        let (code, msg) = super::google_error(&body);
-        return Err(BrokerError::from_status(HOP, status, code, msg));
-    }
+        ]),
+    )
+    .await?;
     let parsed: OAuth2TokenResponse = serde_json::from_str(&body).map_err(|_| {
         BrokerError::new(
             ErrorKind::Protocol,
