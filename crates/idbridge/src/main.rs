@@ -50,7 +50,8 @@ fn init_tracing(cli: &cli::Cli) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none());
     let serve_json = matches!(&cli.command, cli::Command::Serve(a) if serve::wants_json_logs(a));
     if cli.log_json || serve_json {
         builder.json().init();
