@@ -32,9 +32,10 @@
 //! Every error names the file, the line and the field. The whole file is validated before
 //! anything is fetched or bound.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Why a config file is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -162,7 +163,7 @@ pub enum SourceConfig {
         url: String,
         /// Extra request headers.
         #[serde(default)]
-        headers: std::collections::BTreeMap<String, String>,
+        headers: RequestHeaders,
         /// When the response is JSON, the field holding the token.
         #[serde(default)]
         json_field: Option<String>,
@@ -213,6 +214,36 @@ pub enum SourceConfig {
         #[serde(default)]
         socket: Option<String>,
     },
+}
+
+/// The extra request headers of an `oidc-url` source, name → value. A value may be a
+/// credential (an `Authorization` header for the token server), so `Debug` shows the names
+/// only, and the source marks every value sensitive when it sends them.
+#[derive(Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct RequestHeaders(pub BTreeMap<String, String>);
+
+impl std::ops::Deref for RequestHeaders {
+    type Target = BTreeMap<String, String>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl FromIterator<(String, String)> for RequestHeaders {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
+        Self(iter.into_iter().collect())
+    }
+}
+
+impl std::fmt::Debug for RequestHeaders {
+    /// Header names only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RequestHeaders")
+            .field(&self.0.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 fn default_sa() -> String {
@@ -442,7 +473,7 @@ impl Config {
     pub fn parse(text: &str, path: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.to_string().trim_end().replace('\n', "\n  "),
+            message: toml_error_message(text, &e),
         })?;
         let mut routes = Vec::new();
         for spanned in raw.route {
@@ -755,6 +786,26 @@ fn validate_exchange(ex: &ExchangeConfig, input: Yields) -> Result<Yields, Strin
     }
 }
 
+/// toml's message for text that does not parse, with its line and column but without the
+/// excerpt of the file toml's `Display` adds: the offending line may hold an inline secret (an
+/// `authorization_token`, a header value), and these messages reach terminals and logs.
+pub fn toml_error_message(text: &str, e: &toml::de::Error) -> String {
+    let at = match e.span() {
+        Some(span) => {
+            let line = line_of(text, span.start);
+            let column = text.get(..span.start).map_or(1, |t| {
+                t.rsplit('\n').next().unwrap_or(t).chars().count() + 1
+            });
+            format!(" at line {line}, column {column}")
+        }
+        None => String::new(),
+    };
+    format!(
+        "TOML parse error{at}: {}",
+        e.message().trim_end().replace('\n', "\n  ")
+    )
+}
+
 /// 1-based line of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
     text.get(..offset)
@@ -791,6 +842,17 @@ exchange = [{ kind = "aws-sts", role_arn = "arn:aws:iam::111122223333:role/r" }]
     }
 
     #[test]
+    fn parse_errors_quote_no_line_of_the_file() {
+        let bad = GOOD.replace(
+            "audience = \"x\" }",
+            "audience = \"x\" }\nsecret_line = \"inline-secret-value",
+        );
+        let e = Config::parse(&bad, "c.toml", None).unwrap_err().to_string();
+        assert!(e.contains("c.toml") && e.contains("line 5"), "{e}");
+        assert!(!e.contains("inline-secret-value"), "{e}");
+    }
+
+    #[test]
     fn semantic_error_names_line_and_field() {
         let bad = GOOD.replace("role/r", "user/r");
         let e = Config::parse(&bad, "c.toml", None).unwrap_err().to_string();
@@ -805,6 +867,19 @@ exchange = [{ kind = "aws-sts", role_arn = "arn:aws:iam::111122223333:role/r" }]
         );
         let e = Config::parse(&bad, "c.toml", None).unwrap_err().to_string();
         assert!(e.contains("duration_seconds"), "{e}");
+    }
+
+    #[test]
+    fn debug_of_a_route_shows_no_header_values() {
+        let text = "[[route]]\nname = \"u\"\nsource = { kind = \"oidc-url\", url = \"http://127.0.0.1:1/token\", headers = { Authorization = \"Bearer inline-secret-value\" } }\n";
+        let c = Config::parse(text, "u.toml", None).unwrap();
+        let printed = format!("{c:?} {:#?}", c.routes[0]);
+        assert!(!printed.contains("inline-secret-value"), "{printed}");
+        assert!(printed.contains("Authorization"), "{printed}");
+        let SourceConfig::OidcUrl { headers, .. } = &c.routes[0].source else {
+            panic!("not an oidc-url source");
+        };
+        assert_eq!(headers["Authorization"], "Bearer inline-secret-value");
     }
 
     #[test]

@@ -21,8 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{ExchangeConfig, SourceConfig};
 
-/// The file, as Google writes it.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+/// The file, as Google writes it. Its `Debug` leaves out the values of
+/// `credential_source.headers` (a URL source's headers may carry a credential).
+#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
 pub struct ExternalAccount {
     /// Always `external_account`.
     #[serde(rename = "type")]
@@ -45,6 +46,36 @@ pub struct ExternalAccount {
     /// Universe domain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub universe_domain: Option<String>,
+}
+
+impl std::fmt::Debug for ExternalAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut source = self.credential_source.clone();
+        if let Some(headers) = source
+            .get_mut("headers")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            for v in headers.values_mut() {
+                *v = serde_json::Value::from("** redacted **");
+            }
+        }
+        f.debug_struct("ExternalAccount")
+            .field("kind", &self.kind)
+            .field("audience", &self.audience)
+            .field("subject_token_type", &self.subject_token_type)
+            .field("token_url", &self.token_url)
+            .field(
+                "service_account_impersonation_url",
+                &self.service_account_impersonation_url,
+            )
+            .field(
+                "service_account_impersonation",
+                &self.service_account_impersonation,
+            )
+            .field("credential_source", &source)
+            .field("universe_domain", &self.universe_domain)
+            .finish()
+    }
 }
 
 const DEFAULT_STS: &str = "https://sts.googleapis.com/v1/token";
@@ -240,6 +271,24 @@ mod tests {
         assert!(
             matches!(&ex[1], ExchangeConfig::Impersonate { service_account, lifetime_seconds: Some(1200), endpoint: None, .. } if service_account == "sa@p.iam.gserviceaccount.com"),
             "{ex:?}"
+        );
+    }
+
+    #[test]
+    fn debug_leaves_out_url_source_header_values() {
+        let jwt = "urn:ietf:params:oauth:token-type:jwt";
+        let file = ea(
+            serde_json::json!({"url": "http://127.0.0.1:1/token", "headers": {"Authorization": "Bearer header-secret"}}),
+            jwt,
+            None,
+        );
+        let (src, _) = to_route(&file).unwrap();
+        let printed = format!("{file:?} {src:?}");
+        assert!(!printed.contains("header-secret"), "{printed}");
+        assert!(printed.contains("Authorization"), "{printed}");
+        assert_eq!(
+            file.credential_source["headers"]["Authorization"],
+            "Bearer header-secret"
         );
     }
 

@@ -10,8 +10,8 @@ use idbridge_core::AwsCredentials;
 
 use crate::{BrokerError, ErrorKind};
 
-/// A request to sign.
-#[derive(Debug)]
+/// A request to sign. Its `Debug` shows header names only (a caller's headers may carry a
+/// credential) and the body's length.
 pub struct UnsignedRequest<'a> {
     /// Method.
     pub method: &'a str,
@@ -21,6 +21,24 @@ pub struct UnsignedRequest<'a> {
     pub headers: Vec<(String, String)>,
     /// Body.
     pub body: &'a [u8],
+}
+
+impl std::fmt::Debug for UnsignedRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnsignedRequest")
+            .field("method", &self.method)
+            .field("url", &self.url)
+            .field(
+                "header_names",
+                &self
+                    .headers
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 /// The AWS SDK's view of idbridge credentials.
@@ -83,4 +101,23 @@ pub fn sign_request(
         .into_iter()
         .map(|h| (h.name().to_owned(), h.value().to_owned()))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsigned_request_debug_shows_header_names_only() {
+        let req = UnsignedRequest {
+            method: "POST",
+            url: "https://sts.us-east-1.amazonaws.com/",
+            headers: vec![("authorization".into(), "Bearer caller-secret".into())],
+            body: b"payload-secret",
+        };
+        let printed = format!("{req:?} {req:#?}");
+        assert!(!printed.contains("caller-secret"), "{printed}");
+        assert!(!printed.contains("payload-secret"), "{printed}");
+        assert!(printed.contains("authorization"), "{printed}");
+    }
 }

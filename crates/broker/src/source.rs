@@ -176,6 +176,25 @@ pub(crate) fn google_error(body: &str) -> (Option<String>, String) {
     (None, "unrecognised error body".to_owned())
 }
 
+/// A serde_json error as a message that cannot quote the input. serde's type errors repeat the
+/// value they met (`invalid type: string "-----BEGIN PRIVATE KEY…", expected …`), and the
+/// input here is a key file or a token body; messages about fields (which name only the field)
+/// and syntax errors (which name only the position) are kept as they are.
+pub(crate) fn json_error_message(e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    let names_fields_only = ["missing field", "unknown field", "duplicate field"]
+        .iter()
+        .any(|p| message.starts_with(p));
+    match e.classify() {
+        serde_json::error::Category::Data if !names_fields_only => format!(
+            "a value has the wrong type or form at line {} column {}",
+            e.line(),
+            e.column()
+        ),
+        _ => message,
+    }
+}
+
 /// Builds an [`idbridge_core::IdToken`] from a JWT string, reading `exp` (unverified: the
 /// consumer of the token verifies it; we only schedule refreshes from it).
 pub(crate) fn id_token_from_jwt(

@@ -3,6 +3,8 @@
 //! Each kind carries its expiry so one cache can serve them all. Secrets sit in
 //! [`SecretString`]; the derived `Debug` of these structs is therefore safe to print.
 
+use std::fmt;
+
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -83,8 +85,9 @@ impl Credential {
 /// AWS `credential_process` output, version 1.
 ///
 /// `Version` must be the number 1 (botocore compares with `!= 1`; the Rust SDK requires a JSON
-/// number) and `Expiration` is RFC 3339 without fractional seconds.
-#[derive(Debug, Serialize)]
+/// number) and `Expiration` is RFC 3339 without fractional seconds. It borrows the secrets
+/// (exposing them is what it is for); its `Debug` leaves them out.
+#[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct CredentialProcessOutput<'a> {
     /// Always 1.
@@ -102,6 +105,17 @@ pub struct CredentialProcessOutput<'a> {
     /// Account id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub account_id: Option<&'a str>,
+}
+
+impl fmt::Debug for CredentialProcessOutput<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CredentialProcessOutput")
+            .field("version", &self.version)
+            .field("access_key_id", &self.access_key_id)
+            .field("expiration", &self.expiration)
+            .field("account_id", &self.account_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AwsCredentials {
@@ -143,5 +157,25 @@ mod tests {
             scopes: vec![],
         });
         assert!(!format!("{g:?}").contains("ya29.secret"));
+    }
+
+    #[test]
+    fn credential_process_view_debug_never_shows_secrets() {
+        let c = AwsCredentials {
+            access_key_id: "ASIAEXAMPLE".into(),
+            secret_access_key: SecretString::new("s3cr3t-key-material"),
+            session_token: Some(SecretString::new("session-token-material")),
+            expiration: Some(OffsetDateTime::UNIX_EPOCH),
+            account_id: Some("111122223333".into()),
+            arn: None,
+        };
+        let view = c.credential_process();
+        let printed = format!("{view:?} {view:#?}");
+        assert!(!printed.contains("s3cr3t"), "{printed}");
+        assert!(!printed.contains("session-token-material"), "{printed}");
+        assert!(printed.contains("ASIAEXAMPLE"), "{printed}");
+        // The serialized form still carries them: printing it is what it is for.
+        let json = serde_json::to_string(&view).unwrap_or_default();
+        assert!(json.contains("s3cr3t-key-material"), "{json}");
     }
 }

@@ -37,7 +37,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use idbridge_core::SecretString;
 use idbridge_core::timefmt::rfc3339_seconds;
 use serde::{Deserialize, Serialize};
@@ -294,16 +294,12 @@ fn current_session(
     {
         return (session, issued.issued_at);
     }
-    let session = AwsSession {
-        access_key_id: access_key_id(),
-        secret_access_key: SecretString::new(STANDARD.encode(rand::random::<[u8; 30]>())),
-        session_token: SecretString::new(random_b64(384)),
-        role_arn: role_arn.to_owned(),
-        session_name: session_name.to_owned(),
-        role_id: crate::aws_sts::role_id(role_arn),
-        expires_at: now + Duration::seconds(SESSION_SECONDS),
-    };
-    state.insert_session(session.clone());
+    let session = crate::aws_sts::issue_session(
+        state,
+        role_arn,
+        session_name,
+        now + Duration::seconds(SESSION_SECONDS),
+    );
     inner.sessions.insert(
         holder.to_owned(),
         Issued {
@@ -319,22 +315,6 @@ fn current_session(
         "issued role session"
     );
     (session, now)
-}
-
-/// `ASIA` + 16 random upper-case letters and digits.
-fn access_key_id() -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    let tail: String = rand::random::<[u8; 16]>()
-        .iter()
-        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
-        .collect();
-    format!("ASIA{tail}")
-}
-
-fn random_b64(n: usize) -> String {
-    let mut bytes = vec![0u8; n];
-    rand::fill(&mut bytes[..]);
-    STANDARD.encode(&bytes)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -36,11 +36,11 @@ use idbridge_policy::aws::{
 use idbridge_wire::aws_sts as wire;
 use sha2::{Digest, Sha256};
 
-use crate::Emulator;
 use crate::sigv4::{self, SigV4Error, SignedRequestParts};
 use crate::state::AwsSession;
 use crate::token_verify::{self, IssuerKind, TokenError, VerifyOptions};
 use crate::world::AwsRole;
+use crate::{Emulator, short};
 
 /// The only API version STS speaks.
 pub const API_VERSION: &str = "2011-06-15";
@@ -225,14 +225,6 @@ fn dispatch(
     match action {
         "AssumeRoleWithWebIdentity" => assume_role_with_web_identity(state, &params, request_id),
         _ => get_caller_identity(state, parts, body, request_id),
-    }
-}
-
-fn short(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_owned()
-    } else {
-        format!("{}…", s.chars().take(max).collect::<String>())
     }
 }
 
@@ -508,16 +500,12 @@ fn assume_role_with_web_identity(
         ));
     }
 
-    let session = AwsSession {
-        access_key_id: access_key_id(),
-        secret_access_key: SecretString::new(random_b64(30)),
-        session_token: SecretString::new(random_b64(384)),
-        role_arn: role.arn.clone(),
-        session_name: p.session_name.to_owned(),
-        role_id: role_id(&role.arn),
-        expires_at: now + time::Duration::seconds(p.duration),
-    };
-    state.insert_session(session.clone());
+    let session = issue_session(
+        state,
+        &role.arn,
+        p.session_name,
+        now + time::Duration::seconds(p.duration),
+    );
     tracing::info!(
         role = %role.arn,
         session = %session.session_name,
@@ -668,6 +656,27 @@ fn add_any_principal(statement: &mut serde_json::Value) {
             serde_json::Value::String("*".to_owned()),
         );
     }
+}
+
+/// A fresh session of `role_arn` named `session_name`, valid until `expires_at`, recorded in
+/// [`Emulator::aws_sessions`] so that this STS and SigV4 verification accept it.
+pub(crate) fn issue_session(
+    state: &Emulator,
+    role_arn: &str,
+    session_name: &str,
+    expires_at: time::OffsetDateTime,
+) -> AwsSession {
+    let session = AwsSession {
+        access_key_id: access_key_id(),
+        secret_access_key: SecretString::new(random_b64(30)),
+        session_token: SecretString::new(random_b64(384)),
+        role_arn: role_arn.to_owned(),
+        session_name: session_name.to_owned(),
+        role_id: role_id(role_arn),
+        expires_at,
+    };
+    state.insert_session(session.clone());
+    session
 }
 
 /// `ASIA` + 16 random upper-case letters and digits, like a temporary access key id.

@@ -26,17 +26,16 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use idbridge_wire::gce_metadata::TokenResponse;
-use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
+use idbridge_wire::gce_metadata::server::{
+    self as wire, Early, Entry, JSON, Query, Rendered, TEXT, admit, number_json,
+};
+use serde_json::json;
 
 use crate::Emulator;
 use crate::google::sign_google_id_token;
 use crate::state::GooglePrincipal;
 use crate::world::{ServiceAccount, Vm};
 
-const FLAVOR: &str = "Metadata-Flavor";
-const TEXT: &str = "application/text";
-const JSON: &str = "application/json";
 /// The universe every emulated VM lives in.
 const UNIVERSE_DOMAIN: &str = "googleapis.com";
 /// `instance_creation_timestamp` of the emulated VM (the world does not say; 2023-11-14T22:13:20Z).
@@ -53,142 +52,54 @@ async fn handle(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let path = uri.path();
-    if method != Method::GET && method != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
-    }
-    if path == "/" {
-        // Detection probes: no request-header requirement.
-        return text(StatusCode::OK, "computeMetadata/\n");
-    }
-    if headers.contains_key("x-forwarded-for") {
-        return text(
-            StatusCode::FORBIDDEN,
-            "Forbidden: requests carrying X-Forwarded-For are refused by the metadata server.\n",
-        );
-    }
-    if headers.get(FLAVOR).and_then(|v| v.to_str().ok()) != Some("Google") {
-        return text(
-            StatusCode::FORBIDDEN,
-            "Missing required header \"Metadata-Flavor\": \"Google\"",
-        );
-    }
-    let query = Query::parse(uri.query());
-    if path == "/computeMetadata" || path == "/computeMetadata/" {
-        return text(StatusCode::OK, "v1/\n");
-    }
-    let Some(rest) = path
-        .strip_prefix("/computeMetadata/v1")
-        .filter(|r| r.is_empty() || r.starts_with('/'))
-    else {
-        return not_found();
+    let segments = match admit(&method, uri.path(), &headers) {
+        Ok(segments) => segments,
+        Err(early) => return early_answer(early),
     };
     let Some(vm) = &state.world.vm else {
         return not_found();
     };
-    let segments: Option<Vec<String>> = rest
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8()
-                .ok()
-                .map(|c| c.into_owned())
-        })
-        .collect();
-    let Some(segments) = segments else {
+    let tree = tree(&state, vm);
+    let Some(node) = tree.find(&segments) else {
         return not_found();
     };
-    let tree = tree(&state, vm);
-    let mut node = &tree;
-    for seg in &segments {
-        let Node::Dir(entries) = node else {
-            return not_found();
-        };
-        match entries.iter().find(|e| e.path == *seg) {
-            Some(e) => node = &e.node,
-            None => return not_found(),
-        }
-    }
-    render(&state, vm, node, &query)
-}
-
-/// Query parameters the metadata server understands.
-#[derive(Debug, Default)]
-struct Query {
-    recursive: bool,
-    alt: Option<String>,
-    audience: Option<String>,
-    format: Option<String>,
-    licenses: bool,
-    scopes: Option<String>,
-}
-
-impl Query {
-    fn parse(q: Option<&str>) -> Self {
-        let mut out = Query::default();
-        for (k, v) in url::form_urlencoded::parse(q.unwrap_or_default().as_bytes()) {
-            match &*k {
-                "recursive" => out.recursive = v.eq_ignore_ascii_case("true"),
-                "alt" => out.alt = Some(v.into_owned()),
-                "audience" => out.audience = Some(v.into_owned()),
-                "format" => out.format = Some(v.into_owned()),
-                "licenses" => out.licenses = v.eq_ignore_ascii_case("true"),
-                "scopes" => out.scopes = Some(v.into_owned()),
-                _ => {}
-            }
-        }
-        out
+    let query = Query::parse(uri.query());
+    match node.render(&query) {
+        Rendered::Data { content_type, body } => data(content_type, body),
+        Rendered::Mint(Mint::Token(email)) => token(&state, vm, email, &query),
+        Rendered::Mint(Mint::Identity(email)) => identity(&state, vm, email, &query),
     }
 }
 
-/// One entry of a metadata directory: its path name and its key in recursive JSON.
-#[derive(Debug)]
-struct Entry {
-    path: String,
-    json: String,
-    node: Node,
+/// The answer to a request refused or answered by the request rules, worded as GCE words it.
+fn early_answer(early: Early) -> Response {
+    match early {
+        Early::MethodNotAllowed => text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n"),
+        // Detection probes: no request-header requirement.
+        Early::Ping => text(StatusCode::OK, "computeMetadata/\n"),
+        Early::Proxied => text(
+            StatusCode::FORBIDDEN,
+            "Forbidden: requests carrying X-Forwarded-For are refused by the metadata server.\n",
+        ),
+        Early::NoFlavor => text(
+            StatusCode::FORBIDDEN,
+            "Missing required header \"Metadata-Flavor\": \"Google\"",
+        ),
+        Early::Versions => text(StatusCode::OK, "v1/\n"),
+        Early::NotFound => not_found(),
+    }
 }
 
+/// The leaves of the metadata tree that mint, with the account they mint for.
 #[derive(Debug)]
-enum Node {
-    Dir(Vec<Entry>),
-    /// A text value (JSON string).
-    Text(String),
-    /// A numeric value (text as is, JSON number).
-    Number(String),
-    /// Newline-terminated lines (JSON array).
-    Lines(Vec<String>),
+enum Mint {
     /// `…/token`: issues an access token for the account.
     Token(String),
     /// `…/identity`: signs an ID token for the account.
     Identity(String),
 }
 
-/// `numeric-project-id` → `numericProjectId`.
-fn camel(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut upper = false;
-    for c in name.chars() {
-        if c == '-' {
-            upper = true;
-        } else if upper {
-            out.extend(c.to_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn entry(path: &str, node: Node) -> Entry {
-    Entry {
-        path: path.to_owned(),
-        json: camel(path),
-        node,
-    }
-}
+type Node = wire::Node<Mint>;
 
 fn project_number(state: &Emulator, vm: &Vm) -> String {
     state
@@ -200,11 +111,11 @@ fn project_number(state: &Emulator, vm: &Vm) -> String {
 
 fn service_account_dir(vm: &Vm, sa: &str) -> Node {
     Node::Dir(vec![
-        entry("aliases", Node::Lines(vec!["default".to_owned()])),
-        entry("email", Node::Text(sa.to_owned())),
-        entry("identity", Node::Identity(sa.to_owned())),
-        entry("scopes", Node::Lines(vm.scopes.clone())),
-        entry("token", Node::Token(sa.to_owned())),
+        Entry::new("aliases", Node::Lines(vec!["default".to_owned()])),
+        Entry::new("email", Node::Text(sa.to_owned())),
+        Entry::new("identity", Node::Mint(Mint::Identity(sa.to_owned()))),
+        Entry::new("scopes", Node::Lines(vm.scopes.clone())),
+        Entry::new("token", Node::Mint(Mint::Token(sa.to_owned()))),
     ])
 }
 
@@ -213,122 +124,45 @@ fn tree(state: &Emulator, vm: &Vm) -> Node {
     let number = project_number(state, vm);
     let sa = &vm.service_account;
     let accounts = Node::Dir(vec![
-        Entry {
-            path: "default".to_owned(),
-            json: "default".to_owned(),
-            node: service_account_dir(vm, sa),
-        },
-        Entry {
-            path: sa.clone(),
-            json: sa.clone(),
-            node: service_account_dir(vm, sa),
-        },
+        Entry::verbatim("default", service_account_dir(vm, sa)),
+        Entry::verbatim(sa, service_account_dir(vm, sa)),
     ]);
     let instance = Node::Dir(vec![
-        entry("attributes", Node::Dir(Vec::new())),
-        entry(
+        Entry::new("attributes", Node::Dir(Vec::new())),
+        Entry::new(
             "hostname",
             Node::Text(format!(
                 "{}.{}.c.{}.internal",
                 vm.instance_name, vm.zone, vm.project
             )),
         ),
-        entry("id", Node::Number(vm.instance_id.clone())),
-        entry("name", Node::Text(vm.instance_name.clone())),
-        entry("service-accounts", accounts),
-        entry(
+        Entry::new("id", Node::Number(vm.instance_id.clone())),
+        Entry::new("name", Node::Text(vm.instance_name.clone())),
+        Entry::new("service-accounts", accounts),
+        Entry::new(
             "zone",
             Node::Text(format!("projects/{number}/zones/{}", vm.zone)),
         ),
     ]);
     let project = Node::Dir(vec![
-        entry("attributes", Node::Dir(Vec::new())),
-        entry("numeric-project-id", Node::Number(number)),
-        entry("project-id", Node::Text(vm.project.clone())),
+        Entry::new("attributes", Node::Dir(Vec::new())),
+        Entry::new("numeric-project-id", Node::Number(number)),
+        Entry::new("project-id", Node::Text(vm.project.clone())),
     ]);
-    let universe = Node::Dir(vec![entry(
+    let universe = Node::Dir(vec![Entry::new(
         "universe-domain",
         Node::Text(UNIVERSE_DOMAIN.to_owned()),
     )]);
     Node::Dir(vec![
-        entry("instance", instance),
-        entry("project", project),
-        entry("universe", universe),
+        Entry::new("instance", instance),
+        Entry::new("project", project),
+        Entry::new("universe", universe),
     ])
-}
-
-fn number_json(n: &str) -> Value {
-    n.parse::<u64>()
-        .map(Value::from)
-        .unwrap_or_else(|_| Value::String(n.to_owned()))
-}
-
-/// The recursive JSON of a node (`token` and `identity` are not data and are left out).
-fn to_json(node: &Node) -> Option<Value> {
-    match node {
-        Node::Dir(entries) => {
-            let mut map = Map::new();
-            for e in entries {
-                if let Some(v) = to_json(&e.node) {
-                    map.insert(e.json.clone(), v);
-                }
-            }
-            Some(Value::Object(map))
-        }
-        Node::Text(s) => Some(Value::String(s.clone())),
-        Node::Number(n) => Some(number_json(n)),
-        Node::Lines(lines) => Some(json!(lines)),
-        Node::Token(_) | Node::Identity(_) => None,
-    }
-}
-
-fn render(state: &Emulator, vm: &Vm, node: &Node, q: &Query) -> Response {
-    let alt_json = q.alt.as_deref() == Some("json");
-    match node {
-        Node::Dir(entries) => {
-            if q.recursive {
-                json_value(&to_json(node).unwrap_or_default())
-            } else if alt_json {
-                let names: Vec<String> = entries.iter().map(listing_name).collect();
-                json_value(&json!(names))
-            } else {
-                data(
-                    TEXT,
-                    entries
-                        .iter()
-                        .map(|e| format!("{}\n", listing_name(e)))
-                        .collect(),
-                )
-            }
-        }
-        Node::Text(_) | Node::Number(_) | Node::Lines(_) if alt_json => {
-            json_value(&to_json(node).unwrap_or_default())
-        }
-        Node::Text(s) | Node::Number(s) => data(TEXT, s.clone()),
-        Node::Lines(lines) => data(TEXT, lines.iter().map(|l| format!("{l}\n")).collect()),
-        Node::Token(email) => token(state, vm, email, q),
-        Node::Identity(email) => identity(state, vm, email, q),
-    }
-}
-
-fn listing_name(e: &Entry) -> String {
-    match e.node {
-        Node::Dir(_) => format!("{}/", e.path),
-        _ => e.path.clone(),
-    }
 }
 
 fn token(state: &Emulator, vm: &Vm, email: &str, q: &Query) -> Response {
     state.bump("metadata.token");
-    let requested: Vec<String> = q
-        .scopes
-        .as_deref()
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let requested = q.scope_list();
     let scopes = if requested.is_empty() {
         vm.scopes.clone()
     } else {
@@ -398,12 +232,8 @@ fn identity(state: &Emulator, vm: &Vm, email: &str, q: &Query) -> Response {
 fn with_headers(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response {
     let mut resp = (status, body).into_response();
     let h = resp.headers_mut();
-    h.insert(FLAVOR, HeaderValue::from_static("Google"));
+    wire::stamp(h);
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(
-        header::SERVER,
-        HeaderValue::from_static("Metadata Server for VM"),
-    );
     h.insert("x-xss-protection", HeaderValue::from_static("0"));
     h.insert(
         header::X_FRAME_OPTIONS,
@@ -419,16 +249,12 @@ fn text(status: StatusCode, body: &str) -> Response {
 
 /// A 200 metadata value, with an `ETag` (a digest of the body) as GCE sends for values.
 fn data(content_type: &'static str, body: String) -> Response {
-    let etag = hex::encode(&Sha256::digest(body.as_bytes())[..8]);
+    let etag = wire::etag(&body);
     let mut resp = with_headers(StatusCode::OK, content_type, body.into_bytes());
     if let Ok(v) = HeaderValue::from_str(&etag) {
         resp.headers_mut().insert(header::ETAG, v);
     }
     resp
-}
-
-fn json_value(v: &Value) -> Response {
-    data(JSON, v.to_string())
 }
 
 fn not_found() -> Response {
@@ -441,6 +267,7 @@ mod tests {
     use axum::http::Request;
     use idbridge_core::jwt::UnverifiedJwt;
     use jsonwebtoken::{Algorithm, Validation};
+    use serde_json::Value;
 
     use super::*;
     use crate::World;

@@ -257,3 +257,12 @@ pub async fn serve_with(
         tasks,
     })
 }
+
+/// Client-supplied text as messages quote it: at most `max` characters, then `…` when cut.
+pub(crate) fn short(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        format!("{}…", s.chars().take(max).collect::<String>())
+    }
+}

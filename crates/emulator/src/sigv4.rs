@@ -45,6 +45,8 @@ use idbridge_core::SecretString;
 use idbridge_core::timefmt::{amz_date, parse_amz_date};
 use time::OffsetDateTime;
 
+use crate::short;
+
 /// The only signing algorithm accepted.
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 
@@ -58,6 +60,9 @@ const MAX_PRESIGN_EXPIRES_SECS: u64 = 604_800;
 /// The payload hash presigners put in the canonical request when they do not hash the body
 /// (botocore does this for every presigned URL).
 const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
+
+/// Client-supplied text (an algorithm, a date) is quoted in messages up to this many characters.
+const MAX_QUOTED: usize = 64;
 
 /// The parts of an HTTP request that a SigV4 signature covers, as the server received them.
 #[derive(Clone)]
@@ -330,7 +335,7 @@ fn parse_header_auth<'r>(
     if algorithm != ALGORITHM {
         return Err(SigV4Error::Incomplete(format!(
             "Unsupported AWS 'algorithm': '{}'. Only '{ALGORITHM}' is supported.",
-            shorten(algorithm)
+            short(algorithm, MAX_QUOTED)
         )));
     }
     let (mut credential, mut signed_headers, mut signature) = (None, None, None);
@@ -413,7 +418,7 @@ fn parse_query_auth<'r>(req: &'r SignedRequestParts<'r>) -> Result<Parsed<'r>, S
     if algorithm != ALGORITHM {
         return Err(SigV4Error::Incomplete(format!(
             "Unsupported AWS 'algorithm': '{}'. Only '{ALGORITHM}' is supported.",
-            shorten(&algorithm)
+            short(&algorithm, MAX_QUOTED)
         )));
     }
     let expires_raw = get("X-Amz-Expires").unwrap_or_default();
@@ -424,7 +429,7 @@ fn parse_query_auth<'r>(req: &'r SignedRequestParts<'r>) -> Result<Parsed<'r>, S
         .ok_or_else(|| {
             SigV4Error::Incomplete(format!(
                 "X-Amz-Expires must be an integer between 1 and {MAX_PRESIGN_EXPIRES_SECS}, not '{}'.",
-                shorten(&expires_raw)
+                short(&expires_raw, MAX_QUOTED)
             ))
         })?;
     let credential = get("X-Amz-Credential").unwrap_or_default();
@@ -467,7 +472,7 @@ fn build_parsed<'r>(
     if *terminator != "aws4_request" {
         return Err(SigV4Error::Scope(format!(
             "Credential should be scoped with a valid terminator: 'aws4_request', not '{}'. ",
-            shorten(terminator)
+            short(terminator, MAX_QUOTED)
         )));
     }
     if region.is_empty() {
@@ -483,14 +488,14 @@ fn build_parsed<'r>(
     let Some(signed_at) = parse_amz_date(amz_date) else {
         return Err(SigV4Error::Incomplete(format!(
             "Date must be in ISO-8601 'basic format'. Got '{}'. See http://en.wikipedia.org/wiki/ISO_8601",
-            shorten(amz_date)
+            short(amz_date, MAX_QUOTED)
         )));
     };
     let day = amz_date.get(..8).unwrap_or_default();
     if *scope_date != day {
         return Err(SigV4Error::Scope(format!(
             "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '{}' != '{day}', from '{amz_date}'.",
-            shorten(scope_date)
+            short(scope_date, MAX_QUOTED)
         )));
     }
     let names: Vec<String> = signed_headers.split(';').map(str::to_owned).collect();
@@ -520,16 +525,6 @@ fn build_parsed<'r>(
         session_token,
         expires,
     })
-}
-
-/// Keeps client-supplied text short in messages.
-fn shorten(s: &str) -> String {
-    const MAX: usize = 64;
-    if s.chars().count() <= MAX {
-        s.to_owned()
-    } else {
-        format!("{}…", s.chars().take(MAX).collect::<String>())
-    }
 }
 
 fn check_skew(parsed: &Parsed<'_>, now: OffsetDateTime) -> Result<(), SigV4Error> {

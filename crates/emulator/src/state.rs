@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use idbridge_core::SecretString;
 use idbridge_core::clock::SharedClock;
 use jsonwebtoken::jwk::JwkSet;
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::keys::{KeyError, SigningKey};
@@ -102,8 +103,9 @@ pub struct Emulator {
     pub issuer_jwks: BTreeMap<String, JwkSet>,
     /// STS sessions by access key id.
     pub aws_sessions: Mutex<HashMap<String, AwsSession>>,
-    /// Google access tokens by token value.
-    pub google_tokens: Mutex<HashMap<String, GoogleToken>>,
+    /// Google access tokens by the SHA-256 of their value (the values themselves are not kept,
+    /// so no `Debug` of the emulator can show one).
+    pub google_tokens: Mutex<HashMap<[u8; 32], GoogleToken>>,
     /// Counters per operation (`aws_sts.AssumeRoleWithWebIdentity`, …).
     pub stats: Mutex<BTreeMap<String, u64>>,
     /// Where the listeners are.
@@ -126,6 +128,11 @@ pub enum StartError {
         /// Parser message.
         message: String,
     },
+}
+
+/// The key of a Google access token in [`Emulator::google_tokens`].
+fn token_digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 impl Emulator {
@@ -203,7 +210,7 @@ impl Emulator {
                 m.retain(|_, t| t.expires_at > now);
             }
             m.insert(
-                token.clone(),
+                token_digest(&token),
                 GoogleToken {
                     principal,
                     scopes,
@@ -220,7 +227,7 @@ impl Emulator {
         self.google_tokens
             .lock()
             .ok()
-            .and_then(|m| m.get(token).cloned())
+            .and_then(|m| m.get(&token_digest(token)).cloned())
             .filter(|t| t.expires_at > now)
     }
 
@@ -242,5 +249,36 @@ impl Emulator {
             .lock()
             .ok()
             .and_then(|m| m.get(access_key_id).cloned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_the_emulator_shows_no_token() {
+        let emu = Emulator::new(World::builtin().unwrap(), idbridge_core::clock::system()).unwrap();
+        let (token, _) = emu.issue_google_token(
+            GooglePrincipal::ServiceAccount("sa@p.iam.gserviceaccount.com".into()),
+            vec!["https://www.googleapis.com/auth/cloud-platform".into()],
+            3600,
+        );
+        emu.insert_session(AwsSession {
+            access_key_id: "ASIAEXAMPLE".into(),
+            secret_access_key: SecretString::new("emulated-secret-key"),
+            session_token: SecretString::new("emulated-session-token"),
+            role_arn: "arn:aws:iam::111122223333:role/r".into(),
+            session_name: "s".into(),
+            role_id: "AROAEXAMPLE".into(),
+            expires_at: emu.clock.now() + time::Duration::HOUR,
+        });
+        assert!(emu.google_token(&token).is_some());
+        assert!(emu.google_token("ya29.unknown").is_none());
+        let printed = format!("{emu:?}");
+        let suffix = token.trim_start_matches("ya29.emu-");
+        assert!(!printed.contains(suffix), "a token in {printed}");
+        assert!(!printed.contains("emulated-secret-key"), "{printed}");
+        assert!(!printed.contains("emulated-session-token"), "{printed}");
     }
 }

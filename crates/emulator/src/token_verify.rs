@@ -30,7 +30,7 @@ use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
-use crate::Emulator;
+use crate::{Emulator, short};
 
 /// Google's issuer as Google writes it in ID tokens.
 pub const GOOGLE_ISSUER: &str = "https://accounts.google.com";
@@ -44,6 +44,9 @@ pub const DEFAULT_LEEWAY_SECS: i64 = 300;
 
 /// Longest token considered at all (AWS's own limit for `WebIdentityToken` is 20,000 chars).
 const MAX_TOKEN_LEN: usize = 64 * 1024;
+
+/// Client-chosen text (an `alg`, an issuer) is quoted in messages up to this many characters.
+const MAX_QUOTED: usize = 256;
 
 /// Which kind of issuer signed a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,7 +210,7 @@ pub fn verify_jwt(
         } else if let Some(set) = state.issuer_jwks.get(issuer) {
             Ok((IssuerKind::Oidc, Keys::Set(set)))
         } else {
-            Err(TokenError::UnknownIssuer(short(issuer)))
+            Err(TokenError::UnknownIssuer(short(issuer, MAX_QUOTED)))
         }
     })
 }
@@ -224,7 +227,7 @@ pub fn verify_jwt_with_jwks(
 ) -> Result<VerifiedToken, TokenError> {
     verify_with(token, now, opts, |iss| {
         if iss != issuer {
-            Err(TokenError::UnknownIssuer(short(iss)))
+            Err(TokenError::UnknownIssuer(short(iss, MAX_QUOTED)))
         } else if iss == GOOGLE_ISSUER || iss == GOOGLE_ISSUER_HOST {
             Ok((IssuerKind::Google, Keys::Set(jwks)))
         } else {
@@ -269,7 +272,7 @@ fn verify_with<'k>(
     let algorithm = Algorithm::from_str(alg_name)
         .ok()
         .filter(|a| opts.algorithms.contains(a))
-        .ok_or_else(|| TokenError::UnsupportedAlgorithm(short(alg_name)))?;
+        .ok_or_else(|| TokenError::UnsupportedAlgorithm(short(alg_name, MAX_QUOTED)))?;
 
     // 3. The issuer, from the unverified payload (only to choose the keys).
     let issuer = unverified
@@ -398,16 +401,6 @@ fn int_claim(claims: &Map<String, Value>, name: &'static str) -> Result<Option<i
             .as_i64()
             .map(Some)
             .ok_or(TokenError::NonIntegerTimestamp(name)),
-    }
-}
-
-/// Keeps client-chosen text (an `alg`, an issuer) short in messages.
-fn short(s: &str) -> String {
-    const MAX: usize = 256;
-    if s.chars().count() <= MAX {
-        s.to_owned()
-    } else {
-        format!("{}…", s.chars().take(MAX).collect::<String>())
     }
 }
 

@@ -4,6 +4,13 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use idbridge_core::SecretString;
+
+/// Parses an argument that may be a secret (a token) straight into a [`SecretString`], so that
+/// the argument structs can keep their derived `Debug`.
+fn secret_arg(value: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::new(value))
+}
 
 /// Cross-cloud workload identity broker: trade the identity a workload has for short-lived
 /// credentials in another cloud, with no long-lived secret shared between clouds.
@@ -68,8 +75,8 @@ pub(crate) enum ExplainFormat {
 #[derive(Debug, Args)]
 pub(crate) struct ExplainArgs {
     /// The token (a JWT), or @FILE.
-    #[arg(long, required_unless_present = "aws_arn")]
-    pub(crate) token: Option<String>,
+    #[arg(long, required_unless_present = "aws_arn", value_parser = secret_arg)]
+    pub(crate) token: Option<SecretString>,
     /// The role's trust policy (IAM JSON file).
     #[arg(
         long,
@@ -273,11 +280,47 @@ pub(crate) struct RequestArgs {
     #[arg(short = 'X', long = "request", default_value = "GET")]
     pub(crate) method: String,
     /// Extra header `Name: value` (repeatable).
-    #[arg(short = 'H', long = "header")]
-    pub(crate) headers: Vec<String>,
+    #[arg(short = 'H', long = "header", value_parser = secret_arg)]
+    pub(crate) headers: Vec<SecretString>,
     /// Request body (`@FILE` reads a file).
     #[arg(short = 'd', long = "data")]
     pub(crate) data: Option<String>,
     /// The URL.
     pub(crate) url: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_the_arguments_shows_no_token_or_header_value() {
+        let explain = Cli::try_parse_from([
+            "idbridge",
+            "explain",
+            "--token",
+            "eyJhbGciOi.cli-token-secret.sig",
+            "--aws-trust-policy",
+            "p.json",
+        ])
+        .unwrap();
+        let request = Cli::try_parse_from([
+            "idbridge",
+            "request",
+            "-H",
+            "Authorization: Bearer cli-header-secret",
+            "https://example.com/",
+        ])
+        .unwrap();
+        let printed = format!("{explain:?} {request:#?}");
+        assert!(!printed.contains("cli-token-secret"), "{printed}");
+        assert!(!printed.contains("cli-header-secret"), "{printed}");
+        let Command::Explain(a) = explain.command else {
+            panic!("not explain");
+        };
+        assert_eq!(
+            a.token.as_ref().map(SecretString::expose_secret),
+            Some("eyJhbGciOi.cli-token-secret.sig")
+        );
+    }
 }

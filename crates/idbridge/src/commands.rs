@@ -57,12 +57,15 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Emulate(a) => crate::emulate::run(a).await,
         Command::Token(a) => {
             let cred = fetch(&a.route).await?;
-            print!("{}", output::render(&cred, a.format)?);
+            print!("{}", output::render(&cred, a.format)?.expose_secret());
             Ok(ExitCode::SUCCESS)
         }
         Command::CredentialProcess(a) => {
             let cred = fetch(&a).await?;
-            print!("{}", output::render(&cred, TokenFormat::CredentialProcess)?);
+            print!(
+                "{}",
+                output::render(&cred, TokenFormat::CredentialProcess)?.expose_secret()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Exec(a) => {
@@ -200,10 +203,12 @@ async fn request(a: RequestArgs) -> Result<ExitCode, CliError> {
         None => Vec::new(),
     };
     let mut headers = Vec::new();
-    for h in &a.headers {
-        let Some((k, v)) = h.split_once(':') else {
+    for (i, h) in a.headers.iter().enumerate() {
+        // The value may be a credential: an error names the argument, never repeats it.
+        let Some((k, v)) = h.expose_secret().split_once(':') else {
             return Err(CliError::Usage(format!(
-                "request: header {h:?} is not `Name: value`"
+                "request: header argument {} is not `Name: value`",
+                i + 1
             )));
         };
         headers.push((k.trim().to_owned(), v.trim().to_owned()));
@@ -223,7 +228,7 @@ async fn request(a: RequestArgs) -> Result<ExitCode, CliError> {
         .map_err(|_| CliError::Usage(format!("request: bad method {method:?}")))?;
     let mut req = client.request(m, url.as_str()).body(body);
     for (k, v) in headers.iter().chain(signed.iter()) {
-        req = req.header(k, v);
+        req = sensitive_header(req, k, v);
     }
     let resp = req
         .send()
@@ -245,6 +250,23 @@ async fn request(a: RequestArgs) -> Result<ExitCode, CliError> {
     } else {
         ExitCode::from(22)
     })
+}
+
+/// Adds a header with its value marked sensitive: the signed headers carry the signature and
+/// the session token, and a caller's own (`-H`) may carry a credential. A value that is not a
+/// legal header value is left to reqwest, which reports it when sending, as before.
+fn sensitive_header(
+    req: reqwest::RequestBuilder,
+    name: &str,
+    value: &str,
+) -> reqwest::RequestBuilder {
+    match reqwest::header::HeaderValue::from_str(value) {
+        Ok(mut v) => {
+            v.set_sensitive(true);
+            req.header(name, v)
+        }
+        Err(_) => req.header(name, value),
+    }
 }
 
 fn env_aws_credentials() -> Result<idbridge_core::AwsCredentials, CliError> {

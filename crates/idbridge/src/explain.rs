@@ -8,6 +8,7 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+use idbridge_core::SecretString;
 use idbridge_core::jwt::UnverifiedJwt;
 use idbridge_emulator::world::WorkloadIdentityProvider;
 use idbridge_policy::aws::{
@@ -45,11 +46,12 @@ fn claim_for_key(
     }
 }
 
-fn read_arg(value: &str, what: &str) -> Result<String, CliError> {
-    match value.strip_prefix('@') {
+fn read_arg(value: &SecretString, what: &str) -> Result<SecretString, CliError> {
+    match value.expose_secret().strip_prefix('@') {
         Some(path) => std::fs::read_to_string(path)
+            .map(SecretString::new)
             .map_err(|e| CliError::Usage(format!("explain: cannot read {what} file {path}: {e}"))),
-        None => Ok(value.to_owned()),
+        None => Ok(value.clone()),
     }
 }
 
@@ -68,7 +70,7 @@ pub(crate) async fn run(a: ExplainArgs) -> Result<ExitCode, CliError> {
         ));
     };
     let token = read_arg(token_arg, "token")?;
-    let token = token.trim();
+    let token = token.expose_secret().trim();
     let jwt = UnverifiedJwt::parse(token)
         .map_err(|e| CliError::Usage(format!("explain: --token: {e}")))?;
     let policy = load_trust_policy(policy_path)?;
@@ -238,6 +240,11 @@ fn fmt_unix(t: i64) -> String {
 struct Paint(bool);
 
 impl Paint {
+    /// Colours when stdout is a terminal and `NO_COLOR` is unset.
+    fn stdout() -> Paint {
+        Paint(std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+    }
+
     fn c(&self, code: &str, s: &str) -> String {
         if self.0 {
             format!("\x1b[{code}m{s}\x1b[0m")
@@ -256,8 +263,9 @@ fn show(v: &Value) -> String {
     }
 }
 
-pub(crate) fn print_table(report: &Value, jwt: &UnverifiedJwt) {
-    let p = Paint(std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none());
+/// `token (signature verified): iss=…  sub=…`: whether the report verified the token, and its
+/// identifying claims.
+fn print_token_line(report: &Value, jwt: &UnverifiedJwt) {
     let claims: Vec<String> = ["iss", "sub", "aud", "azp", "email"]
         .iter()
         .filter_map(|k| jwt.claims.get(*k).map(|v| format!("{k}={}", show(v))))
@@ -271,6 +279,11 @@ pub(crate) fn print_table(report: &Value, jwt: &UnverifiedJwt) {
         },
         claims.join("  ")
     );
+}
+
+pub(crate) fn print_table(report: &Value, jwt: &UnverifiedJwt) {
+    let p = Paint::stdout();
+    print_token_line(report, jwt);
     println!("provider: {}", show(&report["provider"]));
     for (i, st) in report["statements"]
         .as_array()
@@ -901,7 +914,7 @@ async fn run_gcp(a: &ExplainArgs, path: &std::path::Path) -> Result<ExitCode, Cl
     let (report, jwt) = match (&a.token, &a.aws_arn) {
         (Some(t), None) => {
             let token = read_arg(t, "token")?;
-            let token = token.trim();
+            let token = token.expose_secret().trim();
             let jwt = UnverifiedJwt::parse(token)
                 .map_err(|e| CliError::Usage(format!("explain: --token: {e}")))?;
             let verified = match &a.verify {
@@ -955,23 +968,9 @@ async fn run_gcp(a: &ExplainArgs, path: &std::path::Path) -> Result<ExitCode, Cl
 
 /// The table form of a [`gcp_report`].
 pub(crate) fn print_gcp_table(report: &Value, jwt: Option<&UnverifiedJwt>, aws_arn: Option<&str>) {
-    let p = Paint(std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none());
+    let p = Paint::stdout();
     match (jwt, aws_arn) {
-        (Some(jwt), _) => {
-            let claims: Vec<String> = ["iss", "sub", "aud", "azp", "email"]
-                .iter()
-                .filter_map(|k| jwt.claims.get(*k).map(|v| format!("{k}={}", show(v))))
-                .collect();
-            println!(
-                "token ({}): {}",
-                if report["verified"] == true {
-                    "signature verified"
-                } else {
-                    "signature NOT verified"
-                },
-                claims.join("  ")
-            );
-        }
+        (Some(jwt), _) => print_token_line(report, jwt),
         (None, Some(arn)) => println!("AWS caller (GetCallerIdentity): {arn}"),
         (None, None) => {}
     }

@@ -18,6 +18,8 @@ mod verify;
 use std::process::ExitCode;
 
 use clap::Parser;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
@@ -51,11 +53,25 @@ fn init_tracing(cli: &cli::Cli) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none());
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        );
     let serve_json = matches!(&cli.command, cli::Command::Serve(a) if serve::wants_json_logs(a));
     if cli.log_json || serve_json {
-        builder.json().init();
+        builder.json().finish().with(no_request_dumps()).init();
     } else {
-        builder.init();
+        builder.finish().with(no_request_dumps()).init();
     }
+}
+
+/// Whatever `IDBRIDGE_LOG` asks for, drops the AWS SDK orchestrator's trace events: they print
+/// every request it sends with its headers, values included — the IMDS session token
+/// (`x-aws-ec2-metadata-token`) and, for signed calls, the signature and session token.
+fn no_request_dumps() -> tracing_subscriber::filter::FilterFn {
+    tracing_subscriber::filter::filter_fn(|m| {
+        !(*m.level() == tracing::Level::TRACE
+            && m.target()
+                .starts_with("aws_smithy_runtime::client::orchestrator"))
+    })
 }

@@ -39,9 +39,9 @@ pub(crate) fn env_pairs(cred: &Credential) -> Vec<(&'static str, SecretString)> 
     }
 }
 
-/// Renders a credential in `format`.
-pub(crate) fn render(cred: &Credential, format: TokenFormat) -> Result<String, CliError> {
-    let text = match (format, cred) {
+/// Renders a credential in `format`. The text holds the secrets: it is zeroized once printed.
+pub(crate) fn render(cred: &Credential, format: TokenFormat) -> Result<SecretString, CliError> {
+    let mut text = match (format, cred) {
         (TokenFormat::CredentialProcess, Credential::Aws(c)) => {
             serde_json::to_string(&c.credential_process())
                 .map_err(|e| CliError::Failed(e.to_string()))?
@@ -109,5 +109,6 @@ pub(crate) fn render(cred: &Credential, format: TokenFormat) -> Result<String, C
             )));
         }
     };
-    Ok(format!("{text}\n"))
+    text.push('\n');
+    Ok(SecretString::new(text))
 }

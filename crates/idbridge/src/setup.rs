@@ -375,24 +375,18 @@ async fn plan(a: &SetupArgs, route: &RouteConfig, ctx: Option<&Context>) -> Resu
                             "the subject token's {what} is unknown (it could not be read): pass --{flag}"
                         ))
                     };
-                    let issuer = a
-                        .issuer
-                        .clone()
-                        .or_else(|| {
-                            token
-                                .as_ref()
-                                .and_then(|t| t.str_claim("iss").map(str::to_owned))
-                        })
-                        .ok_or_else(|| missing("issuer", "issuer"))?;
-                    let subject = a
-                        .subject
-                        .clone()
-                        .or_else(|| {
-                            token
-                                .as_ref()
-                                .and_then(|t| t.str_claim("sub").map(str::to_owned))
-                        })
-                        .ok_or_else(|| missing("subject", "subject"))?;
+                    // The flag's value, else the token's string claim.
+                    let flag_or_claim = |flag: Option<&str>, claim: &str, what: &str| {
+                        flag.map(str::to_owned)
+                            .or_else(|| {
+                                token
+                                    .as_ref()
+                                    .and_then(|t| t.str_claim(claim).map(str::to_owned))
+                            })
+                            .ok_or_else(|| missing(what, what))
+                    };
+                    let issuer = flag_or_claim(a.issuer.as_deref(), "iss", "issuer")?;
+                    let subject = flag_or_claim(a.subject.as_deref(), "sub", "subject")?;
                     let aud = a
                         .audience
                         .clone()

@@ -76,6 +76,17 @@ pub use member::{
     member_matches,
 };
 
+/// Text errors quote — user-supplied names and members, evaluator messages that may quote
+/// assertion values — kept short: at most 200 characters, then `…`.
+fn short(s: &str) -> String {
+    const MAX: usize = 200;
+    if s.chars().count() <= MAX {
+        s.to_owned()
+    } else {
+        format!("{}…", s.chars().take(MAX).collect::<String>())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

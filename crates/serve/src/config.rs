@@ -258,8 +258,9 @@ struct RawEcs {
     port: Option<Spanned<u16>>,
     #[serde(default)]
     socket: Option<Spanned<PathBuf>>,
+    /// Held as a secret from the moment it is read: this struct derives `Debug`.
     #[serde(default)]
-    authorization_token: Option<Spanned<String>>,
+    authorization_token: Option<Spanned<SecretString>>,
     #[serde(default)]
     authorization_token_file: Option<Spanned<PathBuf>>,
     #[serde(default)]
@@ -349,7 +350,7 @@ impl ServeConfig {
         let routes = Config::parse(text, path, base)?;
         let raw: RawFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.to_string().trim_end().replace('\n', "\n  "),
+            message: idbridge_broker::config::toml_error_message(text, &e),
         })?;
         let v = Validator {
             text,
@@ -905,8 +906,8 @@ impl Validator<'_> {
                 ));
             }
             (Some(t), None) => {
-                check_token(t.get_ref(), t.span(), "authorization_token")?;
-                EcsToken::Inline(SecretString::new(t.into_inner()))
+                check_token(t.get_ref().expose_secret(), t.span(), "authorization_token")?;
+                EcsToken::Inline(t.into_inner())
             }
             (None, Some(f)) => {
                 let path = self.absolute(f.get_ref());
@@ -1317,6 +1318,25 @@ routes = ["*"]
         assert!(matches!(token, EcsToken::File(..)));
         assert_eq!(token.secret().expose_secret(), "s3cret-token-value");
         assert!(!format!("{token:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn an_inline_ecs_token_reaches_no_debug_and_no_error() {
+        let ecs = "[serve]\n[serve.aws_ecs]\nauthorization_token = \"inline-ecs-secret-token\"\n\
+                   [[serve.aws_ecs.role]]\npath = \"/a\"\nroute = \"to-aws\"\n";
+        let raw: RawFile = toml::from_str(&format!("{ROUTES}{ecs}")).unwrap();
+        let c = parse(ecs).unwrap();
+        let printed = format!("{raw:?} {c:?} {c:#?}");
+        assert!(printed.contains("authorization_token"), "{printed}");
+        assert!(!printed.contains("inline-ecs-secret-token"), "{printed}");
+        // A line that does not parse is located, not quoted.
+        let e = err(&ecs.replace("-token\"", "-token"));
+        assert!(e.contains(&line_of(ecs, "authorization_token")), "{e}");
+        assert!(!e.contains("inline-ecs-secret-token"), "{e}");
+        // Neither is a token the validation refuses.
+        let e = err(&ecs.replace("inline-ecs-secret-token", "inline-ecs secret-token"));
+        assert!(e.contains("printable ASCII"), "{e}");
+        assert!(!e.contains("secret-token"), "{e}");
     }
 
     #[test]

@@ -37,34 +37,28 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use idbridge_core::Credential;
+use idbridge_wire::gce_metadata::server::{
+    self as wire, Early, Entry, JSON, Query, Rendered, TEXT, admit,
+};
 use serde::Serialize;
-use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::Frontend;
 use crate::broker::{Broker, CredentialKey, Refusal};
 use crate::caller::Peer;
 use crate::config::GceMetadataConfig;
 
-const FLAVOR: &str = "metadata-flavor";
-const TEXT: &str = "application/text";
-const JSON: &str = "application/json";
-
-/// A node of the metadata tree.
+/// The leaves of the metadata tree that mint through a route.
 #[derive(Debug)]
-enum Node {
-    /// Entries: (path name, JSON key, node).
-    Dir(Vec<(String, String, Node)>),
-    Text(String),
-    Number(String),
-    Lines(Vec<String>),
+enum Mint {
     Token,
     Identity,
 }
+
+type Node = wire::Node<Mint>;
 
 #[derive(Debug)]
 struct GceState {
@@ -73,63 +67,41 @@ struct GceState {
     tree: Node,
 }
 
-/// `numeric-project-id` → `numericProjectId`.
-fn camel(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut upper = false;
-    for c in name.chars() {
-        match (c, upper) {
-            ('-', _) => upper = true,
-            (c, true) => {
-                out.extend(c.to_uppercase());
-                upper = false;
-            }
-            (c, false) => out.push(c),
-        }
-    }
-    out
-}
-
-fn entry(name: &str, node: Node) -> (String, String, Node) {
-    (name.to_owned(), camel(name), node)
-}
-
 fn tree(c: &GceMetadataConfig) -> Node {
     let account = || {
         let mut e = vec![
-            entry("aliases", Node::Lines(vec!["default".to_owned()])),
-            entry("email", Node::Text(c.service_account_email.clone())),
+            Entry::new("aliases", Node::Lines(vec!["default".to_owned()])),
+            Entry::new("email", Node::Text(c.service_account_email.clone())),
         ];
         if c.identity_route.is_some() {
-            e.push(entry("identity", Node::Identity));
+            e.push(Entry::new("identity", Node::Mint(Mint::Identity)));
         }
-        e.push(entry("scopes", Node::Lines(c.scopes.clone())));
+        e.push(Entry::new("scopes", Node::Lines(c.scopes.clone())));
         if c.token_route.is_some() {
-            e.push(entry("token", Node::Token));
+            e.push(Entry::new("token", Node::Mint(Mint::Token)));
         }
         Node::Dir(e)
     };
-    let email = c.service_account_email.clone();
     let accounts = Node::Dir(vec![
-        entry("default", account()),
-        (email.clone(), email, account()),
+        Entry::new("default", account()),
+        Entry::verbatim(&c.service_account_email, account()),
     ]);
     let mut project = Vec::new();
     if let Some(n) = &c.numeric_project_id {
-        project.push(entry("numeric-project-id", Node::Number(n.clone())));
+        project.push(Entry::new("numeric-project-id", Node::Number(n.clone())));
     }
     if let Some(p) = &c.project_id {
-        project.push(entry("project-id", Node::Text(p.clone())));
+        project.push(Entry::new("project-id", Node::Text(p.clone())));
     }
     Node::Dir(vec![
-        entry(
+        Entry::new(
             "instance",
-            Node::Dir(vec![entry("service-accounts", accounts)]),
+            Node::Dir(vec![Entry::new("service-accounts", accounts)]),
         ),
-        entry("project", Node::Dir(project)),
-        entry(
+        Entry::new("project", Node::Dir(project)),
+        Entry::new(
             "universe",
-            Node::Dir(vec![entry(
+            Node::Dir(vec![Entry::new(
                 "universe-domain",
                 Node::Text(c.universe_domain.clone()),
             )]),
@@ -152,45 +124,14 @@ pub fn router(broker: Arc<Broker>, config: GceMetadataConfig) -> Router {
     crate::http::observe(r, Frontend::GceMetadata, broker)
 }
 
-/// `Metadata-Flavor` and a `Content-Type` on every response, errors included.
+/// `Metadata-Flavor`, `Server` and a `Content-Type` on every response, errors included.
 async fn decorate(mut resp: Response) -> Response {
     let h = resp.headers_mut();
-    h.insert(FLAVOR, HeaderValue::from_static("Google"));
-    h.insert(
-        header::SERVER,
-        HeaderValue::from_static("Metadata Server for VM"),
-    );
+    wire::stamp(h);
     if !h.contains_key(header::CONTENT_TYPE) {
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT));
     }
     resp
-}
-
-/// Query parameters the metadata server reads.
-#[derive(Debug, Default)]
-struct Query {
-    recursive: bool,
-    alt_json: bool,
-    audience: Option<String>,
-    format: Option<String>,
-    scopes: Option<String>,
-}
-
-impl Query {
-    fn parse(q: Option<&str>) -> Self {
-        let mut out = Query::default();
-        for (k, v) in url::form_urlencoded::parse(q.unwrap_or_default().as_bytes()) {
-            match &*k {
-                "recursive" => out.recursive = v.eq_ignore_ascii_case("true"),
-                "alt" => out.alt_json = v == "json",
-                "audience" => out.audience = Some(v.into_owned()),
-                "format" => out.format = Some(v.into_owned()),
-                "scopes" => out.scopes = Some(v.into_owned()),
-                _ => {}
-            }
-        }
-        out
-    }
 }
 
 fn text(status: StatusCode, body: impl Into<String>) -> Response {
@@ -206,8 +147,7 @@ fn not_found() -> Response {
 
 /// A metadata value, with an `ETag` (a digest of the body) as GCE sends.
 fn data(content_type: &'static str, body: String) -> Response {
-    let digest = Sha256::digest(body.as_bytes());
-    let etag: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let etag = wire::etag(&body);
     let mut resp = (StatusCode::OK, body).into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -219,107 +159,41 @@ fn data(content_type: &'static str, body: String) -> Response {
 
 async fn handle(State(s): State<Arc<GceState>>, req: Request) -> Response {
     let (parts, _body) = req.into_parts();
-    if parts.method != Method::GET && parts.method != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
-    }
-    let path = parts.uri.path();
-    if path == "/" {
-        // Detection probes: no request-header requirement.
-        return text(StatusCode::OK, "computeMetadata/\n");
-    }
-    if let Some(refused) = check_headers(&parts.headers) {
-        return refused;
-    }
-    if path == "/computeMetadata" || path == "/computeMetadata/" {
-        return text(StatusCode::OK, "v1/\n");
-    }
-    let Some(rest) = path
-        .strip_prefix("/computeMetadata/v1")
-        .filter(|r| r.is_empty() || r.starts_with('/'))
-    else {
+    let segments = match admit(&parts.method, parts.uri.path(), &parts.headers) {
+        Ok(segments) => segments,
+        Err(early) => return early_answer(early),
+    };
+    let Some(node) = s.tree.find(&segments) else {
         return not_found();
     };
-    let mut node = &s.tree;
-    for raw in rest.split('/').filter(|seg| !seg.is_empty()) {
-        let Ok(seg) = percent_encoding::percent_decode_str(raw).decode_utf8() else {
-            return not_found();
-        };
-        let Node::Dir(entries) = node else {
-            return not_found();
-        };
-        match entries.iter().find(|(name, _, _)| *name == seg) {
-            Some((_, _, next)) => node = next,
-            None => return not_found(),
-        }
-    }
     let q = Query::parse(parts.uri.query());
     let peer = Peer::of(&parts.extensions);
-    match node {
-        Node::Token => token(&s, peer, &q).await,
-        Node::Identity => identity(&s, peer, &q).await,
-        Node::Dir(_) if q.recursive => json_data(&to_json(node)),
-        Node::Dir(entries) if q.alt_json => json_data(&Value::from(
-            entries.iter().map(listing_name).collect::<Vec<_>>(),
-        )),
-        Node::Dir(entries) => data(
-            TEXT,
-            entries
-                .iter()
-                .map(|e| format!("{}\n", listing_name(e)))
-                .collect(),
-        ),
-        leaf if q.alt_json => json_data(&to_json(leaf)),
-        Node::Text(v) | Node::Number(v) => data(TEXT, v.clone()),
-        Node::Lines(lines) => data(TEXT, lines.iter().map(|l| format!("{l}\n")).collect()),
+    match node.render(&q) {
+        Rendered::Data { content_type, body } => data(content_type, body),
+        Rendered::Mint(Mint::Token) => token(&s, peer, &q).await,
+        Rendered::Mint(Mint::Identity) => identity(&s, peer, &q).await,
     }
 }
 
-/// `X-Forwarded-For` (a proxied request) and a missing `Metadata-Flavor: Google` are 403.
-fn check_headers(headers: &HeaderMap) -> Option<Response> {
-    if headers.contains_key("x-forwarded-for") {
-        tracing::info!("refused: metadata request carrying X-Forwarded-For");
-        return Some(text(
-            StatusCode::FORBIDDEN,
-            "Forbidden: the metadata server does not answer proxied requests (X-Forwarded-For).\n",
-        ));
-    }
-    if headers.get(FLAVOR).and_then(|v| v.to_str().ok()) != Some("Google") {
-        return Some(text(
+/// The answer to a request refused or answered by the request rules.
+fn early_answer(early: Early) -> Response {
+    match early {
+        Early::MethodNotAllowed => text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n"),
+        // Detection probes: no request-header requirement.
+        Early::Ping => text(StatusCode::OK, "computeMetadata/\n"),
+        Early::Proxied => {
+            tracing::info!("refused: metadata request carrying X-Forwarded-For");
+            text(
+                StatusCode::FORBIDDEN,
+                "Forbidden: the metadata server does not answer proxied requests (X-Forwarded-For).\n",
+            )
+        }
+        Early::NoFlavor => text(
             StatusCode::FORBIDDEN,
             "Forbidden: metadata requests must carry the header \"Metadata-Flavor: Google\".\n",
-        ));
-    }
-    None
-}
-
-fn listing_name(e: &(String, String, Node)) -> String {
-    match e.2 {
-        Node::Dir(_) => format!("{}/", e.0),
-        _ => e.0.clone(),
-    }
-}
-
-fn json_data(v: &Value) -> Response {
-    data(JSON, v.to_string())
-}
-
-fn to_json(node: &Node) -> Value {
-    match node {
-        Node::Dir(entries) => {
-            let mut map = Map::new();
-            for (_, key, child) in entries {
-                if !matches!(child, Node::Token | Node::Identity) {
-                    map.insert(key.clone(), to_json(child));
-                }
-            }
-            Value::Object(map)
-        }
-        Node::Text(s) => Value::String(s.clone()),
-        Node::Number(n) => n
-            .parse::<u64>()
-            .map_or_else(|_| Value::String(n.clone()), Value::from),
-        Node::Lines(lines) => json!(lines),
-        Node::Token | Node::Identity => Value::Null,
+        ),
+        Early::Versions => text(StatusCode::OK, "v1/\n"),
+        Early::NotFound => not_found(),
     }
 }
 
@@ -340,19 +214,11 @@ struct TokenBody<'a> {
     token_type: &'static str,
 }
 
-fn split_scopes(s: &str) -> Vec<String> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
 async fn token(s: &GceState, peer: Option<&Peer>, q: &Query) -> Response {
     let Some(route) = &s.config.token_route else {
         return not_found();
     };
-    let requested = split_scopes(q.scopes.as_deref().unwrap_or_default());
+    let requested = q.scope_list();
     let same = |a: &[String], b: &[String]| {
         let (mut a, mut b) = (a.to_vec(), b.to_vec());
         a.sort();
@@ -440,17 +306,5 @@ async fn identity(s: &GceState, peer: Option<&Peer>, q: &Query) -> Response {
             ),
         ),
         Err(r) => refused(&r),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::camel;
-
-    #[test]
-    fn camel_case_keys() {
-        assert_eq!(camel("numeric-project-id"), "numericProjectId");
-        assert_eq!(camel("service-accounts"), "serviceAccounts");
-        assert_eq!(camel("email"), "email");
     }
 }

@@ -11,8 +11,8 @@ use serde::Serialize;
 /// The STS XML namespace.
 pub const XMLNS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
 
-/// `Credentials` element.
-#[derive(Debug, Serialize)]
+/// `Credentials` element. Its `Debug` shows the access key id and the lengths of the secrets.
+#[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Credentials {
     /// Access key id.
@@ -23,6 +23,24 @@ pub struct Credentials {
     pub session_token: String,
     /// `YYYY-MM-DDTHH:MM:SSZ`.
     pub expiration: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    /// Leaves out the secret access key and the session token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &crate::redact::redacted(&self.secret_access_key),
+            )
+            .field(
+                "session_token",
+                &crate::redact::redacted(&self.session_token),
+            )
+            .field("expiration", &self.expiration)
+            .finish()
+    }
 }
 
 /// `AssumedRoleUser` element.
@@ -137,6 +155,37 @@ pub fn to_xml<T: Serialize>(doc: &T) -> Result<String, quick_xml::SeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_debug_without_secrets() {
+        let response = AssumeRoleWithWebIdentityResponse {
+            xmlns: XMLNS,
+            assume_role_with_web_identity_result: AssumeRoleWithWebIdentityResult {
+                subject_from_web_identity_token: "sub".into(),
+                audience: "aud".into(),
+                assumed_role_user: AssumedRoleUser {
+                    assumed_role_id: "AROAEXAMPLE:s".into(),
+                    arn: "arn:aws:sts::111122223333:assumed-role/r/s".into(),
+                },
+                credentials: Credentials {
+                    access_key_id: "ASIAEXAMPLE".into(),
+                    secret_access_key: "wJalrXUtnFEMI-secret-key".into(),
+                    session_token: "FQoGZXIvYXdz-session-token".into(),
+                    expiration: "2025-01-01T01:00:00Z".into(),
+                },
+                provider: "accounts.google.com".into(),
+                packed_policy_size: None,
+            },
+            response_metadata: ResponseMetadata {
+                request_id: "r-1".into(),
+            },
+        };
+        let printed = format!("{response:?} {response:#?}");
+        assert!(!printed.contains("secret-key"), "{printed}");
+        assert!(!printed.contains("session-token"), "{printed}");
+        assert!(printed.contains("ASIAEXAMPLE"), "{printed}");
+        assert!(printed.contains("redacted"), "{printed}");
+    }
 
     #[test]
     fn error_document_shape() -> Result<(), quick_xml::SeError> {

@@ -11,6 +11,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::redact::{redacted, redacted_opt};
+
 /// The jwt-bearer grant type.
 pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 /// Google's issuer.
@@ -42,8 +44,8 @@ pub struct ServiceAccountAssertion {
     pub sub: Option<String>,
 }
 
-/// OAuth2 token endpoint success body.
-#[derive(Debug, Serialize, Deserialize, Default)]
+/// OAuth2 token endpoint success body. Its `Debug` shows the tokens' lengths only.
+#[derive(Serialize, Deserialize, Default)]
 pub struct OAuth2TokenResponse {
     /// Access token (access-token grants).
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -57,6 +59,18 @@ pub struct OAuth2TokenResponse {
     /// ID token (ID-token grants).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub id_token: Option<String>,
+}
+
+impl std::fmt::Debug for OAuth2TokenResponse {
+    /// Leaves out the access token and the ID token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuth2TokenResponse")
+            .field("access_token", &redacted_opt(self.access_token.as_ref()))
+            .field("expires_in", &self.expires_in)
+            .field("token_type", &self.token_type)
+            .field("id_token", &redacted_opt(self.id_token.as_ref()))
+            .finish()
+    }
 }
 
 /// OAuth-style error body (`{"error","error_description"}`).
@@ -110,11 +124,20 @@ pub struct GenerateIdTokenRequest {
     pub include_email: Option<bool>,
 }
 
-/// `generateIdToken` response.
-#[derive(Debug, Serialize, Deserialize)]
+/// `generateIdToken` response. Its `Debug` shows the token's length only.
+#[derive(Serialize, Deserialize)]
 pub struct GenerateIdTokenResponse {
     /// The JWT.
     pub token: String,
+}
+
+impl std::fmt::Debug for GenerateIdTokenResponse {
+    /// Leaves out the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GenerateIdTokenResponse")
+            .field("token", &redacted(&self.token))
+            .finish()
+    }
 }
 
 /// `generateAccessToken` request.
@@ -131,14 +154,24 @@ pub struct GenerateAccessTokenRequest {
     pub lifetime: Option<String>,
 }
 
-/// `generateAccessToken` response.
-#[derive(Debug, Serialize, Deserialize)]
+/// `generateAccessToken` response. Its `Debug` shows the token's length only.
+#[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GenerateAccessTokenResponse {
     /// The token.
     pub access_token: String,
     /// `YYYY-MM-DDTHH:MM:SSZ` (no fraction: google-auth parses it with strptime).
     pub expire_time: String,
+}
+
+impl std::fmt::Debug for GenerateAccessTokenResponse {
+    /// Leaves out the access token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GenerateAccessTokenResponse")
+            .field("access_token", &redacted(&self.access_token))
+            .field("expire_time", &self.expire_time)
+            .finish()
+    }
 }
 
 /// `google.rpc.Status` error envelope.
@@ -310,5 +343,60 @@ impl std::fmt::Debug for AwsSubjectTokenHeader {
         f.debug_struct("AwsSubjectTokenHeader")
             .field("key", &self.key)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "ya29.very-secret-token-material";
+
+    #[test]
+    fn token_bodies_debug_without_their_tokens() {
+        let printed = [
+            format!(
+                "{:?}",
+                OAuth2TokenResponse {
+                    access_token: Some(SECRET.to_owned()),
+                    expires_in: Some(3599),
+                    token_type: Some("Bearer".to_owned()),
+                    id_token: Some(format!("{SECRET}-id")),
+                }
+            ),
+            format!(
+                "{:#?}",
+                GenerateIdTokenResponse {
+                    token: SECRET.to_owned(),
+                }
+            ),
+            format!(
+                "{:?}",
+                GenerateAccessTokenResponse {
+                    access_token: SECRET.to_owned(),
+                    expire_time: "2025-01-01T00:00:00Z".to_owned(),
+                }
+            ),
+            format!(
+                "{:?}",
+                StsTokenResponse {
+                    access_token: SECRET.to_owned(),
+                    issued_token_type: ACCESS_TOKEN_TYPE.to_owned(),
+                    token_type: "Bearer".to_owned(),
+                    expires_in: Some(3600),
+                }
+            ),
+        ];
+        for p in &printed {
+            assert!(!p.contains("very-secret"), "{p}");
+        }
+        assert!(printed[0].contains("redacted") && printed[0].contains("3599"));
+        assert!(
+            printed[2].contains("2025-01-01T00:00:00Z"),
+            "{}",
+            printed[2]
+        );
+        let empty = format!("{:?}", OAuth2TokenResponse::default());
+        assert!(empty.contains("access_token: None"), "{empty}");
     }
 }

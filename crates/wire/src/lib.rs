@@ -9,3 +9,4 @@
 pub mod aws_sts;
 pub mod gce_metadata;
 pub mod google;
+mod redact;

@@ -85,7 +85,9 @@ pub fn aws_subject_token(
         body: b"",
     };
     let signed = sign_request(creds, &unsigned, "sts", region, now)?;
-    let mut headers: Vec<(String, String)> = unsigned.headers;
+    // The signed headers carry the session token and the signature: zeroized on drop.
+    let mut headers: zeroize::Zeroizing<Vec<(String, String)>> =
+        zeroize::Zeroizing::new(unsigned.headers);
     headers.extend(signed);
     headers.sort_by(|a, b| a.0.cmp(&b.0));
     let doc = SubjectToken {
@@ -168,7 +170,7 @@ pub async fn exchange(
     .await?;
     #[derive(serde::Deserialize)]
     struct Resp {
-        access_token: String,
+        access_token: SecretString,
         #[serde(default)]
         expires_in: Option<serde_json::Value>,
     }
@@ -194,7 +196,7 @@ pub async fn exchange(
         started,
     ));
     Ok(Credential::GoogleAccessToken(GoogleAccessToken {
-        token: parsed.access_token.into(),
+        token: parsed.access_token,
         expires_at,
         principal: Some(format!("federated via {}", req.audience)),
         scopes: req.scopes.to_vec(),

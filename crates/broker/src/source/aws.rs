@@ -200,13 +200,14 @@ async fn ecs(
             ))
         })?),
         None => ctx.env.get("AWS_CONTAINER_AUTHORIZATION_TOKEN"),
-    };
+    }
+    .map(zeroize::Zeroizing::new);
     let mut req = ctx
         .http
         .get(parsed.as_str())
         .header("Accept", "application/json");
     if let Some(t) = &token {
-        let mut v = http::HeaderValue::from_str(t).map_err(|_| {
+        let mut v = http::HeaderValue::from_str(t.as_str()).map_err(|_| {
             bad("the container authorization token is not a legal header value".into())
         })?;
         v.set_sensitive(true);
@@ -278,15 +279,91 @@ async fn ecs(
 }
 
 /// The error and its sources on one line (aws-config errors nest their cause).
-fn one_line(e: &dyn std::error::Error) -> String {
-    let mut parts = vec![e.to_string()];
+fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![describe(e)];
     let mut cur = e.source();
     while let Some(s) = cur {
-        let t = s.to_string();
+        let t = describe(s);
         if !parts.iter().any(|p| p.contains(&t)) {
             parts.push(t);
         }
         cur = s.source();
     }
     parts.join(": ").replace('\n', " ")
+}
+
+/// One error of a chain. aws-config's IMDS error for a non-success answer prints the whole raw
+/// response with `{:?}`, body included, and a body is never repeated: only its status is kept.
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    use aws_config::imds::client::error::ImdsError;
+    match e.downcast_ref::<ImdsError>() {
+        Some(ImdsError::ErrorResponse(r)) => format!(
+            "error response from IMDS (code: {})",
+            r.response().status().as_u16()
+        ),
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use idbridge_core::env::MapEnv;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// An IMDS that hands out a session token, then refuses the credentials listing with a
+    /// body that reflects a secret (as a misbehaving proxy might).
+    async fn reflecting_imds() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let n = sock.read(&mut buf).await.unwrap_or(0);
+                    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let reply = if head.starts_with("PUT /latest/api/token") {
+                        "HTTP/1.1 200 OK\r\nx-aws-ec2-metadata-token-ttl-seconds: 21600\r\ncontent-length: 14\r\nconnection: close\r\n\r\nimds-session-1".to_owned()
+                    } else {
+                        let body = "denied; you sent reflected-secret-value";
+                        format!(
+                            "HTTP/1.1 403 Forbidden\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                    };
+                    let _ = sock.write_all(reply.as_bytes()).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn imds_error_bodies_are_not_repeated() {
+        let endpoint = reflecting_imds().await;
+        let ctx = Context::new(
+            Arc::new(MapEnv::from_pairs([(
+                "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+                endpoint.as_str(),
+            )])),
+            idbridge_core::clock::system(),
+            &Default::default(),
+        )
+        .unwrap();
+        let mut hops = Vec::new();
+        let err = fetch(&ctx, Some("imds"), None, None, None, &mut hops)
+            .await
+            .unwrap_err();
+        let line = err.to_string();
+        assert!(!line.contains("reflected-secret-value"), "{line}");
+        assert!(!line.contains("imds-session-1"), "{line}");
+        assert!(line.contains("403"), "{line}");
+    }
 }

@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use idbridge_core::Credential;
+use idbridge_core::{Credential, SecretString};
 use serde::Deserialize;
 use tokio::time::Instant;
 
@@ -41,7 +41,7 @@ struct Response {
     version: u32,
     success: bool,
     #[serde(default)]
-    id_token: Option<String>,
+    id_token: Option<SecretString>,
     #[serde(default)]
     expiration_time: Option<i64>,
     #[serde(default)]
@@ -54,7 +54,7 @@ fn parse(
     ctx: &Context,
     text: &str,
     what: &str,
-) -> Result<Option<(String, Option<i64>)>, BrokerError> {
+) -> Result<Option<(SecretString, Option<i64>)>, BrokerError> {
     let r: Response = serde_json::from_str(text).map_err(|_| {
         BrokerError::new(
             ErrorKind::Protocol,
@@ -99,10 +99,12 @@ pub async fn fetch(
 ) -> Result<Credential, BrokerError> {
     let started = Instant::now();
     if let Some(path) = req.output_file
-        && let Ok(text) = tokio::fs::read_to_string(path).await
+        && let Ok(text) = tokio::fs::read_to_string(path)
+            .await
+            .map(zeroize::Zeroizing::new)
         && let Ok(Some((token, _))) = parse(ctx, &text, &path.display().to_string())
     {
-        let (tok, parsed) = super::id_token_from_jwt(HOP, &token)?;
+        let (tok, parsed) = super::id_token_from_jwt(HOP, token.expose_secret())?;
         hops.push(HopReport::new(
             HOP,
             path.display().to_string(),
@@ -157,7 +159,8 @@ pub async fn fetch(
             format!("{program} exited with {}", out.status),
         ));
     }
-    let text = zeroize::Zeroizing::new(String::from_utf8_lossy(&out.stdout).into_owned());
+    let stdout = zeroize::Zeroizing::new(out.stdout);
+    let text = zeroize::Zeroizing::new(String::from_utf8_lossy(&stdout).into_owned());
     let (token, _) = parse(ctx, &text, &format!("the output of {program}"))?.ok_or_else(|| {
         BrokerError::new(
             ErrorKind::Protocol,
@@ -165,7 +168,7 @@ pub async fn fetch(
             format!("{program} printed an expired token"),
         )
     })?;
-    let (tok, parsed) = super::id_token_from_jwt(HOP, &token)?;
+    let (tok, parsed) = super::id_token_from_jwt(HOP, token.expose_secret())?;
     hops.push(HopReport::new(
         HOP,
         program.to_owned(),

@@ -14,7 +14,11 @@ use crate::{BrokerError, Context, ErrorKind, HopReport};
 
 const HOP: &str = "gce-metadata";
 
-async fn get(ctx: &Context, path_and_query: &str) -> Result<(String, String), BrokerError> {
+/// GETs a metadata path; the body (which may be a token) is zeroized on drop.
+async fn get(
+    ctx: &Context,
+    path_and_query: &str,
+) -> Result<(zeroize::Zeroizing<String>, String), BrokerError> {
     let url = format!(
         "http://{}/computeMetadata/v1/{path_and_query}",
         ctx.endpoints.gce_metadata_host
@@ -28,21 +32,18 @@ async fn get(ctx: &Context, path_and_query: &str) -> Result<(String, String), Br
         .await
         .map_err(|e| BrokerError::from_http(HOP, &shown, &e))?;
     let status = resp.status().as_u16();
-    let body = resp
-        .text()
-        .await
-        .map_err(|e| BrokerError::from_http(HOP, &shown, &e))?;
+    let body = zeroize::Zeroizing::new(
+        resp.text()
+            .await
+            .map_err(|e| BrokerError::from_http(HOP, &shown, &e))?,
+    );
     if status != 200 {
-        let msg = if body.len() < 200 && !body.contains('.') {
-            body.trim().to_owned()
-        } else {
-            "metadata server refused the request".to_owned()
-        };
+        // The body is never repeated: whatever answered may reflect the request or a token.
         return Err(BrokerError::from_status(
             HOP,
             status,
             None,
-            format!("{msg} ({shown})"),
+            format!("metadata server refused the request ({shown})"),
         ));
     }
     Ok((body, shown))

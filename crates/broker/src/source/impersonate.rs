@@ -7,7 +7,7 @@
 //! The base URL comes from `endpoints.google_iamcredentials`, then
 //! `IDBRIDGE_GOOGLE_IAMCREDENTIALS_URL`, then `https://iamcredentials.googleapis.com`.
 
-use idbridge_core::{Credential, GoogleAccessToken};
+use idbridge_core::{Credential, GoogleAccessToken, SecretString};
 use idbridge_wire::google::{
     GenerateAccessTokenRequest, GenerateAccessTokenResponse, GenerateIdTokenRequest,
     GenerateIdTokenResponse,
@@ -99,7 +99,8 @@ pub async fn fetch(
                 format!("unparsable generateIdToken response from {url}"),
             )
         })?;
-        let (tok, claims) = super::id_token_from_jwt(HOP, &parsed.token)?;
+        let jwt = zeroize::Zeroizing::new(parsed.token);
+        let (tok, claims) = super::id_token_from_jwt(HOP, &jwt)?;
         hops.push(HopReport::new(
             HOP,
             url,
@@ -126,7 +127,7 @@ pub async fn fetch(
         started,
     ));
     Ok(Credential::GoogleAccessToken(GoogleAccessToken {
-        token: parsed.access_token.into(),
+        token: SecretString::new(parsed.access_token),
         expires_at,
         principal: Some(req.service_account.to_owned()),
         scopes: req.scopes.unwrap_or_default().to_vec(),

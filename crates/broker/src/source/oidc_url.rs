@@ -21,7 +21,15 @@ pub async fn fetch(
     let started = Instant::now();
     let mut req = ctx.http.get(url);
     for (k, v) in headers {
-        req = req.header(k, v);
+        // A configured value may be a credential: keep it out of any `Debug` of the request.
+        req = match http::HeaderValue::from_str(v) {
+            Ok(mut value) => {
+                value.set_sensitive(true);
+                req.header(k.as_str(), value)
+            }
+            // Not a legal value: reqwest reports the builder error when sending, as before.
+            Err(_) => req.header(k.as_str(), v.as_str()),
+        };
     }
     let resp = req
         .send()

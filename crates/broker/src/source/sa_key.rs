@@ -60,13 +60,14 @@ async fn read_key(path: &Path) -> Result<KeyFile, BrokerError> {
             )
         })?;
     let key: KeyFile = serde_json::from_slice(&text).map_err(|e| {
-        // serde_json's message names the field and position, never the value.
+        // serde_json's own message may quote a value (the private key): see json_error_message.
         BrokerError::new(
             ErrorKind::InvalidConfiguration,
             HOP,
             format!(
-                "key file {}: not a service-account key: {e}",
-                path.display()
+                "key file {}: not a service-account key: {}",
+                path.display(),
+                super::json_error_message(&e)
             ),
         )
     })?;
@@ -149,13 +150,16 @@ pub async fn fetch(
         )
     })?;
     if target_audience.is_some() {
-        let jwt = parsed.id_token.ok_or_else(|| {
-            BrokerError::new(
-                ErrorKind::Protocol,
-                HOP,
-                format!("no id_token in the response from {url}"),
-            )
-        })?;
+        let jwt = parsed
+            .id_token
+            .map(zeroize::Zeroizing::new)
+            .ok_or_else(|| {
+                BrokerError::new(
+                    ErrorKind::Protocol,
+                    HOP,
+                    format!("no id_token in the response from {url}"),
+                )
+            })?;
         let (tok, claims) = super::id_token_from_jwt(HOP, &jwt)?;
         hops.push(HopReport::new(
             HOP,
@@ -182,9 +186,37 @@ pub async fn fetch(
         started,
     ));
     Ok(Credential::GoogleAccessToken(GoogleAccessToken {
-        token: token.into(),
+        token: SecretString::new(token),
         expires_at,
         principal: Some(key.client_email),
         scopes: scopes.unwrap_or_default().to_vec(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_key_file_error_never_quotes_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        // A key file that is a JSON string instead of an object: serde's own message would
+        // repeat the whole string.
+        let path = dir.path().join("key.json");
+        std::fs::write(
+            &path,
+            "\"-----BEGIN PRIVATE KEY-----\\nMIIEvQ-private-key-material\\n-----END PRIVATE KEY-----\\n\"",
+        )
+        .unwrap();
+        let err = read_key(&path).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidConfiguration);
+        let line = err.to_string();
+        assert!(!line.contains("private-key-material"), "{line}");
+        assert!(line.contains("not a service-account key"), "{line}");
+        assert!(line.contains("line 1"), "{line}");
+        // Missing fields are still named.
+        std::fs::write(&path, r#"{"type":"service_account"}"#).unwrap();
+        let line = read_key(&path).await.unwrap_err().to_string();
+        assert!(line.contains("missing field"), "{line}");
+    }
 }

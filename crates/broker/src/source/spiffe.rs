@@ -63,6 +63,7 @@ pub async fn fetch(
                 format!("FetchJWTSVID at {socket}: {}", msg.replace('\n', " ")),
             )
         })?;
+    let token = zeroize::Zeroizing::new(token);
     let (tok, parsed) = super::id_token_from_jwt(HOP, &token)?;
     hops.push(HopReport::new(
         HOP,

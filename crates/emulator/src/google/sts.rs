@@ -76,8 +76,9 @@ use idbridge_policy::gcp::{
     MappingError, PoolName, Principal, ProviderKind, ProviderName,
 };
 use idbridge_wire::google::{
-    ACCESS_TOKEN_TYPE, AWS4_REQUEST_TOKEN_TYPE, AwsSubjectToken, ID_TOKEN_TYPE, JWT_TOKEN_TYPE,
-    StsOptions, StsTokenRequest, StsTokenResponse, TARGET_RESOURCE_HEADER, TOKEN_EXCHANGE_GRANT,
+    ACCESS_TOKEN_TYPE, AWS4_REQUEST_TOKEN_TYPE, AwsSubjectToken, AwsSubjectTokenHeader,
+    ID_TOKEN_TYPE, JWT_TOKEN_TYPE, StsOptions, StsTokenRequest, StsTokenResponse,
+    TARGET_RESOURCE_HEADER, TOKEN_EXCHANGE_GRANT,
 };
 use jsonwebtoken::Algorithm;
 use jsonwebtoken::jwk::JwkSet;
@@ -86,10 +87,10 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use super::{json_response, oauth_error};
-use crate::Emulator;
 use crate::state::GooglePrincipal;
 use crate::token_verify::{self, DEFAULT_LEEWAY_SECS, VerifyOptions};
 use crate::world::World;
+use crate::{Emulator, short};
 
 /// Lifetime of the federated access tokens STS issues.
 pub const FEDERATED_TOKEN_SECONDS: i64 = 3600;
@@ -824,6 +825,18 @@ fn invalid_header() -> Refusal {
     Refusal::invalid_grant("The AWS subject token has a header that is not a valid HTTP header.")
 }
 
+fn name_of(h: &AwsSubjectTokenHeader) -> Result<http::HeaderName, Refusal> {
+    http::HeaderName::from_bytes(h.key.as_bytes()).map_err(|_| invalid_header())
+}
+
+/// A replayed header's value, marked sensitive: `Authorization` carries the signature and
+/// `x-amz-security-token` the caller's session token.
+fn value_of(h: &AwsSubjectTokenHeader) -> Result<http::HeaderValue, Refusal> {
+    let mut value = http::HeaderValue::from_str(&h.value).map_err(|_| invalid_header())?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
 async fn replay_in_process(
     state: &Arc<Emulator>,
     token: &AwsSubjectToken,
@@ -832,9 +845,7 @@ async fn replay_in_process(
 ) -> Result<(StatusCode, String), Refusal> {
     let mut builder = http::Request::builder().method(method).uri(path_and_query);
     for h in &token.headers {
-        let name = http::HeaderName::from_bytes(h.key.as_bytes()).map_err(|_| invalid_header())?;
-        let value = http::HeaderValue::from_str(&h.value).map_err(|_| invalid_header())?;
-        builder = builder.header(name, value);
+        builder = builder.header(name_of(h)?, value_of(h)?);
     }
     let request = builder.body(Body::empty()).map_err(|_| invalid_header())?;
     let response = match crate::aws_sts::router(Arc::clone(state))
@@ -871,9 +882,7 @@ async fn replay_over_http(
     let url = format!("{}{path_and_query}", endpoint.trim_end_matches('/'));
     let mut request = client.request(method, url).body(Vec::new());
     for h in &token.headers {
-        let name = http::HeaderName::from_bytes(h.key.as_bytes()).map_err(|_| invalid_header())?;
-        let value = http::HeaderValue::from_str(&h.value).map_err(|_| invalid_header())?;
-        request = request.header(name, value);
+        request = request.header(name_of(h)?, value_of(h)?);
     }
     let response = request.send().await.map_err(|e| {
         tracing::warn!(error = %e.without_url(), "Google STS: AWS STS replay failed");
@@ -1013,15 +1022,6 @@ async fn fetch_jwks(issuer: &str) -> Result<JwkSet, String> {
         .to_owned();
     serde_json::from_str(&get(jwks_uri.clone()).await?)
         .map_err(|_| format!("{jwks_uri} is not a JWK set"))
-}
-
-/// Keeps client-chosen text short in messages.
-fn short(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_owned()
-    } else {
-        format!("{}…", s.chars().take(max).collect::<String>())
-    }
 }
 
 #[cfg(test)]

@@ -25,8 +25,9 @@ pub struct JwtSvidResponse {
     pub svids: Vec<JwtSvid>,
 }
 
-/// `JWTSVID`.
+/// `JWTSVID`. Its `Debug` (hand-written, not prost's) leaves out the token.
 #[derive(Clone, PartialEq, prost::Message)]
+#[prost(skip_debug)]
 pub struct JwtSvid {
     /// The SPIFFE ID (`sub`).
     #[prost(string, tag = "1")]
@@ -37,6 +38,15 @@ pub struct JwtSvid {
     /// Operator-chosen hint telling SVIDs apart.
     #[prost(string, tag = "3")]
     pub hint: String,
+}
+
+impl std::fmt::Debug for JwtSvid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtSvid")
+            .field("spiffe_id", &self.spiffe_id)
+            .field("hint", &self.hint)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `JWTBundlesRequest` (empty).
@@ -51,8 +61,9 @@ pub struct JwtBundlesResponse {
     pub bundles: HashMap<String, Vec<u8>>,
 }
 
-/// `ValidateJWTSVIDRequest`.
+/// `ValidateJWTSVIDRequest`. Its `Debug` (hand-written, not prost's) leaves out the token.
 #[derive(Clone, PartialEq, prost::Message)]
+#[prost(skip_debug)]
 pub struct ValidateJwtSvidRequest {
     /// The audience the token must carry.
     #[prost(string, tag = "1")]
@@ -60,6 +71,14 @@ pub struct ValidateJwtSvidRequest {
     /// The token.
     #[prost(string, tag = "2")]
     pub svid: String,
+}
+
+impl std::fmt::Debug for ValidateJwtSvidRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ValidateJwtSvidRequest")
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `ValidateJWTSVIDResponse`.
@@ -78,6 +97,24 @@ mod tests {
     use prost::Message;
 
     use super::*;
+
+    #[test]
+    fn debug_leaves_out_the_svids() {
+        let response = JwtSvidResponse {
+            svids: vec![JwtSvid {
+                spiffe_id: "spiffe://example.org/w".into(),
+                svid: "eyJhbGciOi.jwt-svid-secret.sig".into(),
+                hint: "h".into(),
+            }],
+        };
+        let request = ValidateJwtSvidRequest {
+            audience: "a".into(),
+            svid: "eyJhbGciOi.validated-secret.sig".into(),
+        };
+        let printed = format!("{response:?} {response:#?} {request:?}");
+        assert!(!printed.contains("secret"), "{printed}");
+        assert!(printed.contains("spiffe://example.org/w"), "{printed}");
+    }
 
     /// The wire bytes are those of the proto definitions (tags and wire types by hand).
     #[test]

@@ -3,8 +3,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use super::expr;
 use super::mapping::MappedAttributes;
+use super::{expr, short};
 
 /// Longest attribute condition, in characters.
 pub const MAX_CONDITION_LEN: usize = 4096;
@@ -115,16 +115,6 @@ impl AttributeCondition {
                 found: expr::type_name(&other),
             }),
         }
-    }
-}
-
-/// Keeps evaluator messages (which may quote assertion values) short.
-fn short(s: &str) -> String {
-    const MAX: usize = 200;
-    if s.chars().count() <= MAX {
-        s.to_owned()
-    } else {
-        format!("{}…", s.chars().take(MAX).collect::<String>())
     }
 }
 

@@ -9,7 +9,7 @@ use cel::Value as CelValue;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::expr;
+use super::{expr, short};
 
 /// The target key of the subject.
 pub const GOOGLE_SUBJECT: &str = "google.subject";
@@ -405,16 +405,6 @@ impl MappedAttributes {
                 .map(|k| format!("{ATTRIBUTE_PREFIX}{k}")),
         );
         out
-    }
-}
-
-/// Keeps user-supplied text short in messages.
-fn short(s: &str) -> String {
-    const MAX: usize = 200;
-    if s.chars().count() <= MAX {
-        s.to_owned()
-    } else {
-        format!("{}…", s.chars().take(MAX).collect::<String>())
     }
 }
 

@@ -7,6 +7,7 @@ use std::fmt;
 use serde::Serialize;
 
 use super::mapping::MappedAttributes;
+use super::short;
 
 /// The IAM service host of federated principal identifiers.
 pub const IAM_HOST: &str = "iam.googleapis.com";
@@ -178,13 +179,10 @@ pub struct MemberError {
 
 impl MemberError {
     fn new(member: &str, reason: &'static str) -> MemberError {
-        const MAX: usize = 200;
-        let member = if member.chars().count() <= MAX {
-            member.to_owned()
-        } else {
-            format!("{}…", member.chars().take(MAX).collect::<String>())
-        };
-        MemberError { member, reason }
+        MemberError {
+            member: short(member),
+            reason,
+        }
     }
 }
 
