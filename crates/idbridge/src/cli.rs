@@ -28,7 +28,8 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Run every seed flow against the built-in emulator, hop by hop, and print a table.
     Demo(DemoArgs),
-    /// Run the local cloud emulator (AWS STS, Google OAuth2/IAM Credentials, GCE metadata).
+    /// Run the local cloud emulator (AWS STS, EC2 IMDSv2, ECS; Google OAuth2, STS, IAM Credentials,
+    /// GCE metadata; SPIFFE Workload API).
     Emulate(EmulateArgs),
     /// Print a route's credential.
     Token(TokenArgs),
