@@ -20,11 +20,25 @@
 //! * `impersonate` — `service_account`, `audience` or `scopes`, `delegates`, `include_email`
 //!   (default true), `lifetime_seconds`; `caller` is the source of the caller's access token
 //!   (default: the metadata server's token).
-//! * `oidc-file` — `path` of a token file, re-read on every refresh.
+//! * `oidc-file` — `path` of a token file, re-read on every refresh; `json_field` when the file
+//!   is JSON.
+//! * `oidc-url` — `url`, `headers`, `json_field`: a token served over HTTP.
+//! * `executable` — `command` printing Google's executable-sourced response; `timeout_millis`,
+//!   `output_file`, `audience`, `token_type`.
+//! * `aws` — `provider` `chain` (default: aws-config's chain), `imds`, `ecs` or `env-or-imds`;
+//!   `profile`, `region`, `imds_endpoint`.
+//! * `spiffe` — `audience`, `spiffe_id`, `socket` (default `SPIFFE_ENDPOINT_SOCKET`).
 //!
 //! Exchanges (`exchange[].kind`):
 //! * `aws-sts` — `role_arn`, `session_name` (default `idbridge-<route>`), `duration_seconds`
 //!   (900–43200, default 3600), `policy` (session policy JSON), `region` (default `us-east-1`).
+//! * `google-sts` — `audience` (the workload identity provider), `scopes`, `token_url`,
+//!   `subject_token_type` (for OIDC subjects), `region` (for AWS subjects).
+//! * `impersonate` — `service_account`, `audience` or `scopes`, `delegates`, `include_email`,
+//!   `lifetime_seconds`, `endpoint`.
+//!
+//! Instead of `source` and `exchange`, a route may name a Google credential file:
+//! `external_account = "cred.json"` (see [`crate::external_account`]).
 //!
 //! A `[serve]` table is allowed and ignored here: `idbridge serve` reads it (see the
 //! `idbridge-serve` crate).
