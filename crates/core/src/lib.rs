@@ -6,7 +6,7 @@
 //! * [`credential`]: the credentials a route produces (AWS session credentials, Google access
 //!   tokens, OIDC ID tokens), each with its expiry.
 //! * [`clock`]: the injectable clock; nothing else in idbridge reads the system time.
-//! * [`env`]: the environment variables idbridge reads, declared once.
+//! * [`env`](mod@env): the environment variables idbridge reads, declared once.
 //! * [`jwt`]: reading (never trusting) the claims of a JWT for display and expiry.
 #![warn(missing_docs, unreachable_pub)]
 

@@ -47,13 +47,13 @@ pub(crate) enum Command {
     /// Write the cloud-side configuration a route needs (trust policy, pool, provider, bindings).
     Setup(SetupArgs),
     /// Serve route credentials to unmodified SDKs as a GCE metadata server, EC2 IMDSv2 and an
-    /// ECS container endpoint (the config's [serve] section).
+    /// ECS container endpoint (the config's `[serve]` section).
     Serve(ServeArgs),
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
-    /// Config file (TOML): routes plus a [serve] section.
+    /// Config file (TOML): routes plus a `[serve]` section.
     #[arg(long, env = "IDBRIDGE_CONFIG")]
     pub(crate) config: PathBuf,
     /// Validate the config and exit (0 valid, 64 invalid) without binding anything.
