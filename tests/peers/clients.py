@@ -176,16 +176,22 @@ ACTIONS = {f.__name__: f for f in [boto3_caller_identity, moto_setup, boto3_s3_g
                                    gauth_compute, gauth_sa_id_token]}
 
 
-def main() -> int:
+def run_action(actions: dict, error) -> int:
+    """Runs `argv[1]` from `actions` with the JSON `argv[2]`; prints one JSON object on stdout.
+    `error(e)` turns an exception into `{"error": {...}}`. Shared with ext_clients.py."""
     action, raw = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "{}"
     try:
-        result = ACTIONS[action](json.loads(raw))
+        result = actions[action](json.loads(raw))
     except Exception as e:  # noqa: BLE001 - unexpected: full traceback on stderr, JSON on stdout
         traceback.print_exc()
-        result = {"error": {**_error(e)["error"], "unexpected": True}}
+        result = {"error": {**error(e)["error"], "unexpected": True}}
     json.dump(result, sys.stdout, default=str)
     sys.stdout.write("\n")
     return 0
+
+
+def main() -> int:
+    return run_action(ACTIONS, _error)
 
 
 if __name__ == "__main__":

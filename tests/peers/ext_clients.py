@@ -11,9 +11,9 @@ on stdout; an expected failure is reported as {"error": {...}} rather than a tra
 
 from __future__ import annotations
 
-import json
 import sys
-import traceback
+
+from clients import run_action
 
 
 def _error(e: BaseException) -> dict:
@@ -62,15 +62,7 @@ ACTIONS = {f.__name__: f for f in [ext_refresh]}
 
 
 def main() -> int:
-    action, raw = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "{}"
-    try:
-        result = ACTIONS[action](json.loads(raw))
-    except Exception as e:  # noqa: BLE001 - unexpected: full traceback on stderr, JSON on stdout
-        traceback.print_exc()
-        result = {"error": {**_error(e)["error"], "unexpected": True}}
-    json.dump(result, sys.stdout, default=str)
-    sys.stdout.write("\n")
-    return 0
+    return run_action(ACTIONS, _error)
 
 
 if __name__ == "__main__":

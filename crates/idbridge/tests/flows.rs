@@ -6,25 +6,16 @@
 //! Every hop of every example route against the in-process emulator, and the failure modes
 //! a user meets: refused roles, unreachable endpoints, unparsable answers, bad files.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::*;
+
 use std::sync::Arc;
 
 use idbridge_broker::exchange::aws_sts;
 use idbridge_broker::{Config, Context, ErrorKind, Route};
 use idbridge_core::Credential;
 use idbridge_core::env::MapEnv;
-use idbridge_emulator::{Emulator, Ports, Running, World};
-
-fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
-}
-
-async fn emulator() -> Running {
-    let emu = Emulator::new(World::builtin().unwrap(), idbridge_core::clock::system()).unwrap();
-    idbridge_emulator::serve(emu, [127, 0, 0, 1].into(), Ports::default())
-        .await
-        .unwrap()
-}
+use idbridge_emulator::Running;
 
 fn ctx(running: &Running, overrides: &[(&str, &str)]) -> Context {
     let mut env: std::collections::BTreeMap<String, String> =

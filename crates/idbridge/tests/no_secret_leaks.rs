@@ -9,21 +9,11 @@
 //! tokens — appears in its stderr. The daemon's side is covered by `no_secret_reaches_the_logs`
 //! in `crates/serve/src/tests.rs` and `test_no_credential_in_the_log` in `tests/peers`.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::*;
 
-use idbridge_emulator::{Emulator, Ports, Running, World};
+use idbridge_emulator::Running;
 use serde_json::Value;
-
-fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
-}
-
-async fn emulator() -> Running {
-    let emu = Emulator::new(World::builtin().unwrap(), idbridge_core::clock::system()).unwrap();
-    idbridge_emulator::serve(emu, [127, 0, 0, 1].into(), Ports::default())
-        .await
-        .unwrap()
-}
 
 /// Runs the idbridge binary at trace level against the emulator: (exit code, stdout, stderr).
 async fn idbridge_traced(running: &Running, args: &[&str]) -> (i32, String, String) {

@@ -12,6 +12,9 @@
 //! names the failing condition. `doctor` is run as the binary against the emulator, as a user
 //! would after sourcing the emulator's env file.
 
+mod common;
+use common::*;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,19 +25,11 @@ use idbridge_broker::{BrokerError, Config, Context, Route, RouteOutput};
 use idbridge_core::Credential;
 use idbridge_core::env::MapEnv;
 use idbridge_emulator::world::BUILTIN_TOML;
-use idbridge_emulator::{Emulator, Ports, Running, World};
+use idbridge_emulator::{Running, World};
 use serde_json::Value;
 
-fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
-}
-
 async fn emulator_with(world_toml: &str) -> Running {
-    let world = World::from_str_at(world_toml, "<test world>", None).unwrap();
-    let emu = Emulator::new(world, idbridge_core::clock::system()).unwrap();
-    idbridge_emulator::serve(emu, [127, 0, 0, 1].into(), Ports::default())
-        .await
-        .unwrap()
+    emulator_of(World::from_str_at(world_toml, "<test world>", None).unwrap()).await
 }
 
 fn ctx(running: &Running) -> Context {
