@@ -22,6 +22,7 @@
 
 pub mod aws_instance;
 pub mod aws_sts;
+pub mod expiring;
 pub mod gce_metadata;
 pub mod google;
 pub mod keys;

@@ -1,6 +1,6 @@
 //! The emulator's shared state: the world, keys, issued sessions and tokens, counters.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use idbridge_core::SecretString;
@@ -9,12 +9,20 @@ use jsonwebtoken::jwk::JwkSet;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
+use crate::expiring::ExpiringMap;
 use crate::keys::{KeyError, SigningKey};
 use crate::world::World;
 
-/// Past this many issued sessions (or tokens), expired ones are dropped on the next issue, so a
-/// long-running emulator under load does not grow without bound. 10,000 entries are a few MB.
-const PURGE_THRESHOLD: usize = 10_000;
+/// At most this many STS sessions (or Google access tokens) are remembered. Expired ones age out
+/// as new ones are issued ([`ExpiringMap`]); past the cap, the one due soonest is forgotten
+/// (a client presenting it gets the unknown-credential answer). A session is about 700 bytes with
+/// its index entry, so the cap holds the emulator's store near 150 MB under any load, while a
+/// test or demo, which issues a few hundred, never reaches it.
+pub const MAX_REMEMBERED: usize = 200_000;
+
+/// How long an expired STS session is remembered, so that `ExpiredToken` (not
+/// `InvalidClientTokenId`) is still answered for it.
+const EXPIRED_SESSION_MEMORY: time::Duration = time::Duration::DAY;
 
 /// An STS session the emulated AWS issued.
 #[derive(Debug, Clone)]
@@ -102,10 +110,10 @@ pub struct Emulator {
     /// JWKS of every extra issuer (declared or generated), by issuer URL.
     pub issuer_jwks: BTreeMap<String, JwkSet>,
     /// STS sessions by access key id.
-    pub aws_sessions: Mutex<HashMap<String, AwsSession>>,
+    pub aws_sessions: Mutex<ExpiringMap<String, AwsSession>>,
     /// Google access tokens by the SHA-256 of their value (the values themselves are not kept,
     /// so no `Debug` of the emulator can show one).
-    pub google_tokens: Mutex<HashMap<[u8; 32], GoogleToken>>,
+    pub google_tokens: Mutex<ExpiringMap<[u8; 32], GoogleToken>>,
     /// Counters per operation (`aws_sts.AssumeRoleWithWebIdentity`, …).
     pub stats: Mutex<BTreeMap<String, u64>>,
     /// Where the listeners are.
@@ -161,8 +169,8 @@ impl Emulator {
             google_key,
             issuer_keys,
             issuer_jwks,
-            aws_sessions: Mutex::default(),
-            google_tokens: Mutex::default(),
+            aws_sessions: Mutex::new(ExpiringMap::with_capacity_limit(MAX_REMEMBERED)),
+            google_tokens: Mutex::new(ExpiringMap::with_capacity_limit(MAX_REMEMBERED)),
             stats: Mutex::default(),
             endpoints: RwLock::default(),
             aws_instance: Default::default(),
@@ -203,20 +211,15 @@ impl Emulator {
         lifetime_secs: i64,
     ) -> (String, OffsetDateTime) {
         let token = format!("ya29.emu-{}", hex::encode(rand::random::<[u8; 24]>()));
-        let expires_at = self.clock.now() + time::Duration::seconds(lifetime_secs);
+        let now = self.clock.now();
+        let expires_at = now + time::Duration::seconds(lifetime_secs);
         if let Ok(mut m) = self.google_tokens.lock() {
-            if m.len() >= PURGE_THRESHOLD {
-                let now = self.clock.now();
-                m.retain(|_, t| t.expires_at > now);
-            }
-            m.insert(
-                token_digest(&token),
-                GoogleToken {
-                    principal,
-                    scopes,
-                    expires_at,
-                },
-            );
+            let issued = GoogleToken {
+                principal,
+                scopes,
+                expires_at,
+            };
+            m.insert(token_digest(&token), issued, expires_at, now);
         }
         (token, expires_at)
     }
@@ -235,11 +238,8 @@ impl Emulator {
     pub fn insert_session(&self, session: AwsSession) {
         let now = self.clock.now();
         if let Ok(mut m) = self.aws_sessions.lock() {
-            if m.len() >= PURGE_THRESHOLD {
-                // Keep a day of expired sessions so `ExpiredToken` is still answered for them.
-                m.retain(|_, s| s.expires_at + time::Duration::DAY > now);
-            }
-            m.insert(session.access_key_id.clone(), session);
+            let keep_until = session.expires_at + EXPIRED_SESSION_MEMORY;
+            m.insert(session.access_key_id.clone(), session, keep_until, now);
         }
     }
 
