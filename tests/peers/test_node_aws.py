@@ -154,3 +154,18 @@ def test_node_aws_clients_against_the_daemon(sandbox, emulator, serve):
     for provider in ("ecs", "chain"):
         res = caller(sandbox, provider, ecs)
         assert res.get("Arn") == assumed_role_arn("psoxy-tenant-access", "psoxy-tenant"), (provider, res)
+
+
+def test_node_external_account_aws_source_over_the_daemons_imds(sandbox, emulator, serve):
+    """google-auth-library's AwsClient reads the region, role and credentials from the daemon's
+    IMDSv2 and signs GetCallerIdentity with them; the emulated Google STS verifies that request
+    and then refuses the caller by the provider's attribute condition (the daemon serves the
+    tenant role, the provider admits only gcp-caller): a refusal after the signature checked out."""
+    from test_google_external_account import AWS4_REQUEST, AWS_AUDIENCE, external_account, imds_source
+
+    daemon_imds = {"AWS_EC2_METADATA_SERVICE_ENDPOINT": serve.env["AWS_EC2_METADATA_SERVICE_ENDPOINT"]}
+    info = external_account(emulator, AWS_AUDIENCE, AWS4_REQUEST, imds_source(daemon_imds))
+    res = node_client(sandbox, "external_account", {"info": info}, env=daemon_env(sandbox, emulator, serve))
+    err = res.get("error")
+    assert err, res
+    assert "unauthorized_client" in err["message"] and "attribute condition" in err["message"], err
