@@ -174,7 +174,7 @@ impl ProtoMessage for GenerateAccessTokenRequest {
     const FIELDS: &'static [Field] = &[
         Field::many("delegates", Kind::String),
         Field::many("scope", Kind::String),
-        Field::one("lifetime", Kind::String),
+        Field::one("lifetime", Kind::Duration),
     ];
 }
 

@@ -36,9 +36,11 @@ use crate::google::{RpcError, RpcStatus};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Kind {
-    /// `string` (also `google.protobuf.Duration` and enums sent by name, which are strings on
-    /// the wire; the endpoint checks their syntax).
+    /// `string` (also enums sent by name; the endpoint checks their values).
     String,
+    /// `google.protobuf.Duration`: a string of seconds with an `s` suffix (`"3600s"`,
+    /// `"1.5s"`, up to nine fraction digits).
+    Duration,
     /// `bool`: `true`, `false`, `"true"`, `"false"`.
     Bool,
     /// `int64`/`int32`: a JSON integer or a decimal string.
@@ -49,6 +51,7 @@ impl Kind {
     fn type_name(self) -> &'static str {
         match self {
             Kind::String => "TYPE_STRING",
+            Kind::Duration => "type.googleapis.com/google.protobuf.Duration",
             Kind::Bool => "TYPE_BOOL",
             Kind::Int64 => "TYPE_INT64",
         }
@@ -328,6 +331,7 @@ fn canonical_json<T: ProtoMessage>(
 fn scalar(kind: Kind, value: &Value, at: &str) -> Result<Value, Violation> {
     let ok = match (kind, value) {
         (Kind::String, Value::String(_)) => Some(value.clone()),
+        (Kind::Duration, Value::String(s)) if is_duration(s) => Some(value.clone()),
         (Kind::Bool, Value::Bool(_)) => Some(value.clone()),
         (Kind::Bool, Value::String(s)) if s == "true" => Some(Value::Bool(true)),
         (Kind::Bool, Value::String(s)) if s == "false" => Some(Value::Bool(false)),
@@ -347,6 +351,20 @@ fn scalar(kind: Kind, value: &Value, at: &str) -> Result<Value, Violation> {
             description: format!("Invalid value at '{at}' ({}), {shown}", kind.type_name()),
         }
     })
+}
+
+/// `-?DIGITS(.DIGITS{1,9})?s`, the proto3 JSON form of a Duration.
+fn is_duration(s: &str) -> bool {
+    let Some(num) = s.strip_suffix('s') else {
+        return false;
+    };
+    let num = num.strip_prefix('-').unwrap_or(num);
+    let (whole, frac) = match num.split_once('.') {
+        Some((w, f)) => (w, Some(f)),
+        None => (num, None),
+    };
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    digits(whole) && frac.is_none_or(|f| digits(f) && f.len() <= 9)
 }
 
 fn quoted(s: &str) -> String {
@@ -456,6 +474,45 @@ mod tests {
                     .message()
                     .starts_with(INVALID_PAYLOAD),
                 "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn durations_are_strings_with_an_s_suffix() {
+        #[derive(Debug, Deserialize)]
+        #[serde(rename_all = "camelCase", default)]
+        #[derive(Default)]
+        struct Lifetime {
+            lifetime: Option<String>,
+        }
+        impl ProtoMessage for Lifetime {
+            const FIELDS: &'static [Field] = &[Field::one("lifetime", Kind::Duration)];
+        }
+        for ok in ["3600s", "1.5s", "0s", "-2s", "1.000000001s"] {
+            let body = format!(r#"{{"lifetime":"{ok}"}}"#);
+            assert_eq!(
+                from_json::<Lifetime>(body.as_bytes())
+                    .unwrap()
+                    .lifetime
+                    .as_deref(),
+                Some(ok)
+            );
+        }
+        for bad in [
+            r#""3600""#,
+            "3600",
+            r#""s""#,
+            r#""1.s""#,
+            r#""1.0000000001s""#,
+        ] {
+            let body = format!(r#"{{"lifetime":{bad}}}"#);
+            let e = from_json::<Lifetime>(body.as_bytes()).unwrap_err();
+            assert!(
+                e.message().starts_with(
+                    "Invalid value at 'lifetime' (type.googleapis.com/google.protobuf.Duration), "
+                ),
+                "{bad}: {e}"
             );
         }
     }
