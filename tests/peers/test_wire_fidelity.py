@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 
 from conftest import ACCOUNT, EXAMPLES, HTTP, NO_INSTANCE_CREDS, PYTHON, assumed_role_arn, describe
+from nodepeers import node_client
 from test_google_external_account import AWS_SA, EXT_CLIENTS, ext_refresh, tokeninfo
 
 INSTANCE_ID = "i-0a1b2c3d4e5f60718"
@@ -157,6 +158,30 @@ def test_setup_external_account_with_the_effective_endpoints(sandbox, emulator):
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert "error" not in res, (res, r.stderr)
     assert tokeninfo(emulator, res["token"])["email"] == AWS_SA
+    # …and with google-auth-library for Node.
+    res = node_client(sandbox, "external_account", {"info": json.loads(path.read_text())},
+                      env=sandbox.env(emulator, NO_INSTANCE_CREDS))
+    assert "error" not in res, res
+    assert tokeninfo(emulator, res["access_token"])["email"] == AWS_SA
+
+
+def test_google_auth_surfaces_idbridges_executable_error_response(sandbox, emulator):
+    from test_google_external_account import JWT_TYPE, SPIFFE_AUDIENCE, external_account
+
+    routes = sandbox.write("routes.toml", "\n".join([
+        "[[route]]",
+        'name = "broken"',
+        f'source = {{ kind = "oidc-file", path = "{sandbox.root}/no-such-token.jwt" }}',
+        "",
+    ]))
+    command = f"{sandbox.bin} token --config {routes} --route broken --format google-executable"
+    info = external_account(emulator, SPIFFE_AUDIENCE, JWT_TYPE,
+                            {"executable": {"command": command, "timeout_millis": 30000}})
+    env = {**sandbox.env(emulator, NO_INSTANCE_CREDS), "GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES": "1"}
+    res = ext_refresh(sandbox, info, env=env)
+    err = res.get("error")
+    assert err and err["google_auth_error"], res
+    assert '"success":false' in err["message"] and '"code":"IO_ERROR"' in err["message"], err
 
 
 # --------------------------------------------------------------------- doctor and azp forms ---
