@@ -172,8 +172,66 @@ def gauth_sa_id_token(args: dict) -> dict:
     return {"token": creds.token, "claims": _claims_unverified(creds.token)}
 
 
+def boto3_presigned_caller_identity(args: dict) -> dict:
+    """sts.generate_presigned_url('get_caller_identity', …) with the session's credentials, then the
+    URL fetched as a plain HTTP request (`fetch_method`, GET by default), as Vault-style verifiers do."""
+    import boto3
+    import requests
+
+    session = boto3.Session()
+    sts = session.client("sts", region_name=args.get("region", "us-east-1"))
+    kw = {"ExpiresIn": args.get("expires_in", 3600)}
+    if args.get("http_method"):
+        kw["HttpMethod"] = args["http_method"]
+    url = sts.generate_presigned_url("get_caller_identity", **kw)
+    if args.get("sleep"):
+        import time
+
+        time.sleep(args["sleep"])
+    http = requests.Session()
+    http.trust_env = False
+    r = http.request(args.get("fetch_method", "GET"), url, timeout=10)
+    return {"url_has_token": "X-Amz-Security-Token=" in url, "status": r.status_code, "body": r.text}
+
+
+def gauth_iam_tokens(args: dict) -> dict:
+    """google-auth's IAM Credentials callers, with the compute credentials as the source:
+    impersonated_credentials.Credentials (generateAccessToken, `"delegates": null`),
+    impersonated_credentials.IDTokenCredentials (generateIdToken, `"delegates": null`) and
+    oauth2._client.call_iam_generate_id_token_endpoint (`"includeEmail": "true"`,
+    `"useEmailAzp": "true"`, as strings)."""
+    import google.auth.transport.requests as gtr
+    from google.auth import compute_engine, iam, impersonated_credentials
+    from google.oauth2 import _client
+
+    base = args["iam"].rstrip("/") + "/v1/projects/-/serviceAccounts/{}"
+    iam._IAM_IDTOKEN_ENDPOINT = base + ":generateIdToken"
+    req = gtr.Request()
+    source = compute_engine.Credentials()
+    source.refresh(req)
+    target = impersonated_credentials.Credentials(
+        source_credentials=source, target_principal=args["target"],
+        target_scopes=["https://www.googleapis.com/auth/cloud-platform"], lifetime=600,
+        iam_endpoint_override=base.format(args["target"]) + ":generateAccessToken")
+    out: dict = {}
+    try:
+        target.refresh(req)
+        out["access_token"] = target.token
+        idc = impersonated_credentials.IDTokenCredentials(target, target_audience=args["audience"],
+                                                          include_email=True)
+        idc.refresh(req)
+        out["impersonated_id_token_claims"] = _claims_unverified(idc.token)
+        token, _expiry = _client.call_iam_generate_id_token_endpoint(
+            req, base + ":generateIdToken", args["target"], args["audience"], source.token)
+        out["iam_id_token_claims"] = _claims_unverified(token)
+    except Exception as e:  # noqa: BLE001
+        return {**out, **_error(e)}
+    return out
+
+
 ACTIONS = {f.__name__: f for f in [boto3_caller_identity, moto_setup, boto3_s3_get, gauth_verify, pyjwt_verify,
-                                   gauth_compute, gauth_sa_id_token]}
+                                   gauth_compute, gauth_sa_id_token, boto3_presigned_caller_identity,
+                                   gauth_iam_tokens]}
 
 
 def run_action(actions: dict, error) -> int:

@@ -176,9 +176,20 @@ pub(crate) fn signing_failed(e: &KeyError) -> Response {
     )
 }
 
+/// What an ID token carries beyond the fixed claims.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct IdTokenOptions {
+    /// `email` and `email_verified` (`includeEmail`, metadata `format=full`).
+    pub(crate) include_email: bool,
+    /// `azp` is the account's email instead of its unique id (`generateIdToken`'s
+    /// `useEmailAzp`).
+    pub(crate) email_azp: bool,
+}
+
 /// Signs a Google ID token for `sa`, as Google mints them for service accounts: `iss`
-/// `https://accounts.google.com`, `sub` = `azp` = the account's unique id, `aud` = `audience`,
-/// `exp` = now + the world's ID-token lifetime; `email`/`email_verified` if `include_email`;
+/// `https://accounts.google.com`, `sub` = the account's unique id, `azp` = the unique id (or
+/// the email with [`IdTokenOptions::email_azp`]), `aud` = `audience`, `exp` = now + the
+/// world's ID-token lifetime; `email`/`email_verified` with [`IdTokenOptions::include_email`];
 /// `google` (the metadata server's `format=full` details) if given.
 pub(crate) fn sign_google_id_token(
     state: &Emulator,
@@ -187,11 +198,31 @@ pub(crate) fn sign_google_id_token(
     include_email: bool,
     google: Option<serde_json::Value>,
 ) -> Result<String, KeyError> {
+    let options = IdTokenOptions {
+        include_email,
+        email_azp: false,
+    };
+    sign_google_id_token_with(state, sa, audience, options, google)
+}
+
+/// [`sign_google_id_token`] with every option.
+pub(crate) fn sign_google_id_token_with(
+    state: &Emulator,
+    sa: &ServiceAccount,
+    audience: &str,
+    options: IdTokenOptions,
+    google: Option<serde_json::Value>,
+) -> Result<String, KeyError> {
     let iat = state.clock.unix();
+    let include_email = options.include_email;
     let claims = GoogleIdTokenClaims {
         iss: GOOGLE_ISSUER.to_owned(),
         aud: audience.to_owned(),
-        azp: Some(sa.unique_id.clone()),
+        azp: Some(if options.email_azp {
+            sa.email.clone()
+        } else {
+            sa.unique_id.clone()
+        }),
         sub: sa.unique_id.clone(),
         email: include_email.then(|| sa.email.clone()),
         email_verified: include_email.then_some(true),

@@ -153,7 +153,7 @@ pub enum SigV4Error {
     #[error("{0}")]
     Scope(String),
     /// `x-amz-date` is more than [`MAX_CLOCK_SKEW`] in the past.
-    #[error("Signature expired: {signed} is now earlier than {earliest} ({now} - 15 min.)")]
+    #[error("Signature expired: {signed} is now earlier than {earliest} ({now} - {window}.)")]
     Expired {
         /// The request's `x-amz-date`.
         signed: String,
@@ -161,6 +161,9 @@ pub enum SigV4Error {
         earliest: String,
         /// The server's time.
         now: String,
+        /// How long a signature lives: `15 min` (header-signed, or a presigned URL with
+        /// `X-Amz-Expires` ≥ 900), `N sec` (a presigned URL's shorter `X-Amz-Expires`).
+        window: String,
     },
     /// `x-amz-date` is more than [`MAX_CLOCK_SKEW`] in the future.
     #[error("Signature not yet current: {signed} is still later than {latest} ({now} + 15 min.)")]
@@ -528,15 +531,26 @@ fn build_parsed<'r>(
 }
 
 fn check_skew(parsed: &Parsed<'_>, now: OffsetDateTime) -> Result<(), SigV4Error> {
-    // STS is reported (aws/aws-sdk-go#2167) not to honour `X-Amz-Expires` on presigned
-    // GetCallerIdentity URLs: they stay valid for the same 15 minutes as any signature, whatever
-    // the URL says. So the window is the same for both shapes, and `X-Amz-Expires` is only part
-    // of what was signed.
-    if parsed.signed_at < now - MAX_CLOCK_SKEW {
+    // A presigned URL lives `X-Amz-Expires` seconds from its `X-Amz-Date`, but never longer
+    // than any signature: STS is reported (aws/aws-sdk-go#2167) to keep presigned
+    // GetCallerIdentity URLs for 15 minutes whatever a longer `X-Amz-Expires` says. So the
+    // window is min(X-Amz-Expires, 15 min) for presigned requests, 15 min for the others.
+    let window = match parsed.expires {
+        Some(secs) if parsed.presigned && secs < MAX_CLOCK_SKEW.whole_seconds().unsigned_abs() => {
+            time::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX))
+        }
+        _ => MAX_CLOCK_SKEW,
+    };
+    if parsed.signed_at < now - window {
         return Err(SigV4Error::Expired {
             signed: parsed.amz_date.clone(),
-            earliest: amz_date(now - MAX_CLOCK_SKEW),
+            earliest: amz_date(now - window),
             now: amz_date(now),
+            window: if window == MAX_CLOCK_SKEW {
+                "15 min".to_owned()
+            } else {
+                format!("{} sec", window.whole_seconds())
+            },
         });
     }
     if parsed.signed_at > now + MAX_CLOCK_SKEW {
@@ -1044,6 +1058,34 @@ mod tests {
                 Err(SigV4Error::InvalidSessionToken)
             );
         }
+    }
+
+    #[test]
+    fn presigned_urls_expire_after_x_amz_expires_or_fifteen_minutes() {
+        let presigned = |expires| {
+            let mut req = http::Request::get(URI)
+                .header("host", HOST)
+                .body(Vec::new())
+                .unwrap();
+            client(Some(TOKEN), T0).sign(&mut req, Some(expires), true);
+            req
+        };
+        let short = presigned(60);
+        assert!(verify_req(&short, with_token, T0 + 60).is_ok());
+        let err = verify_req(&short, with_token, T0 + 61).unwrap_err();
+        assert_eq!(
+            (err.code(), err.http_status()),
+            ("SignatureDoesNotMatch", 403)
+        );
+        assert_eq!(
+            err.to_string(),
+            "Signature expired: 20200811T065522Z is now earlier than 20200811T065523Z (20200811T065623Z - 60 sec.)"
+        );
+        // A longer X-Amz-Expires still ends with the 15-minute signature window.
+        let long = presigned(3600);
+        assert!(verify_req(&long, with_token, T0 + 900).is_ok());
+        let err = verify_req(&long, with_token, T0 + 901).unwrap_err();
+        assert!(err.to_string().ends_with("- 15 min.)"), "{err}");
     }
 
     #[test]

@@ -154,6 +154,19 @@ pub(crate) enum SetupFormat {
     World,
 }
 
+/// Which endpoint URLs `setup --format external-account` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum SetupEndpoints {
+    /// Google's and AWS's production URLs (the route's own `token_url`, `endpoint` and
+    /// `imds_endpoint` still win).
+    Production,
+    /// The endpoints in effect for idbridge: the route's, else `IDBRIDGE_GOOGLE_STS_URL`,
+    /// `IDBRIDGE_GOOGLE_IAMCREDENTIALS_URL` (or `[endpoints]`) and
+    /// `AWS_EC2_METADATA_SERVICE_ENDPOINT`, else production. After `set -a; . ./emulator.env`,
+    /// the file works against the emulator as it is.
+    Effective,
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct SetupArgs {
     #[command(flatten)]
@@ -161,6 +174,9 @@ pub(crate) struct SetupArgs {
     /// What to write.
     #[arg(long, value_enum)]
     pub(crate) format: SetupFormat,
+    /// Endpoint URLs in an external-account file: production, or the ones in effect here.
+    #[arg(long, value_enum, default_value = "production")]
+    pub(crate) endpoints: SetupEndpoints,
     /// The numeric unique id of the Google service account AWS sees (`azp`/`sub` of its ID
     /// tokens); read from a token of the route's source when absent.
     #[arg(long)]
@@ -240,7 +256,8 @@ pub(crate) enum TokenFormat {
     /// The bare token (Google access token or ID token).
     AccessToken,
     /// Google's executable-sourced credential response (for an `executable` credential source
-    /// of an external_account file): an OIDC token with its expiry.
+    /// of an external_account file): an OIDC token with its expiry, or on failure the error
+    /// response `{"version":1,"success":false,"code","message"}` (and a non-zero exit).
     GoogleExecutable,
 }
 

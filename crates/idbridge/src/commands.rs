@@ -55,6 +55,9 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Demo(a) => crate::demo::run(a).await,
         Command::Emulate(a) => crate::emulate::run(a).await,
+        Command::Token(a) if matches!(a.format, TokenFormat::GoogleExecutable) => {
+            google_executable(&a.route).await
+        }
         Command::Token(a) => {
             let cred = fetch(&a.route).await?;
             print!("{}", output::render(&cred, a.format)?.expose_secret());
@@ -80,11 +83,60 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     }
 }
 
+/// Why a route could not be run: its configuration, or a hop.
+#[derive(Debug)]
+pub(crate) enum FetchError {
+    /// The config file or the route in it.
+    Config(ConfigError),
+    /// A hop (or the environment it needs).
+    Broker(BrokerError),
+}
+
+impl From<FetchError> for CliError {
+    fn from(e: FetchError) -> Self {
+        match e {
+            FetchError::Config(e) => e.into(),
+            FetchError::Broker(e) => e.into(),
+        }
+    }
+}
+
 /// Loads the config, runs the route once.
 pub(crate) async fn fetch(args: &RouteArgs) -> Result<Credential, CliError> {
-    let config = Config::load(&args.config)?;
-    let route = Route::new(config.route(&args.route)?.clone());
-    let ctx = Context::from_process(&config.endpoints)?;
+    Ok(fetch_detailed(args).await?)
+}
+
+/// `token --format google-executable`: Google's executable-sourced response on stdout, for
+/// success and for failure alike (`{"version":1,"success":false,"code","message"}`; the
+/// client libraries require both fields and put them in the error they raise). A failure still
+/// exits non-zero, with the usual one-line error on stderr.
+async fn google_executable(args: &RouteArgs) -> Result<ExitCode, CliError> {
+    let failure = match fetch_detailed(args).await {
+        Ok(cred) => match output::render(&cred, TokenFormat::GoogleExecutable) {
+            Ok(text) => {
+                print!("{}", text.expose_secret());
+                return Ok(ExitCode::SUCCESS);
+            }
+            Err(e) => (output::EXECUTABLE_CONFIG_ERROR.to_owned(), e),
+        },
+        Err(FetchError::Config(e)) => (output::EXECUTABLE_CONFIG_ERROR.to_owned(), e.into()),
+        Err(FetchError::Broker(e)) => (output::executable_error_code(&e), e.into()),
+    };
+    let (code, error) = failure;
+    println!("{}", output::executable_error(&code, &error.to_string()));
+    Err(error)
+}
+
+/// [`fetch`], keeping the error's detail.
+pub(crate) async fn fetch_detailed(args: &RouteArgs) -> Result<Credential, FetchError> {
+    let config = Config::load(&args.config).map_err(FetchError::Config)?;
+    let route = Route::new(
+        config
+            .route(&args.route)
+            .map_err(FetchError::Config)?
+            .clone(),
+    );
+    let ctx = Context::from_process(&config.endpoints).map_err(FetchError::Broker)?;
     match route.run(&ctx).await {
         Ok(out) => {
             for h in &out.hops {
@@ -92,7 +144,7 @@ pub(crate) async fn fetch(args: &RouteArgs) -> Result<Credential, CliError> {
             }
             Ok(out.credential)
         }
-        Err((e, _)) => Err(e.into()),
+        Err((e, _)) => Err(FetchError::Broker(e)),
     }
 }
 

@@ -400,9 +400,20 @@ async fn diagnose(
                         let azp = jwt.str_claim("azp").unwrap_or("(absent)");
                         let aud = jwt.str_claim("aud").unwrap_or("(absent)");
                         let sub = jwt.str_claim("sub").unwrap_or("(absent)");
+                        let form = match crate::azp::Azp::of(jwt) {
+                            Some(crate::azp::Azp::Email(_)) => {
+                                "here the service account's email: generateIdToken with useEmailAzp"
+                            }
+                            _ => "the service account's numeric id",
+                        };
                         fix.push(format!(
-                            "the token has azp={azp} and aud={aud}: for a Google token with azp, AWS compares accounts.google.com:aud with azp (the service account's numeric id) and accounts.google.com:oaud with aud (the requested audience)"
+                            "the token has azp={azp} and aud={aud}: for a Google token with azp, AWS compares accounts.google.com:aud with azp ({form}) and accounts.google.com:oaud with aud (the requested audience)"
                         ));
+                        if let (Some(f), Some((unique_id, email))) =
+                            (crate::azp::Azp::of(jwt), crate::azp::both_forms(jwt))
+                        {
+                            fix.push(crate::azp::clients_differ(&f, &unique_id, &email));
+                        }
                         fix.push(format!(
                             "write in the trust policy of {role}: \"StringEquals\": {{\"accounts.google.com:aud\": \"{azp}\", \"accounts.google.com:oaud\": \"{aud}\", \"accounts.google.com:sub\": \"{sub}\"}}, \"Null\": {{\"accounts.google.com:oaud\": \"false\"}}"
                         ));

@@ -165,6 +165,24 @@ pub(crate) fn aws_report(
             }
         }
     }
+    // The other azp form of the same account (numeric id vs email, by client): say so when the
+    // policy's accounts.google.com:aud admits only one of them.
+    if matches!(provider, WebIdentityProvider::Google)
+        && let (Some(form), Some((unique_id, email))) =
+            (crate::azp::Azp::of(jwt), crate::azp::both_forms(jwt))
+    {
+        let aud_values: Vec<&String> = eval
+            .statements
+            .iter()
+            .flat_map(|st| &st.conditions)
+            .filter(|c| c.key.eq_ignore_ascii_case("accounts.google.com:aud"))
+            .flat_map(|c| &c.policy_values)
+            .collect();
+        let admits = |v: &str| aud_values.iter().any(|p| p.as_str() == v);
+        if !aud_values.is_empty() && admits(&unique_id) != admits(&email) {
+            warnings.push(json!({"code": "google-azp-forms", "message": crate::azp::clients_differ(&form, &unique_id, &email)}));
+        }
+    }
     for w in lint(policy) {
         // A token-specific finding above says the same thing with the token's own values.
         if !warnings.iter().any(|v| v["code"] == w.code) {

@@ -4,6 +4,7 @@
 //! module. Exit codes: 0 success, 1 runtime failure, 64 (EX_USAGE) bad configuration or usage,
 //! or the child's code for `exec`.
 
+mod azp;
 mod cli;
 mod commands;
 mod demo;

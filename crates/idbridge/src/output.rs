@@ -112,3 +112,31 @@ pub(crate) fn render(cred: &Credential, format: TokenFormat) -> Result<SecretStr
     text.push('\n');
     Ok(SecretString::new(text))
 }
+
+/// The `code` of a google-executable error response for a configuration or usage error.
+pub(crate) const EXECUTABLE_CONFIG_ERROR: &str = "INVALID_CONFIGURATION";
+
+/// The `code` of a google-executable error response for a failed hop: the cloud's error code
+/// when it gave one (`AccessDenied`, `invalid_grant`), else what kind of failure it was.
+pub(crate) fn executable_error_code(e: &idbridge_broker::BrokerError) -> String {
+    use idbridge_broker::ErrorKind;
+    if let Some(code) = &e.code {
+        return code.clone();
+    }
+    match e.kind {
+        ErrorKind::NotConfigured => "NOT_CONFIGURED",
+        ErrorKind::InvalidConfiguration => EXECUTABLE_CONFIG_ERROR,
+        ErrorKind::Transient => "UNAVAILABLE",
+        ErrorKind::Rejected => "REJECTED",
+        ErrorKind::Protocol => "PROTOCOL_ERROR",
+        ErrorKind::Io => "IO_ERROR",
+        _ => "FAILED",
+    }
+    .to_owned()
+}
+
+/// Google's executable-sourced error response (one line of JSON). `message` is an error's
+/// one-line `Display`, which never carries a secret.
+pub(crate) fn executable_error(code: &str, message: &str) -> String {
+    json!({"version": 1, "success": false, "code": code, "message": message}).to_string()
+}

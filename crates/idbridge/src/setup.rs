@@ -31,7 +31,7 @@ use idbridge_policy::aws::TrustPolicy;
 use idbridge_policy::gcp::ProviderName;
 use serde_json::{Value, json};
 
-use crate::cli::{SetupArgs, SetupFormat};
+use crate::cli::{SetupArgs, SetupEndpoints, SetupFormat};
 use crate::commands::CliError;
 use crate::doctor::{aws_role_of, caller_email, iam_issuer_name, quote_cel};
 use crate::explain::{self, GcpSubject};
@@ -58,6 +58,9 @@ enum AwsTrust {
         unique_id: String,
         audience: String,
         has_azp: bool,
+        /// What the route's own tokens carry in `azp`: the unique id, or the email when the
+        /// token read says so (`generateIdToken` with `useEmailAzp`).
+        azp: String,
     },
     /// Any other OIDC issuer, through an IAM OIDC provider.
     Oidc {
@@ -132,11 +135,69 @@ pub(crate) async fn run(a: SetupArgs) -> Result<ExitCode, CliError> {
         SetupFormat::AwsCli => aws_cli(&plan, &route)?,
         SetupFormat::Gcloud => gcloud(&plan, &route, a.organization.as_deref())?,
         SetupFormat::Terraform => terraform(&plan, &route, a.organization.as_deref())?,
-        SetupFormat::ExternalAccount => external_account(&plan, &route)?,
+        SetupFormat::ExternalAccount => {
+            let endpoints = match a.endpoints {
+                SetupEndpoints::Production => EndpointUrls::production(),
+                SetupEndpoints::Effective => {
+                    EndpointUrls::effective(&Context::from_process(&config.endpoints)?)
+                }
+            };
+            external_account(&plan, &route, &endpoints)?
+        }
         SetupFormat::World => world(&plan, &route, &config.path),
     };
     print!("{text}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The service account whose `generateIdToken` makes the ID token that aws-sts hop `i` sends,
+/// when it is made that way (an `impersonate` source or exchange with an audience).
+fn id_token_from_generate_id_token(route: &RouteConfig, i: usize) -> Option<&str> {
+    let from_exchange = route.exchange[..i].iter().rev().find_map(|ex| match ex {
+        ExchangeConfig::Impersonate {
+            service_account,
+            audience: Some(_),
+            ..
+        } => Some(service_account.as_str()),
+        _ => None,
+    });
+    from_exchange.or(match &route.source {
+        SourceConfig::Impersonate {
+            service_account,
+            audience: Some(_),
+            ..
+        } => Some(service_account.as_str()),
+        _ => None,
+    })
+}
+
+/// Warns (stderr) where clients of the same account get the other `azp` form than the one the
+/// trust policy is written for: the ID token comes from `generateIdToken`, whose `azp` is the
+/// numeric id for idbridge and the email for clients that send `useEmailAzp` (Node's
+/// google-auth-library by default).
+fn warn_azp_forms(
+    route: &RouteConfig,
+    i: usize,
+    token: Option<&UnverifiedJwt>,
+    unique_id: &str,
+    azp: &str,
+) {
+    let Some(account) = id_token_from_generate_id_token(route, i) else {
+        return;
+    };
+    let email = token
+        .and_then(|t| t.str_claim("email"))
+        .filter(|e| e.contains('@'))
+        .unwrap_or(account);
+    let form = if azp.contains('@') {
+        crate::azp::Azp::Email(azp.to_owned())
+    } else {
+        crate::azp::Azp::UniqueId(azp.to_owned())
+    };
+    eprintln!(
+        "idbridge setup: warning [google-azp-forms]: the trust policy admits azp = {azp} (what this route gets); {}",
+        crate::azp::clients_differ(&form, unique_id, email)
+    );
 }
 
 /// Runs the route's source and its first `upto` exchanges; the credential they end in.
@@ -273,12 +334,18 @@ async fn plan(a: &SetupArgs, route: &RouteConfig, ctx: Option<&Context>) -> Resu
                         .ok_or_else(|| {
                             usage("the service account's numeric unique id is unknown: pass --sa-unique-id (gcloud iam service-accounts describe EMAIL --format='value(uniqueId)'), or run setup where the route's source is reachable".into())
                         })?;
+                    let azp = token
+                        .as_ref()
+                        .and_then(|t| t.str_claim("azp"))
+                        .map_or_else(|| unique_id.clone(), str::to_owned);
+                    warn_azp_forms(route, i, token.as_ref(), &unique_id, &azp);
                     AwsTrust::Google {
                         unique_id,
                         audience: audience.ok_or_else(|| {
                             usage("the token's audience is unknown: pass --audience".into())
                         })?,
                         has_azp: token.as_ref().is_none_or(|t| t.claims.contains_key("azp")),
+                        azp,
                     }
                 } else {
                     let missing = |what: &str, flag: &str| {
@@ -488,11 +555,12 @@ fn trust_policy(r: &AwsRolePlan) -> Value {
             unique_id,
             audience,
             has_azp,
+            azp,
         } => {
             let (equals, nulls) = if *has_azp {
                 (
                     json!({
-                        "accounts.google.com:aud": unique_id,
+                        "accounts.google.com:aud": azp,
                         "accounts.google.com:oaud": audience,
                         "accounts.google.com:sub": unique_id,
                     }),
@@ -1061,7 +1129,46 @@ fn terraform(plan: &Plan, route: &RouteConfig, org: Option<&str>) -> Result<Stri
     Ok(out)
 }
 
-fn external_account(plan: &Plan, route: &RouteConfig) -> Result<String, CliError> {
+/// The base URLs an external-account file points at when the route does not name its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct EndpointUrls {
+    sts_token_url: String,
+    iamcredentials: String,
+    imds: String,
+}
+
+impl EndpointUrls {
+    fn production() -> Self {
+        EndpointUrls {
+            sts_token_url: DEFAULT_STS_URL.to_owned(),
+            iamcredentials: DEFAULT_IAMCREDENTIALS.to_owned(),
+            imds: DEFAULT_IMDS.to_owned(),
+        }
+    }
+
+    /// What idbridge itself uses here: the same variables and `[endpoints]` the route runs with.
+    fn effective(ctx: &Context) -> Self {
+        let var = |name: &str| {
+            ctx.env
+                .get(name)
+                .map(|v| v.trim().trim_end_matches('/').to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        EndpointUrls {
+            sts_token_url: var(idbridge_core::env::IDBRIDGE_GOOGLE_STS_URL)
+                .unwrap_or_else(|| DEFAULT_STS_URL.to_owned()),
+            iamcredentials: ctx.endpoints.google_iamcredentials.clone(),
+            imds: var(idbridge_core::env::AWS_EC2_METADATA_SERVICE_ENDPOINT)
+                .unwrap_or_else(|| DEFAULT_IMDS.to_owned()),
+        }
+    }
+}
+
+fn external_account(
+    plan: &Plan,
+    route: &RouteConfig,
+    urls: &EndpointUrls,
+) -> Result<String, CliError> {
     let usage = |m: String| CliError::Usage(format!("setup: route {:?}: {m}", route.name));
     let Some(g) = plan.gcp.first() else {
         return Err(usage(
@@ -1093,7 +1200,7 @@ fn external_account(plan: &Plan, route: &RouteConfig) -> Result<String, CliError
             }
             let base = imds_endpoint
                 .as_deref()
-                .unwrap_or(DEFAULT_IMDS)
+                .unwrap_or(&urls.imds)
                 .trim_end_matches('/');
             (
                 json!({
@@ -1156,7 +1263,7 @@ fn external_account(plan: &Plan, route: &RouteConfig) -> Result<String, CliError
         "type": "external_account",
         "audience": g.name.canonical(),
         "subject_token_type": subject_token_type,
-        "token_url": token_url.unwrap_or_else(|| DEFAULT_STS_URL.into()),
+        "token_url": token_url.unwrap_or_else(|| urls.sts_token_url.clone()),
         "credential_source": credential_source,
     });
     if let Some(ExchangeConfig::Impersonate {
@@ -1169,7 +1276,7 @@ fn external_account(plan: &Plan, route: &RouteConfig) -> Result<String, CliError
     {
         let base = endpoint
             .as_deref()
-            .unwrap_or(DEFAULT_IAMCREDENTIALS)
+            .unwrap_or(&urls.iamcredentials)
             .trim_end_matches('/');
         doc["service_account_impersonation_url"] = json!(format!(
             "{base}/v1/projects/-/serviceAccounts/{service_account}:generateAccessToken"

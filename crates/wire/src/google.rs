@@ -11,6 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::proto_json::{Field, Kind, ProtoMessage};
 use crate::redact::{redacted, redacted_opt};
 
 /// The jwt-bearer grant type.
@@ -115,6 +116,7 @@ pub struct GoogleIdTokenClaims {
 #[serde(rename_all = "camelCase")]
 pub struct GenerateIdTokenRequest {
     /// Audience.
+    #[serde(default)]
     pub audience: String,
     /// Delegation chain (`projects/-/serviceAccounts/…`); google-auth sends `null`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -122,6 +124,20 @@ pub struct GenerateIdTokenRequest {
     /// Add `email`/`email_verified`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub include_email: Option<bool>,
+    /// Put the service account's email in `azp` instead of its numeric unique id. Not in the
+    /// published discovery document; google-auth-library (Node) sends it (= `includeEmail`,
+    /// default true), google-auth (Python) sends `"true"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_email_azp: Option<bool>,
+}
+
+impl ProtoMessage for GenerateIdTokenRequest {
+    const FIELDS: &'static [Field] = &[
+        Field::one("audience", Kind::String),
+        Field::many("delegates", Kind::String),
+        Field::one("includeEmail", Kind::Bool),
+        Field::one("useEmailAzp", Kind::Bool),
+    ];
 }
 
 /// `generateIdToken` response. Its `Debug` shows the token's length only.
@@ -152,6 +168,14 @@ pub struct GenerateAccessTokenRequest {
     /// `"3600s"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifetime: Option<String>,
+}
+
+impl ProtoMessage for GenerateAccessTokenRequest {
+    const FIELDS: &'static [Field] = &[
+        Field::many("delegates", Kind::String),
+        Field::many("scope", Kind::String),
+        Field::one("lifetime", Kind::Duration),
+    ];
 }
 
 /// `generateAccessToken` response. Its `Debug` shows the token's length only.
@@ -210,12 +234,15 @@ pub const AWS4_REQUEST_TOKEN_TYPE: &str = "urn:ietf:params:aws:token-type:aws4_r
 /// The header of an AWS subject token that names the provider it is meant for.
 pub const TARGET_RESOURCE_HEADER: &str = "x-goog-cloud-target-resource";
 
-/// STS `POST /v1/token` form body. Empty fields are left out on the wire (google-auth removes
-/// them), so absent fields deserialize as empty strings.
+/// STS `POST /v1/token` body: a form (what the auth libraries send), or proto3 JSON
+/// (`{"grantType", "subjectToken", …}`, through [`crate::proto_json`]; the camelCase names are
+/// serde aliases). Empty fields are left out on the wire (google-auth removes them), so absent
+/// fields deserialize as empty strings.
 #[derive(Serialize, Deserialize, Default, Clone)]
 pub struct StsTokenRequest {
     /// [`TOKEN_EXCHANGE_GRANT`].
     #[serde(default)]
+    #[serde(alias = "grantType")]
     pub grant_type: String,
     /// The provider's canonical name,
     /// `//iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/P/providers/PR`.
@@ -226,12 +253,15 @@ pub struct StsTokenRequest {
     pub scope: String,
     /// [`ACCESS_TOKEN_TYPE`].
     #[serde(default)]
+    #[serde(alias = "requestedTokenType")]
     pub requested_token_type: String,
     /// The external credential.
     #[serde(default)]
+    #[serde(alias = "subjectToken")]
     pub subject_token: String,
     /// Its type ([`JWT_TOKEN_TYPE`], [`ID_TOKEN_TYPE`], [`AWS4_REQUEST_TOKEN_TYPE`], …).
     #[serde(default)]
+    #[serde(alias = "subjectTokenType")]
     pub subject_token_type: String,
     /// URL-encoded JSON [`StsOptions`] (google-auth quotes it once more inside the form).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -250,6 +280,20 @@ impl std::fmt::Debug for StsTokenRequest {
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
+}
+
+impl ProtoMessage for StsTokenRequest {
+    const FIELDS: &'static [Field] = &[
+        Field::one("grantType", Kind::String),
+        Field::one("audience", Kind::String),
+        Field::one("scope", Kind::String),
+        Field::one("requestedTokenType", Kind::String),
+        Field::one("subjectToken", Kind::String),
+        Field::one("subjectTokenType", Kind::String),
+        Field::one("options", Kind::String),
+        Field::one("actorToken", Kind::String),
+        Field::one("actorTokenType", Kind::String),
+    ];
 }
 
 /// The `options` of an STS request.

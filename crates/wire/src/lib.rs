@@ -9,4 +9,5 @@
 pub mod aws_sts;
 pub mod gce_metadata;
 pub mod google;
+pub mod proto_json;
 mod redact;

@@ -67,6 +67,7 @@ pub async fn fetch(
             audience: aud.to_owned(),
             delegates,
             include_email: Some(req.include_email),
+            use_email_azp: None,
         }),
         None => serde_json::to_value(GenerateAccessTokenRequest {
             delegates,

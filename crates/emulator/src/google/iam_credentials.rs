@@ -12,10 +12,11 @@ use idbridge_wire::google::{
     GenerateAccessTokenRequest, GenerateAccessTokenResponse, GenerateIdTokenRequest,
     GenerateIdTokenResponse,
 };
-use serde_json::{Value, json};
+use idbridge_wire::proto_json;
+use serde_json::json;
 
 use super::sts::policy_principal;
-use super::{json_response, rpc_error, sign_google_id_token, signing_failed};
+use super::{IdTokenOptions, json_response, rpc_error, sign_google_id_token_with, signing_failed};
 use crate::Emulator;
 use crate::state::{GooglePrincipal, GoogleToken};
 use crate::world::ServiceAccount;
@@ -101,35 +102,34 @@ pub(super) async fn call(
             "Invalid resource name projects/{project}/serviceAccounts/{sa_name}: the project must be the wildcard '-'."
         ));
     }
-    let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
-        json!({})
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(v @ Value::Object(_)) => v,
-            _ => return invalid_argument("Invalid JSON payload received. Expected a JSON object."),
-        }
-    };
-
+    // The body is the method's proto message, read with Google's proto3 JSON rules (JSON or a
+    // form body).
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
     match method {
-        Method::IdToken => generate_id_token(&state, sa_name, &caller, body),
-        Method::AccessToken => generate_access_token(&state, sa_name, &caller, body),
+        Method::IdToken => match proto_json::from_body(content_type, &body) {
+            Ok(req) => generate_id_token(&state, sa_name, &caller, req),
+            Err(e) => proto_json_error(&e),
+        },
+        Method::AccessToken => match proto_json::from_body(content_type, &body) {
+            Ok(req) => generate_access_token(&state, sa_name, &caller, req),
+            Err(e) => proto_json_error(&e),
+        },
     }
+}
+
+/// Google's 400 for a body that does not fit the method's message.
+fn proto_json_error(e: &proto_json::ProtoJsonError) -> Response {
+    json_response(StatusCode::BAD_REQUEST, &e.to_status())
 }
 
 fn generate_id_token(
     state: &Emulator,
     sa_name: &str,
     caller: &GoogleToken,
-    mut body: Value,
+    req: GenerateIdTokenRequest,
 ) -> Response {
-    if let Some(obj) = body.as_object_mut() {
-        obj.entry("audience")
-            .or_insert_with(|| Value::String(String::new()));
-    }
-    let req: GenerateIdTokenRequest = match serde_json::from_value(body) {
-        Ok(r) => r,
-        Err(e) => return invalid_argument(format!("Invalid JSON payload received. {e}")),
-    };
     if req.audience.is_empty() {
         return invalid_argument("Audience is required and must not be empty.");
     }
@@ -143,13 +143,11 @@ fn generate_id_token(
         Ok(t) => t,
         Err(resp) => return *resp,
     };
-    match sign_google_id_token(
-        state,
-        target,
-        &req.audience,
-        req.include_email.unwrap_or(false),
-        None,
-    ) {
+    let claims = IdTokenOptions {
+        include_email: req.include_email.unwrap_or(false),
+        email_azp: req.use_email_azp.unwrap_or(false),
+    };
+    match sign_google_id_token_with(state, target, &req.audience, claims, None) {
         Ok(token) => json_response(StatusCode::OK, &GenerateIdTokenResponse { token }),
         Err(e) => signing_failed(&e),
     }
@@ -159,12 +157,8 @@ fn generate_access_token(
     state: &Emulator,
     sa_name: &str,
     caller: &GoogleToken,
-    body: Value,
+    req: GenerateAccessTokenRequest,
 ) -> Response {
-    let req: GenerateAccessTokenRequest = match serde_json::from_value(body) {
-        Ok(r) => r,
-        Err(e) => return invalid_argument(format!("Invalid JSON payload received. {e}")),
-    };
     let scopes: Vec<String> = req
         .scope
         .iter()
@@ -384,6 +378,7 @@ mod tests {
 
     use axum::body::Body;
     use axum::http::Request;
+    use serde_json::Value;
 
     use super::*;
     use crate::World;
@@ -469,6 +464,96 @@ mod tests {
         assert_eq!(status, StatusCode::OK, "{body}");
         let c = idbridge_core::jwt::UnverifiedJwt::parse(body["token"].as_str().unwrap()).unwrap();
         assert!(c.claims.get("email").is_none());
+    }
+
+    #[tokio::test]
+    async fn bodies_follow_proto3_json() {
+        let (emu, _) = emulator();
+        let r = router(emu.clone());
+        let tok = vm_token(&emu).await;
+        let claims = |body: &Value| {
+            idbridge_core::jwt::UnverifiedJwt::parse(body["token"].as_str().unwrap())
+                .unwrap()
+                .claims
+        };
+        // google-auth (Python): string booleans and `delegates: null`; snake_case names too.
+        for req in [
+            json!({"audience": "a", "delegates": null, "includeEmail": "true", "useEmailAzp": "true"}),
+            json!({"audience": "a", "include_email": true, "use_email_azp": true, "delegates": []}),
+        ] {
+            let (status, body) = post(&r, &id_path(MYAPP), Some(&tok), req).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            let c = claims(&body);
+            assert_eq!(c["azp"], MYAPP, "useEmailAzp puts the email in azp");
+            assert_eq!(c["sub"], MYAPP_ID);
+            assert_eq!(c["email"], MYAPP);
+        }
+        let (status, body) = post(
+            &r,
+            &id_path(MYAPP),
+            Some(&tok),
+            json!({"audience": "a", "useEmailAzp": false, "includeEmail": null}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(claims(&body)["azp"], MYAPP_ID);
+        assert!(claims(&body).get("email").is_none());
+
+        // generateAccessToken with every field null but scope (external_account + impersonation).
+        let (status, body) = post(
+            &r,
+            &at_path(MYAPP),
+            Some(&tok),
+            json!({"delegates": null, "scope": [API_SCOPES[0]], "lifetime": null}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+
+        // Unknown names: Google's exact 400.
+        let (status, body) = post(
+            &r,
+            &at_path(MYAPP),
+            Some(&tok),
+            json!({"scope": [API_SCOPES[0]], "scopes": ["x"]}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let message = "Invalid JSON payload received. Unknown name \"scopes\": Cannot find field.";
+        assert_eq!(
+            body,
+            json!({"error": {
+                "code": 400,
+                "message": message,
+                "status": "INVALID_ARGUMENT",
+                "details": [{
+                    "@type": "type.googleapis.com/google.rpc.BadRequest",
+                    "fieldViolations": [{"description": message}]
+                }]
+            }})
+        );
+        let (status, body) = post(
+            &r,
+            &id_path(MYAPP),
+            Some(&tok),
+            json!({"audience": "a", "includeEmail": "yes"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            body["error"]["message"],
+            "Invalid value at 'include_email' (TYPE_BOOL), \"yes\""
+        );
+
+        // google-auth-library-java sends generateIdToken as a form.
+        let req = Request::post(id_path(MYAPP))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("authorization", format!("Bearer {tok}"))
+            .body(Body::from("audience=a&includeEmail=true&useEmailAzp=true"))
+            .unwrap();
+        let (resp, text) = send(&r, req).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{text}");
+        let body: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(claims(&body)["azp"], MYAPP);
     }
 
     #[tokio::test]

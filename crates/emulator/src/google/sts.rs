@@ -456,10 +456,37 @@ impl Refusal {
     }
 }
 
-/// `POST /v1/token`. An `Authorization` header is ignored.
-pub(super) async fn token(State(state): State<Arc<Emulator>>, body: Bytes) -> Response {
+/// `POST /v1/token`. An `Authorization` header is ignored. The body is a form, or proto3 JSON
+/// when `Content-Type` says `application/json` (refused as Google's transcoder refuses it,
+/// e.g. an unknown field, with a `google.rpc.Status` 400).
+pub(super) async fn token(
+    State(state): State<Arc<Emulator>>,
+    headers: http::HeaderMap,
+    body: Bytes,
+) -> Response {
     state.bump("google.sts.token");
-    match exchange(&state, &body).await {
+    let is_json = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|c| c.split(';').next())
+        .is_some_and(|c| c.trim().eq_ignore_ascii_case("application/json"));
+    let req = if is_json {
+        match idbridge_wire::proto_json::from_json::<StsTokenRequest>(&body) {
+            Ok(req) => Ok(req),
+            Err(e) => return json_response(StatusCode::BAD_REQUEST, &e.to_status()),
+        }
+    } else {
+        serde_urlencoded::from_bytes(&body).map_err(|_| {
+            Refusal::invalid_request(
+                "The request body must be a form (application/x-www-form-urlencoded).",
+            )
+        })
+    };
+    let result = match req {
+        Ok(req) => exchange(&state, req).await,
+        Err(refusal) => Err(refusal),
+    };
+    match result {
         Ok(response) => json_response(StatusCode::OK, &response),
         Err(refusal) => {
             tracing::info!(
@@ -472,12 +499,10 @@ pub(super) async fn token(State(state): State<Arc<Emulator>>, body: Bytes) -> Re
     }
 }
 
-async fn exchange(state: &Arc<Emulator>, body: &[u8]) -> Result<StsTokenResponse, Refusal> {
-    let req: StsTokenRequest = serde_urlencoded::from_bytes(body).map_err(|_| {
-        Refusal::invalid_request(
-            "The request body must be a form (application/x-www-form-urlencoded).",
-        )
-    })?;
+async fn exchange(
+    state: &Arc<Emulator>,
+    req: StsTokenRequest,
+) -> Result<StsTokenResponse, Refusal> {
     if req.grant_type.is_empty() {
         return Err(Refusal::invalid_request(
             "The grant_type parameter is required.",
