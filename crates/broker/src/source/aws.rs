@@ -109,15 +109,11 @@ pub async fn fetch(
         }
     };
     let creds = result.map_err(|e| {
-        use aws_credential_types::provider::error::CredentialsError as E;
-        let kind = match &e {
-            E::CredentialsNotLoaded(_) => ErrorKind::NotConfigured,
-            E::ProviderTimedOut(_) => ErrorKind::Transient,
-            E::InvalidConfiguration(_) => ErrorKind::InvalidConfiguration,
-            E::ProviderError(_) => ErrorKind::Rejected,
-            _ => ErrorKind::Protocol,
-        };
-        BrokerError::new(kind, HOP, format!("{endpoint}: {}", one_line(&e)))
+        BrokerError::new(
+            credentials_error_kind(&e),
+            HOP,
+            format!("{endpoint}: {}", one_line(&e)),
+        )
     })?;
     let expiration = creds
         .expiry()
@@ -219,24 +215,13 @@ async fn ecs(
         parsed.host_str().unwrap_or_default(),
         parsed.port().map(|p| format!(":{p}")).unwrap_or_default()
     ) + parsed.path();
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| BrokerError::from_http(HOP_ECS, &shown, &e))?;
-    let status = resp.status().as_u16();
-    let body = zeroize::Zeroizing::new(
-        resp.text()
-            .await
-            .map_err(|e| BrokerError::from_http(HOP_ECS, &shown, &e))?,
-    );
-    if status != 200 {
-        return Err(BrokerError::from_status(
-            HOP_ECS,
-            status,
+    let body = crate::upstream::send(ctx, HOP_ECS, &shown, req, |_| {
+        (
             None,
             format!("container credentials endpoint {shown} refused"),
-        ));
-    }
+        )
+    })
+    .await?;
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "PascalCase")]
     struct Creds {
@@ -250,11 +235,7 @@ async fn ecs(
         role_arn: Option<String>,
     }
     let c: Creds = serde_json::from_str(&body).map_err(|_| {
-        BrokerError::new(
-            ErrorKind::Protocol,
-            HOP_ECS,
-            format!("unparsable credentials from {shown}"),
-        )
+        BrokerError::unparsable(HOP_ECS, format!("unparsable credentials from {shown}"))
     })?;
     let expiration = idbridge_core::timefmt::parse_rfc3339(&c.expiration);
     hops.push(HopReport::new(
@@ -276,6 +257,41 @@ async fn ecs(
         account_id: c.account_id,
         arn: None,
     }))
+}
+
+/// What an aws-config credentials error means for the next attempt, by the same rules as every
+/// other hop: an IMDS answer by its status, a connection or token failure transient, a
+/// credentials document that does not parse transient, the instance's own error document
+/// (`{"Code": …}` in a 200) a refusal.
+fn credentials_error_kind(
+    e: &aws_credential_types::provider::error::CredentialsError,
+) -> ErrorKind {
+    use aws_config::imds::client::error::ImdsError;
+    use aws_credential_types::provider::error::CredentialsError as E;
+    match e {
+        E::CredentialsNotLoaded(_) => ErrorKind::NotConfigured,
+        E::ProviderTimedOut(_) => ErrorKind::Transient,
+        E::InvalidConfiguration(_) => ErrorKind::InvalidConfiguration,
+        E::ProviderError(_) => {
+            let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+            while let Some(err) = cur {
+                match err.downcast_ref::<ImdsError>() {
+                    Some(ImdsError::ErrorResponse(r)) => {
+                        let status = r.response().status().as_u16();
+                        return if crate::error::status_is_transient(status) {
+                            ErrorKind::Transient
+                        } else {
+                            ErrorKind::Rejected
+                        };
+                    }
+                    Some(_) => return ErrorKind::Transient,
+                    None => cur = err.source(),
+                }
+            }
+            ErrorKind::Rejected
+        }
+        _ => ErrorKind::Transient,
+    }
 }
 
 /// The error and its sources on one line (aws-config errors nest their cause).
