@@ -105,6 +105,7 @@ pub mod broker;
 pub mod caller;
 pub mod config;
 pub mod gce_metadata;
+pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod server;
