@@ -131,6 +131,13 @@ fn map_sdk_error<E: ProvideErrorMetadata + std::fmt::Debug>(
     match &e {
         SdkError::ServiceError(se) => {
             let status = se.raw().status().as_u16();
+            if status < 300 {
+                // A 200 the SDK could not read as the operation's answer (garbage, a portal).
+                return BrokerError::unparsable(
+                    HOP,
+                    format!("unparsable response from {endpoint}"),
+                );
+            }
             let code = se.err().code();
             let transient = crate::error::status_is_transient(status)
                 || code.is_some_and(|c| TRANSIENT_CODES.contains(&c));
