@@ -208,3 +208,127 @@ pub fn render_metrics(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroUsize;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use idbridge_broker::{BrokerError, ErrorKind};
+    use idbridge_core::clock::{Clock, SharedClock};
+    use idbridge_core::{Credential, IdToken, SecretString};
+    use time::OffsetDateTime;
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::CredentialKey;
+    use crate::caller::CallerPolicy;
+
+    #[derive(Debug)]
+    struct TokioClock(Instant);
+
+    impl Clock for TokioClock {
+        fn now(&self) -> OffsetDateTime {
+            OffsetDateTime::UNIX_EPOCH + Duration::from_secs(1_750_000_000) + self.0.elapsed()
+        }
+    }
+
+    /// Route "up" always loads; "flaky" loads once (a 20 s token), then fails; "gone" always
+    /// fails.
+    #[tokio::test(start_paused = true)]
+    async fn routes_are_ok_degraded_or_down() {
+        let clock: SharedClock = Arc::new(TokioClock(Instant::now()));
+        let flaky_calls = Arc::new(AtomicUsize::new(0));
+        let loader = {
+            let clock = Arc::clone(&clock);
+            let flaky_calls = Arc::clone(&flaky_calls);
+            move |key: CredentialKey| {
+                let first_flaky =
+                    key.route == "flaky" && flaky_calls.fetch_add(1, Ordering::SeqCst) == 0;
+                let ok = key.route == "up" || first_flaky;
+                let token = Credential::IdToken(IdToken {
+                    token: SecretString::new("t"),
+                    expires_at: clock.now() + Duration::from_secs(20),
+                });
+                async move {
+                    if ok {
+                        Ok(token)
+                    } else {
+                        Err(BrokerError::new(
+                            ErrorKind::Transient,
+                            "aws-sts",
+                            "HTTP 503: down",
+                        ))
+                    }
+                }
+            }
+        };
+        let broker = Broker::with_loader(
+            loader,
+            clock,
+            CallerPolicy::open(),
+            NonZeroUsize::new(8).unwrap(),
+        );
+        broker.set_ready();
+        assert_eq!(readiness(&broker), (true, "ready\n".to_owned()));
+        for route in ["up", "flaky"] {
+            broker
+                .credential(None, &CredentialKey::route(route))
+                .await
+                .unwrap();
+        }
+        let (ready, body) = readiness(&broker);
+        assert!(ready, "{body}");
+        assert!(
+            body.contains("route flaky: ok\n") && body.contains("route up: ok\n"),
+            "{body}"
+        );
+
+        // The flaky route's refresh (from 11.7 s on) fails: it serves its last good token.
+        tokio::time::sleep(Duration::from_secs(14)).await;
+        let state = |name: &str| {
+            routes(&broker)
+                .into_iter()
+                .find(|h| h.route == name)
+                .unwrap()
+        };
+        assert_eq!(state("flaky").state, State::Degraded);
+        broker
+            .credential(None, &CredentialKey::route("flaky"))
+            .await
+            .unwrap();
+
+        // A route with nothing to serve is down, and so is readiness.
+        broker
+            .credential(None, &CredentialKey::route("gone"))
+            .await
+            .unwrap_err();
+        let (ready, body) = readiness(&broker);
+        assert!(!ready);
+        assert!(body.starts_with("not ready\n"), "{body}");
+        assert!(
+            body.contains("route gone: down (1 of 1 keys failing; aws-sts: HTTP 503: down)"),
+            "{body}"
+        );
+        let text = crate::metrics::render(&broker);
+        for line in [
+            "idbridge_serve_route_health{route=\"gone\",state=\"down\"} 1",
+            "idbridge_serve_route_health{route=\"flaky\",state=\"degraded\"} 1",
+            "idbridge_serve_route_health{route=\"up\",state=\"ok\"} 1",
+            "idbridge_serve_route_health{route=\"up\",state=\"down\"} 0",
+            "idbridge_serve_route_consecutive_failures{route=\"gone\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        // Past its margin the flaky route is down too.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        broker
+            .credential(None, &CredentialKey::route("flaky"))
+            .await
+            .unwrap_err();
+        assert_eq!(state("flaky").state, State::Down);
+        assert_eq!(state("up").state, State::Ok);
+    }
+}
