@@ -83,6 +83,19 @@ async fn every_fault_on_every_hop_is_transient() {
             "tenant-to-aws",
             "gce-metadata",
         ),
+        // EC2 role (IMDSv2) → signed GetCallerIdentity → Google STS → generateAccessToken.
+        (
+            Listener::Imds,
+            "seed001-aws-to-gcp.toml",
+            "ec2-to-gcp",
+            "aws",
+        ),
+        (
+            Listener::Google,
+            "seed001-aws-to-gcp.toml",
+            "ec2-to-gcp",
+            "google-sts",
+        ),
         // Metadata access token → IAM Credentials generateIdToken → AWS STS.
         (
             Listener::Google,
@@ -109,7 +122,8 @@ async fn every_fault_on_every_hop_is_transient() {
         }
     }
     assert_eq!(r.emulator.count("chaos.aws_sts.error_502"), 1);
-    assert_eq!(r.emulator.count("chaos.google.garbage"), 1);
+    assert_eq!(r.emulator.count("chaos.google.garbage"), 2);
+    assert_eq!(r.emulator.count("chaos.imds.reset"), 1);
     r.shutdown().await;
 }
 

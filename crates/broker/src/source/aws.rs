@@ -54,7 +54,13 @@ pub async fn fetch(
     }
     let (result, endpoint) = match provider {
         "imds" | "env-or-imds" => {
-            let mut client = aws_config::imds::Client::builder();
+            // One attempt per call, bounded like every other hop: the cache retries.
+            let mut client = aws_config::imds::Client::builder()
+                .max_attempts(1)
+                .connect_timeout(ctx.connect_timeout())
+                .read_timeout(ctx.hop_timeout)
+                .operation_attempt_timeout(ctx.hop_timeout)
+                .operation_timeout(ctx.hop_timeout);
             let endpoint = imds_endpoint.map(str::to_owned).or_else(|| {
                 ctx.env
                     .get(idbridge_core::env::AWS_EC2_METADATA_SERVICE_ENDPOINT)
@@ -114,6 +120,7 @@ pub async fn fetch(
             HOP,
             format!("{endpoint}: {}", one_line(&e)),
         )
+        .with_retry_after(retry_after(&e, ctx.clock.now()))
     })?;
     let expiration = creds
         .expiry()
@@ -268,7 +275,19 @@ fn credentials_error_kind(
 ) -> ErrorKind {
     use aws_config::imds::client::error::ImdsError;
     use aws_credential_types::provider::error::CredentialsError as E;
+    type TokenFailure = aws_smithy_runtime_api::client::result::SdkError<
+        aws_config::imds::client::error::TokenError,
+        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+    >;
+    let mut chain: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut unreachable = false;
+    while let Some(err) = chain {
+        unreachable |= err.downcast_ref::<TokenFailure>().is_some();
+        chain = err.source();
+    }
     match e {
+        // "Not loaded" because IMDS could not be reached for a session token: transient.
+        E::CredentialsNotLoaded(_) if unreachable => ErrorKind::Transient,
         E::CredentialsNotLoaded(_) => ErrorKind::NotConfigured,
         E::ProviderTimedOut(_) => ErrorKind::Transient,
         E::InvalidConfiguration(_) => ErrorKind::InvalidConfiguration,
@@ -292,6 +311,32 @@ fn credentials_error_kind(
         }
         _ => ErrorKind::Transient,
     }
+}
+
+/// The `Retry-After` of an IMDS answer somewhere in an aws-config error's chain.
+fn retry_after(
+    e: &(dyn std::error::Error + 'static),
+    now: time::OffsetDateTime,
+) -> Option<std::time::Duration> {
+    use aws_config::imds::client::error::{ImdsError, TokenError};
+    use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+    use aws_smithy_runtime_api::client::result::SdkError;
+    let mut chain = Some(e);
+    while let Some(err) = chain {
+        let header = match (
+            err.downcast_ref::<ImdsError>(),
+            err.downcast_ref::<SdkError<TokenError, HttpResponse>>(),
+        ) {
+            (Some(ImdsError::ErrorResponse(r)), _) => r.response().headers().get("retry-after"),
+            (_, Some(SdkError::ServiceError(se))) => se.raw().headers().get("retry-after"),
+            _ => None,
+        };
+        if let Some(value) = header {
+            return crate::error::parse_retry_after(value, now);
+        }
+        chain = err.source();
+    }
+    None
 }
 
 /// The error and its sources on one line (aws-config errors nest their cause).
