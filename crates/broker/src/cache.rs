@@ -89,7 +89,7 @@ use tokio::time::Instant;
 use crate::{BrokerError, ErrorKind};
 
 /// Refresh no later than this before expiry. Five minutes lets a refresh ride out a token
-/// endpoint outage of a few minutes (retried every [`REFRESH_RETRY_MAX`] at most) before any
+/// endpoint outage of a few minutes (retried every [`LOAD_BACKOFF_MAX`] at most) before any
 /// client sees the value go, and is only a third of the shortest AWS session (15 minutes), so
 /// long-lived values are not reloaded needlessly often.
 pub const REFRESH_AHEAD: Duration = Duration::from_secs(5 * 60);
