@@ -27,6 +27,7 @@ pub mod external_account;
 pub mod route;
 pub mod sigv4;
 pub mod source;
+mod upstream;
 
 pub use config::{Config, ConfigError};
 pub use context::Context;
