@@ -99,15 +99,19 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod accounts;
+pub mod audience;
 pub mod aws_ecs;
 pub mod aws_imds;
 pub mod broker;
 pub mod caller;
 pub mod config;
+pub mod conn;
 pub mod gce_metadata;
 pub mod http;
+pub mod imds_tokens;
 pub mod metrics;
 pub mod server;
+pub mod sock_diag;
 
 #[cfg(test)]
 mod tests;
