@@ -406,18 +406,33 @@ impl Drop for Slot {
 
 /// A stream the listener accepted.
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    fn try_write_now(&self, buf: &[u8]);
+    fn try_write_now(&self, buf: &[u8]) -> io::Result<usize>;
+    fn try_read_now(&self, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// Answers a shed connection without waiting: one non-blocking write of the 503, and one
+    /// non-blocking read of what the client already sent (closing a socket with unread data
+    /// resets the connection, and the client would see a reset instead of the 503).
+    fn shed_now(&self) {
+        let _ = self.try_write_now(SHED_RESPONSE);
+        let _ = self.try_read_now(&mut [0u8; 4096]);
+    }
 }
 
 impl Stream for TcpStream {
-    fn try_write_now(&self, buf: &[u8]) {
-        let _ = self.try_write(buf);
+    fn try_write_now(&self, buf: &[u8]) -> io::Result<usize> {
+        self.try_write(buf)
+    }
+    fn try_read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.try_read(buf)
     }
 }
 
 impl Stream for UnixStream {
-    fn try_write_now(&self, buf: &[u8]) {
-        let _ = self.try_write(buf);
+    fn try_write_now(&self, buf: &[u8]) -> io::Result<usize> {
+        self.try_write(buf)
+    }
+    fn try_read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.try_read(buf)
     }
 }
 
@@ -497,7 +512,7 @@ async fn serve<L: Accept>(
         };
         ConnectionMetrics::add(&ctx.connections().accepted, ctx.frontend, 1);
         let Some(slot) = ctx.reserve() else {
-            stream.try_write_now(SHED_RESPONSE);
+            stream.shed_now();
             ctx.shed(Reason::ListenerCap, &caller_hint(&peer));
             continue;
         };
@@ -537,7 +552,7 @@ async fn connection<S: Stream>(
 ) {
     let caller = ctx.broker.resolver().identify(Some(&peer)).await;
     if !ctx.admit(&mut slot, caller.uid) {
-        stream.try_write_now(SHED_RESPONSE);
+        stream.shed_now();
         ctx.shed(Reason::CallerCap, &caller);
         return;
     }

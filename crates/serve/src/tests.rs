@@ -1344,3 +1344,6 @@ async fn imds_also_listens_on_ipv6_loopback() {
     assert_eq!(status, 200, "{body}");
     running.shutdown().await;
 }
+
+#[path = "isolation_tests.rs"]
+mod isolation;
