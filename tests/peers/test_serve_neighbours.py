@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
+import signal
+import socket
 import time
 
 import pytest
@@ -25,27 +25,40 @@ NEIGHBOUR_UID = 65534
 IDLE = 120
 SLOW = 8
 
-NEIGHBOUR = r"""
-import socket, sys, time
-host, port, idle, slow = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-slow_socks = [socket.create_connection((host, port)) for _ in range(slow)]
-idle_socks = [socket.create_connection((host, port)) for _ in range(idle)]
-print("ready", flush=True)
-head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000
-for i in range(len(head)):
-    for s in slow_socks:
-        try:
-            s.send(head[i:i + 1])
-        except OSError:
-            pass
-    time.sleep(0.1)
-"""
-
-
-def drop_to_neighbour() -> None:
+def neighbour_main(host: str, port: int, ready_fd: int) -> None:
+    """The neighbour, in a forked child that has dropped to its own uid (no exec: the test's
+    interpreter need not be readable by that uid)."""
     os.setgroups([])
     os.setgid(NEIGHBOUR_UID)
     os.setuid(NEIGHBOUR_UID)
+    slow_socks = [socket.create_connection((host, port)) for _ in range(SLOW)]
+    idle_socks = [socket.create_connection((host, port)) for _ in range(IDLE)]
+    os.write(ready_fd, b"ready\n")
+    head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000
+    for i in range(len(head)):
+        for s in slow_socks:
+            try:
+                s.send(head[i:i + 1])
+            except OSError:
+                pass
+        time.sleep(0.1)
+    del idle_socks
+
+
+def start_neighbour(host: str, port: int) -> int:
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child never returns into pytest
+        try:
+            os.close(r)
+            neighbour_main(host, port, w)
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as ready:
+        line = ready.readline()
+    assert line.strip() == b"ready", line
+    return pid
 
 
 def metric(text: str, line_start: str) -> float:
@@ -66,17 +79,11 @@ def test_a_neighbour_with_its_own_uid_cannot_stop_a_normal_client(idbridge_bin, 
                         "[serve.gce_metadata]", 1)
     config = tmp_path / "serve.toml"
     config.write_text(text)
-    os.chmod(tmp_path, 0o755)
     s = start_serve(idbridge_bin, emulator, tmp_path, config)
     neighbour = None
     try:
         host, port = s.env["GCE_METADATA_HOST"].rsplit(":", 1)
-        neighbour = subprocess.Popen(
-            [sys.executable, "-I", "-c", NEIGHBOUR, host, port, str(IDLE), str(SLOW)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            preexec_fn=drop_to_neighbour, cwd="/", env={"PATH": "/usr/bin:/bin"},
-        )
-        assert neighbour.stdout.readline().strip() == b"ready", neighbour.stderr.read()
+        neighbour = start_neighbour(host, int(port))
 
         token_url = f"http://{s.env['GCE_METADATA_HOST']}/computeMetadata/v1/instance/service-accounts/default/token"
         imds = s.env["AWS_EC2_METADATA_SERVICE_ENDPOINT"].rstrip("/")
@@ -104,8 +111,8 @@ def test_a_neighbour_with_its_own_uid_cannot_stop_a_normal_client(idbridge_bin, 
         assert slow == SLOW and idle >= 16 - SLOW, m
     finally:
         if neighbour is not None:
-            neighbour.kill()
-            neighbour.wait(timeout=10)
+            os.kill(neighbour, signal.SIGKILL)
+            os.waitpid(neighbour, 0)
         stop_process(s.proc)
     log = s.log.read_text()
     assert re.search(r"connection shed: over the per-caller connection cap.*uid 65534", log), tail(s.log)

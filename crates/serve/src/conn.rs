@@ -319,30 +319,23 @@ impl Listener {
         self.broker.metrics().connections()
     }
 
-    /// Takes a listener slot, or `None` when the listener is full.
-    fn reserve(self: &Arc<Self>) -> Option<Slot> {
+    /// Takes a slot of the listener and of `uid`'s share, or says which is full.
+    fn reserve(self: &Arc<Self>, uid: Option<u32>) -> Result<Slot, Reason> {
         let mut open = lock(&self.open);
+        if open.per_caller.get(&uid).copied().unwrap_or(0) >= self.limits.max_per_caller {
+            return Err(Reason::CallerCap);
+        }
         if open.total >= self.limits.max_per_listener {
-            return None;
+            return Err(Reason::ListenerCap);
         }
         open.total += 1;
+        *open.per_caller.entry(uid).or_default() += 1;
+        drop(open);
         ConnectionMetrics::add(&self.connections().open, self.frontend, 1);
-        Some(Slot {
+        Ok(Slot {
             listener: Arc::clone(self),
-            caller: None,
+            uid,
         })
-    }
-
-    /// Counts the slot against `uid`'s budget, or `false` when that caller is full.
-    fn admit(&self, slot: &mut Slot, uid: Option<u32>) -> bool {
-        let mut open = lock(&self.open);
-        let n = open.per_caller.entry(uid).or_default();
-        if *n >= self.limits.max_per_caller {
-            return false;
-        }
-        *n += 1;
-        slot.caller = Some(uid);
-        true
     }
 
     fn shed(&self, reason: Reason, caller: &Caller) {
@@ -377,22 +370,20 @@ impl Listener {
     }
 }
 
-/// A held listener slot (and caller slot, once admitted); released on drop.
+/// A held slot of a listener and of a caller's share; released on drop.
 struct Slot {
     listener: Arc<Listener>,
-    caller: Option<Option<u32>>,
+    uid: Option<u32>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut open = lock(&self.listener.open);
         open.total = open.total.saturating_sub(1);
-        if let Some(uid) = self.caller
-            && let Some(n) = open.per_caller.get_mut(&uid)
-        {
+        if let Some(n) = open.per_caller.get_mut(&self.uid) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                open.per_caller.remove(&uid);
+                open.per_caller.remove(&self.uid);
             }
         }
         drop(open);
@@ -511,51 +502,35 @@ async fn serve<L: Accept>(
             }
         };
         ConnectionMetrics::add(&ctx.connections().accepted, ctx.frontend, 1);
-        let Some(slot) = ctx.reserve() else {
-            stream.shed_now();
-            ctx.shed(Reason::ListenerCap, &caller_hint(&peer));
-            continue;
+        // Identified here, before any slot is taken, so that a burst of one caller's
+        // connections is shed against its own share and never fills the listener's. The kernel
+        // lookup answers at once; only the /proc fallback takes time, and then accepting waits.
+        let caller = ctx.broker.resolver().identify(Some(&peer)).await;
+        let slot = match ctx.reserve(caller.uid) {
+            Ok(slot) => slot,
+            Err(reason) => {
+                stream.shed_now();
+                ctx.shed(reason, &caller);
+                continue;
+            }
         };
         let ctx = Arc::clone(&ctx);
         let router = router.clone();
         let stop = stop.clone();
-        connections.spawn(connection(stream, peer, slot, ctx, router, stop));
+        connections.spawn(connection(stream, caller, slot, ctx, router, stop));
     }
     // Stopping: each connection finishes its request in flight and closes.
     while connections.join_next().await.is_some() {}
 }
 
-/// The caller as far as known without a lookup, for the log of a connection shed at accept.
-fn caller_hint(peer: &Peer) -> Caller {
-    match peer {
-        Peer::Unix { uid, gid, pid } => Caller {
-            uid: Some(*uid),
-            gid: Some(*gid),
-            pid: *pid,
-            addr: None,
-        },
-        Peer::Tcp { remote, .. } => Caller {
-            addr: Some(*remote),
-            ..Caller::default()
-        },
-        Peer::UnixUnknown | Peer::Identified(_) => Caller::default(),
-    }
-}
-
 async fn connection<S: Stream>(
     stream: S,
-    peer: Peer,
-    mut slot: Slot,
+    caller: Caller,
+    slot: Slot,
     ctx: Arc<Listener>,
     router: Router,
     mut stop: watch::Receiver<bool>,
 ) {
-    let caller = ctx.broker.resolver().identify(Some(&peer)).await;
-    if !ctx.admit(&mut slot, caller.uid) {
-        stream.shed_now();
-        ctx.shed(Reason::CallerCap, &caller);
-        return;
-    }
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Watched {
         inner: stream,
