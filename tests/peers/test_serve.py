@@ -211,7 +211,7 @@ def test_metrics_and_readiness(serve):
     assert HTTP.get(f"{serve.metrics}/healthz", timeout=10).status_code == 200
     text = HTTP.get(f"{serve.metrics}/metrics", timeout=10).text
     assert re.search(r'^idbridge_serve_requests_total\{frontend="gce_metadata",status="200"\} \d+$', text, re.M), text
-    assert re.search(r'^idbridge_serve_upstream_loads_total\{route="tenant-to-aws",audience="",scopes=""\} 1$',
+    assert re.search(r'^idbridge_serve_upstream_loads_total\{route="tenant-to-aws",keys="route"\} 1$',
                      text, re.M), text
     assert re.search(r'^idbridge_serve_credential_expiry_seconds\{route="tenant-to-aws",[^}]*\} \d', text, re.M), text
     assert "idbridge_serve_ready 1" in text
