@@ -5,7 +5,7 @@
   verified against the emulator's Google certs;
 * boto3 through the IMDSv2 frontend and through the ECS frontend (two roles), and the AWS CLI
   through IMDS; each ends with the emulator's STS answering the assumed-role ARN;
-* per-workload identity over loopback TCP (the daemon reads /proc/net/tcp): a caller whose uid is
+* per-workload identity over loopback TCP (the daemon asks the kernel for the socket owner): a caller whose uid is
   not granted the route gets 403 naming its uid and the route;
 * `--check`, exit 64 on a bad config, `/metrics`, `/readyz`, and no credential in the daemon's log.
 
@@ -225,7 +225,7 @@ def test_no_credential_in_the_log(serve):
 
 def test_per_workload_identity_over_loopback_tcp(idbridge_bin, emulator, tmp_path):
     """Our uid may use myapp-gcp only: its GCE token works, the IMDS role is refused with a body
-    naming the uid and the route (the daemon found our uid in /proc/net/tcp)."""
+    naming the uid and the route (the daemon found our uid as the owner of our socket)."""
     uid = os.getuid()
     text = (EXAMPLES / "serve.toml").read_text()
     text = text.replace('key_file = "keys/', f'key_file = "{EXAMPLES}/keys/')

@@ -1140,7 +1140,7 @@ async fn gce_frontend_over_the_emulator() {
 }
 
 // ------------------------------------------------------------------------------------------
-// Real listeners: unix sockets (SO_PEERCRED) and TCP (/proc/net/tcp)
+// Real listeners: unix sockets (SO_PEERCRED) and TCP (the socket owner, by netlink sock_diag)
 // ------------------------------------------------------------------------------------------
 
 /// Sends a raw HTTP/1.1 request (with `Connection: close`) and reads the whole answer.
