@@ -113,3 +113,31 @@ def test_emulate_rejects_bad_world(sandbox, text, line, needle):
         assert needle in r.stderr, describe(r)
     assert "panicked" not in r.stderr, describe(r)
     assert not (sandbox.root / "never.env").exists()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "directory", "oversized"])
+def test_config_and_world_files_must_be_small_regular_files(sandbox, kind):
+    import os
+
+    if kind == "fifo":
+        path = sandbox.root / "routes.fifo"
+        os.mkfifo(path)  # nobody writes: reading it would hang
+        needle = "a FIFO is not a regular file"
+    elif kind == "dev-zero":
+        path = "/dev/zero"  # reading it would grow without bound
+        needle = "a character device is not a regular file"
+    elif kind == "directory":
+        path = sandbox.root
+        needle = "a directory is not a regular file"
+    else:
+        path = sandbox.write("huge.toml", "# padding\n" * (500 * 1024))  # 5 MB
+        needle = "byte limit"
+    env = sandbox.env()
+    for args in (["token", "--config", path, "--route", "r"],
+                 ["serve", "--check", "--config", path],
+                 ["emulate", "--world", path, "--env-file", sandbox.root / "never.env"]):
+        r = sandbox.idbridge(*args, env=env, timeout=20)
+        assert r.returncode == 64, describe(r)
+        assert needle in r.stderr and str(path) in r.stderr, describe(r)
+        assert len(stderr_lines(r)) == 1, describe(r)
+    assert not (sandbox.root / "never.env").exists()

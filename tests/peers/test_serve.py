@@ -5,7 +5,7 @@
   verified against the emulator's Google certs;
 * boto3 through the IMDSv2 frontend and through the ECS frontend (two roles), and the AWS CLI
   through IMDS; each ends with the emulator's STS answering the assumed-role ARN;
-* per-workload identity over loopback TCP (the daemon reads /proc/net/tcp): a caller whose uid is
+* per-workload identity over loopback TCP (the daemon asks the kernel for the socket owner): a caller whose uid is
   not granted the route gets 403 naming its uid and the route;
 * `--check`, exit 64 on a bad config, `/metrics`, `/readyz`, and no credential in the daemon's log.
 
@@ -211,7 +211,7 @@ def test_metrics_and_readiness(serve):
     assert HTTP.get(f"{serve.metrics}/healthz", timeout=10).status_code == 200
     text = HTTP.get(f"{serve.metrics}/metrics", timeout=10).text
     assert re.search(r'^idbridge_serve_requests_total\{frontend="gce_metadata",status="200"\} \d+$', text, re.M), text
-    assert re.search(r'^idbridge_serve_upstream_loads_total\{route="tenant-to-aws",audience="",scopes=""\} 1$',
+    assert re.search(r'^idbridge_serve_upstream_loads_total\{route="tenant-to-aws",keys="route"\} 1$',
                      text, re.M), text
     assert re.search(r'^idbridge_serve_credential_expiry_seconds\{route="tenant-to-aws",[^}]*\} \d', text, re.M), text
     assert "idbridge_serve_ready 1" in text
@@ -225,7 +225,7 @@ def test_no_credential_in_the_log(serve):
 
 def test_per_workload_identity_over_loopback_tcp(idbridge_bin, emulator, tmp_path):
     """Our uid may use myapp-gcp only: its GCE token works, the IMDS role is refused with a body
-    naming the uid and the route (the daemon found our uid in /proc/net/tcp)."""
+    naming the uid and the route (the daemon found our uid as the owner of our socket)."""
     uid = os.getuid()
     text = (EXAMPLES / "serve.toml").read_text()
     text = text.replace('key_file = "keys/', f'key_file = "{EXAMPLES}/keys/')

@@ -476,10 +476,11 @@ pub struct Config {
 impl Config {
     /// Loads and validates a config file. Relative paths inside resolve against its directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text =
+            idbridge_core::file::read_config_file(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
         Self::parse(&text, &path.display().to_string(), path.parent())
     }
 

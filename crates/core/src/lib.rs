@@ -8,11 +8,13 @@
 //! * [`clock`]: the injectable clock; nothing else in idbridge reads the system time.
 //! * [`env`](mod@env): the environment variables idbridge reads, declared once.
 //! * [`jwt`]: reading (never trusting) the claims of a JWT for display and expiry.
+//! * [`file`](mod@file): reading config-like files: regular files only, with a size cap.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod clock;
 pub mod credential;
 pub mod env;
+pub mod file;
 pub mod jwt;
 pub mod secret;
 pub mod timefmt;

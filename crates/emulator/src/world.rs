@@ -297,10 +297,11 @@ impl World {
 
     /// Loads a world file.
     pub fn load(path: &Path) -> Result<World, WorldError> {
-        let text = std::fs::read_to_string(path).map_err(|source| WorldError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            idbridge_core::file::read_config_file(path).map_err(|source| WorldError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
         Self::from_str_at(&text, &path.display().to_string(), path.parent())
     }
 
@@ -324,7 +325,8 @@ impl World {
                 return Ok(BUILTIN_SEED004_PUB.to_owned());
             }
             let full = base.map(|b| b.join(p)).unwrap_or_else(|| p.to_owned());
-            std::fs::read_to_string(&full).map_err(|source| WorldError::Read { path: full, source })
+            idbridge_core::file::read_config_file(&full)
+                .map_err(|source| WorldError::Read { path: full, source })
         };
         for (i, sa) in self.service_accounts.iter().enumerate() {
             if !self.projects.iter().any(|p| p.id == sa.project) {

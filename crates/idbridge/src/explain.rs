@@ -108,7 +108,7 @@ pub(crate) async fn run(a: ExplainArgs) -> Result<ExitCode, CliError> {
 
 /// Reads and parses an IAM trust policy file.
 pub(crate) fn load_trust_policy(path: &std::path::Path) -> Result<TrustPolicy, CliError> {
-    let policy_text = std::fs::read_to_string(path)
+    let policy_text = idbridge_core::file::read_config_file(path)
         .map_err(|e| CliError::Usage(format!("explain: cannot read {}: {e}", path.display())))?;
     TrustPolicy::parse(&policy_text).map_err(|e| {
         CliError::Usage(format!(
@@ -447,7 +447,8 @@ pub(crate) fn load_gcp_provider(
     select: Option<&str>,
 ) -> Result<GcpProvider, CliError> {
     let bad = |m: String| CliError::Usage(format!("--gcp-provider {}: {m}", path.display()));
-    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let text = idbridge_core::file::read_config_file(path)
+        .map_err(|e| bad(format!("cannot read: {e}")))?;
     let is_json =
         path.extension().is_some_and(|e| e == "json") || text.trim_start().starts_with('{');
     let doc: Value = if is_json {

@@ -42,6 +42,11 @@ pub(crate) async fn run(a: ServeArgs) -> Result<ExitCode, CliError> {
             "the ECS frontend's token is generated and no --env-file was given: no client can learn it"
         );
     }
+    // Before binding: under systemd's default soft limit (1024) a neighbour holding idle
+    // connections would otherwise exhaust the descriptors of every listener.
+    if let Err(e) = idbridge_serve::conn::raise_fd_limit() {
+        tracing::warn!(error = %e, "cannot read the open-file limit");
+    }
     let ctx = Context::from_process(&config.routes.endpoints)?;
     let broker = Arc::new(Broker::new(&config, ctx));
     let running = idbridge_serve::start(&config, broker)

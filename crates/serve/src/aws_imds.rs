@@ -25,8 +25,7 @@
 //! uid and the route. A route failing transiently is 503; a permanent failure is EC2's own form,
 //! HTTP 200 with `{"Code":"<error code>","Message","LastUpdated"}` and no keys.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -34,18 +33,15 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use idbridge_core::Credential;
 use idbridge_core::timefmt::rfc3339_seconds;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
-use tokio::time::Instant;
 
 use crate::Frontend;
 use crate::broker::{Broker, CredentialKey, Refusal};
 use crate::caller::Peer;
 use crate::config::ImdsConfig;
+use crate::imds_tokens::TokenStore;
 
 /// Path of the session-token endpoint.
 pub const TOKEN_PATH: &str = "/latest/api/token";
@@ -55,11 +51,8 @@ pub const TOKEN_HEADER: &str = "x-aws-ec2-metadata-token";
 pub const TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
 /// Longest token lifetime EC2 grants (six hours).
 pub const MAX_TOKEN_TTL: u64 = 21_600;
-/// Live session tokens kept at most. SDKs take one token per process and reuse it for hours,
-/// so this is far above any host's need; past it the tokens closest to expiry are dropped
-/// (their holders get a 401 and fetch a new one), so a client looping on PUT cannot grow the
-/// daemon's memory.
-pub const MAX_LIVE_TOKENS: usize = 4096;
+/// Live session tokens kept at most (and per caller: [`crate::imds_tokens`]).
+pub use crate::imds_tokens::{MAX_LIVE_TOKENS, MAX_TOKENS_PER_CALLER};
 
 const CREDENTIALS_PREFIX: &str = "/latest/meta-data/iam/security-credentials/";
 
@@ -67,8 +60,8 @@ const CREDENTIALS_PREFIX: &str = "/latest/meta-data/iam/security-credentials/";
 struct ImdsState {
     broker: Arc<Broker>,
     config: ImdsConfig,
-    /// SHA-256 of each live token → its expiry (tokio time, so tests can pause it).
-    tokens: Mutex<HashMap<[u8; 32], Instant>>,
+    /// The live session tokens, with a budget per caller.
+    tokens: TokenStore,
 }
 
 /// The IMDSv2 router for `config`, backed by `broker`.
@@ -76,7 +69,7 @@ pub fn router(broker: Arc<Broker>, config: ImdsConfig) -> Router {
     let state = Arc::new(ImdsState {
         broker: Arc::clone(&broker),
         config,
-        tokens: Mutex::default(),
+        tokens: TokenStore::default(),
     });
     let r = Router::new()
         .fallback(handle)
@@ -120,7 +113,7 @@ fn json_response(status: StatusCode, body: String) -> Response {
 }
 
 impl ImdsState {
-    fn put_token(&self, headers: &HeaderMap) -> Response {
+    fn put_token(&self, headers: &HeaderMap, owner: Option<u32>) -> Response {
         if headers.contains_key("x-forwarded-for") {
             tracing::info!("refused: IMDS token request carrying X-Forwarded-For");
             return status_only(StatusCode::FORBIDDEN);
@@ -134,24 +127,7 @@ impl ImdsState {
         let Some(ttl) = ttl else {
             return status_only(StatusCode::BAD_REQUEST);
         };
-        let token = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
-        let now = Instant::now();
-        {
-            let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
-            if tokens.len() >= MAX_LIVE_TOKENS {
-                tokens.retain(|_, expiry| *expiry > now);
-            }
-            while tokens.len() >= MAX_LIVE_TOKENS {
-                let Some(oldest) = tokens.iter().min_by_key(|(_, e)| **e).map(|(k, _)| *k) else {
-                    break;
-                };
-                tokens.remove(&oldest);
-            }
-            tokens.insert(
-                Sha256::digest(token.as_bytes()).into(),
-                now + Duration::from_secs(ttl),
-            );
-        }
+        let token = self.tokens.issue(owner, Duration::from_secs(ttl));
         let mut resp = plain(StatusCode::OK, token);
         resp.headers_mut()
             .insert(TTL_HEADER, HeaderValue::from(ttl));
@@ -159,12 +135,7 @@ impl ImdsState {
     }
 
     fn token_is_live(&self, token: &HeaderValue) -> bool {
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        self.tokens
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-            .is_some_and(|expiry| *expiry > Instant::now())
+        self.tokens.is_live(token.as_bytes())
     }
 }
 
@@ -173,7 +144,10 @@ async fn handle(State(s): State<Arc<ImdsState>>, req: Request) -> Response {
     let path = parts.uri.path();
     if path == TOKEN_PATH {
         return if parts.method == Method::PUT {
-            s.put_token(&parts.headers)
+            s.put_token(
+                &parts.headers,
+                Peer::of(&parts.extensions).and_then(Peer::uid),
+            )
         } else {
             status_only(StatusCode::METHOD_NOT_ALLOWED)
         };

@@ -2,14 +2,19 @@
 //!
 //! A frontend turns a request into a [`CredentialKey`] (a route name and the client's audience
 //! or scopes) and asks [`Broker::credential`]. The broker first checks the caller against the
-//! [`CallerPolicy`] (reading the socket tables only when there are rules), then asks the one
-//! [`Cache`], whose loader runs `Route::with_overrides(..)?.run(..)`. So however many frontends
-//! and clients ask for the same key, upstream sees one exchange per refresh.
+//! [`CallerPolicy`] (the caller was identified once, when its connection was accepted), then
+//! asks the cache, whose loader runs `Route::with_overrides(..)?.run(..)`. So however many
+//! frontends and clients ask for the same key, upstream sees one exchange per refresh.
+//!
+//! Keys a client chooses (an `?audience=`, a `?scopes=` set) live apart from the routes' own
+//! keys: each route has its own [`Cache`] for them, bounded by `max_client_keys_per_route`
+//! with least-recently-used eviction. A client inventing audiences therefore evicts only older
+//! client keys of the same route, never a route's own credential or another route's keys.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use idbridge_broker::cache::{Cache, CacheSnapshot, Loader};
 use idbridge_broker::{BrokerError, Context, ErrorKind, Overrides, Route};
@@ -21,7 +26,7 @@ use crate::config::ServeConfig;
 use crate::metrics::Metrics;
 
 /// What the cache is keyed by: a route and what the client asked of its last hop. Holds no
-/// secret (it is logged and exported as metric labels).
+/// secret (it is logged at debug; only its route is a metric label).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CredentialKey {
     /// Route name.
@@ -48,6 +53,11 @@ impl CredentialKey {
                 scopes: None,
             },
         }
+    }
+
+    /// Whether the client chose part of this key (an audience or scopes).
+    pub fn is_client_chosen(&self) -> bool {
+        self.overrides.audience.is_some() || self.overrides.scopes.is_some()
     }
 
     /// An access token of the route for `scopes` (sorted and deduplicated, so that one set is
@@ -101,10 +111,70 @@ impl Refusal {
     }
 }
 
+type CredentialCache = Cache<CredentialKey, Credential>;
+
+/// One loader behind several caches.
+struct SharedLoader<L>(Arc<L>);
+
+impl<L: Loader<CredentialKey, Credential>> Loader<CredentialKey, Credential> for SharedLoader<L> {
+    fn load(
+        &self,
+        key: &CredentialKey,
+    ) -> impl Future<Output = Result<Credential, BrokerError>> + Send {
+        self.0.load(key)
+    }
+}
+
+type CacheFactory = Box<dyn Fn(NonZeroUsize) -> CredentialCache + Send + Sync>;
+
+/// The per-route caches of client-chosen keys, created on first use.
+struct ClientKeys {
+    make: CacheFactory,
+    max_per_route: NonZeroUsize,
+    by_route: Mutex<HashMap<String, Arc<CredentialCache>>>,
+}
+
+impl std::fmt::Debug for ClientKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientKeys")
+            .field("max_per_route", &self.max_per_route)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientKeys {
+    fn cache(&self, route: &str) -> Arc<CredentialCache> {
+        let mut by_route = self.by_route.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = by_route.get(route) {
+            return Arc::clone(c);
+        }
+        let c = Arc::new((self.make)(self.max_per_route));
+        by_route.insert(route.to_owned(), Arc::clone(&c));
+        c
+    }
+
+    fn snapshots(&self) -> Vec<(String, CacheSnapshot<CredentialKey>)> {
+        let by_route: Vec<_> = self
+            .by_route
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(r, c)| (r.clone(), Arc::clone(c)))
+            .collect();
+        let mut out: Vec<_> = by_route
+            .into_iter()
+            .map(|(r, c)| (r, c.snapshot()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
 /// The shared credential service.
 #[derive(Debug)]
 pub struct Broker {
-    cache: Cache<CredentialKey, Credential>,
+    cache: CredentialCache,
+    client_keys: ClientKeys,
     clock: SharedClock,
     policy: CallerPolicy,
     resolver: PeerResolver,
@@ -136,7 +206,8 @@ impl Broker {
             clock,
             config.callers.clone(),
             config.max_cached_credentials,
-        );
+        )
+        .with_client_keys_per_route(config.max_client_keys_per_route);
         broker.route_names = config
             .routes
             .routes
@@ -153,8 +224,21 @@ impl Broker {
         policy: CallerPolicy,
         max_entries: NonZeroUsize,
     ) -> Self {
+        let loader = Arc::new(loader);
+        let make: CacheFactory = {
+            let (loader, clock) = (Arc::clone(&loader), Arc::clone(&clock));
+            Box::new(move |max| {
+                Cache::new(SharedLoader(Arc::clone(&loader)), Arc::clone(&clock), max)
+            })
+        };
         Self {
-            cache: Cache::new(loader, Arc::clone(&clock), max_entries),
+            cache: Cache::new(SharedLoader(loader), Arc::clone(&clock), max_entries),
+            client_keys: ClientKeys {
+                make,
+                max_per_route: NonZeroUsize::new(crate::config::DEFAULT_MAX_CLIENT_KEYS_PER_ROUTE)
+                    .unwrap_or(NonZeroUsize::MIN),
+                by_route: Mutex::default(),
+            },
             clock,
             policy,
             resolver: PeerResolver::default(),
@@ -167,6 +251,17 @@ impl Broker {
     /// The configured routes (empty for a broker over a test loader).
     pub fn route_names(&self) -> &[String] {
         &self.route_names
+    }
+
+    /// Bounds the client-chosen keys cached per route (before any request is served).
+    pub fn with_client_keys_per_route(mut self, max: NonZeroUsize) -> Self {
+        self.client_keys.max_per_route = max;
+        self
+    }
+
+    /// How callers are identified.
+    pub fn resolver(&self) -> &PeerResolver {
+        &self.resolver
     }
 
     /// Replaces how TCP callers are identified (tests point it at sample socket tables).
@@ -185,9 +280,19 @@ impl Broker {
         &self.metrics
     }
 
-    /// The cache's per-key counters.
+    /// The counters of the routes' own keys.
     pub fn cache_snapshot(&self) -> CacheSnapshot<CredentialKey> {
         self.cache.snapshot()
+    }
+
+    /// The counters of each route's client-chosen keys, by route name.
+    pub fn client_key_snapshots(&self) -> Vec<(String, CacheSnapshot<CredentialKey>)> {
+        self.client_keys.snapshots()
+    }
+
+    /// The bound on each route's client-chosen keys.
+    pub fn max_client_keys_per_route(&self) -> NonZeroUsize {
+        self.client_keys.max_per_route
     }
 
     /// Marks the daemon ready (every listener is up); `/readyz` answers 200 from then on.
@@ -218,7 +323,12 @@ impl Broker {
             }
             tracing::debug!(caller = %caller, route = %key.route, "caller allowed");
         }
-        self.cache.get(key).await.map_err(|error| Refusal::Failed {
+        let result = if key.is_client_chosen() {
+            self.client_keys.cache(&key.route).get(key).await
+        } else {
+            self.cache.get(key).await
+        };
+        result.map_err(|error| Refusal::Failed {
             route: key.route.clone(),
             error,
         })

@@ -1,29 +1,30 @@
 //! Who is calling: per-workload identity for local callers.
 //!
-//! Every listener records the connection's [`Peer`] (axum `ConnectInfo`):
+//! Every listener identifies the caller of a connection once, when it accepts it
+//! ([`crate::conn`]), and hands each request of the connection the result as
+//! [`Peer::Identified`]:
 //!
 //! * **unix socket** — the peer's credentials from `SO_PEERCRED` (uid, gid, pid), read by the
 //!   kernel at `connect()`; nothing the client sends can change them.
-//! * **TCP** — the peer's address and the address it connected to. On loopback the client's
-//!   socket is in this host's `/proc/net/tcp` (or `/proc/net/tcp6`, for IPv6 and dual-stack
-//!   sockets) as the row whose local address is the request's peer address and whose remote
-//!   address is our listener's address; that row's `uid` column is the uid that owns the
-//!   client's socket. A caller that is not on this host (a non-loopback bind) has no such row
-//!   and stays unidentified.
+//! * **TCP** — on loopback the client's socket is this host's socket whose source is the
+//!   connection's peer address and whose destination is our listener's address; its owner is
+//!   the caller. [`PeerResolver`] asks the kernel for exactly that socket with netlink
+//!   `sock_diag` ([`crate::sock_diag`]), in constant time however many sockets the host has.
+//!   Only where netlink is unavailable does it read `/proc/net/tcp` (and `/proc/net/tcp6`, for
+//!   IPv6 and dual-stack sockets), whose rows are parsed here. A caller that is not on this
+//!   host (a non-loopback bind) has no such socket and stays unidentified.
 //!
 //! A [`CallerPolicy`] maps uids, users and groups to the routes they may use. Without rules
-//! every caller may use every route and no lookup is done; with rules, an unidentified caller
-//! may use nothing.
+//! every caller may use every route; with rules, an unidentified caller may use nothing.
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use axum::extract::connect_info::{ConnectInfo, Connected, MockConnectInfo};
+use axum::extract::connect_info::{ConnectInfo, MockConnectInfo};
 use axum::http::Extensions;
-use axum::serve::IncomingStream;
-use tokio::net::{TcpListener, UnixListener};
 
 /// The other end of a connection, as the listener saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,9 +47,21 @@ pub enum Peer {
     },
     /// A unix-socket connection whose credentials could not be read.
     UnixUnknown,
+    /// A connection whose caller the listener identified when it accepted it.
+    Identified(Caller),
 }
 
 impl Peer {
+    /// The caller's uid when already known without a lookup (unix sockets, identified
+    /// connections).
+    pub fn uid(&self) -> Option<u32> {
+        match self {
+            Peer::Unix { uid, .. } => Some(*uid),
+            Peer::Identified(c) => c.uid,
+            Peer::Tcp { .. } | Peer::UnixUnknown => None,
+        }
+    }
+
     /// The peer recorded for a request: the listener's `ConnectInfo`, or the
     /// `MockConnectInfo` a test layered on a router.
     pub fn of(extensions: &Extensions) -> Option<&Peer> {
@@ -56,28 +69,6 @@ impl Peer {
             .get::<ConnectInfo<Peer>>()
             .map(|c| &c.0)
             .or_else(|| extensions.get::<MockConnectInfo<Peer>>().map(|c| &c.0))
-    }
-}
-
-impl Connected<IncomingStream<'_, TcpListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
-        Peer::Tcp {
-            remote: *stream.remote_addr(),
-            local: stream.io().local_addr().ok(),
-        }
-    }
-}
-
-impl Connected<IncomingStream<'_, UnixListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
-        match stream.io().peer_cred() {
-            Ok(cred) => Peer::Unix {
-                uid: cred.uid(),
-                gid: cred.gid(),
-                pid: cred.pid(),
-            },
-            Err(_) => Peer::UnixUnknown,
-        }
     }
 }
 
@@ -172,31 +163,66 @@ pub fn owner_uid(proc_net_tcp: &str, peer: SocketAddr, local: SocketAddr) -> Opt
         .map(|s| s.uid)
 }
 
-/// Turns a [`Peer`] into a [`Caller`], reading `/proc/net/tcp{,6}` for TCP peers.
-#[derive(Debug, Clone)]
+/// How TCP peers are looked up.
+#[derive(Clone)]
+enum Method {
+    /// The kernel (netlink `sock_diag`), or the tables under the path where it is unavailable.
+    Kernel(PathBuf),
+    /// Only the tables under the path (tests point it at sample tables).
+    Tables(PathBuf),
+    /// A fixed mapping from the client's address (tests).
+    Fixed(Arc<dyn Fn(SocketAddr) -> Option<u32> + Send + Sync>),
+}
+
+/// Turns a [`Peer`] into a [`Caller`]: netlink `sock_diag` for TCP peers, `/proc/net/tcp{,6}`
+/// where that is unavailable.
+#[derive(Clone)]
 pub struct PeerResolver {
-    proc_net: PathBuf,
+    method: Method,
+}
+
+impl fmt::Debug for PeerResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let method = match &self.method {
+            Method::Kernel(p) => format!("kernel, else tables under {}", p.display()),
+            Method::Tables(p) => format!("tables under {}", p.display()),
+            Method::Fixed(_) => "fixed".to_owned(),
+        };
+        f.debug_struct("PeerResolver")
+            .field("method", &method)
+            .finish()
+    }
 }
 
 impl Default for PeerResolver {
     fn default() -> Self {
-        Self::new("/proc/net")
+        Self {
+            method: Method::Kernel(PathBuf::from("/proc/net")),
+        }
     }
 }
 
 impl PeerResolver {
-    /// A resolver reading `tcp` and `tcp6` under `proc_net` (normally `/proc/net`).
+    /// A resolver reading only `tcp` and `tcp6` under `proc_net` (normally `/proc/net`).
     pub fn new(proc_net: impl Into<PathBuf>) -> Self {
         Self {
-            proc_net: proc_net.into(),
+            method: Method::Tables(proc_net.into()),
+        }
+    }
+
+    /// A resolver that gives TCP clients the uid `owner` maps their address to.
+    pub fn fixed(owner: impl Fn(SocketAddr) -> Option<u32> + Send + Sync + 'static) -> Self {
+        Self {
+            method: Method::Fixed(Arc::new(owner)),
         }
     }
 
     /// Identifies the caller of a connection; `None` (no connection info, as in tests driving a
-    /// router directly) is an unidentified caller.
+    /// router directly) is an unidentified caller. A [`Peer::Identified`] is returned as is.
     pub async fn identify(&self, peer: Option<&Peer>) -> Caller {
         match peer {
             None | Some(Peer::UnixUnknown) => Caller::default(),
+            Some(Peer::Identified(caller)) => caller.clone(),
             Some(Peer::Unix { uid, gid, pid }) => Caller {
                 uid: Some(*uid),
                 gid: Some(*gid),
@@ -218,27 +244,42 @@ impl PeerResolver {
     }
 
     async fn tcp_owner(&self, remote: SocketAddr, local: SocketAddr) -> Option<u32> {
-        // An IPv4 peer may still own an IPv6 (dual-stack) socket, listed in tcp6.
-        let files: &[&str] = if canonical(remote).is_ipv4() {
-            &["tcp", "tcp6"]
-        } else {
-            &["tcp6"]
-        };
-        for file in files {
-            let path = self.proc_net.join(file);
-            match tokio::fs::read_to_string(&path).await {
-                Ok(text) => {
-                    if let Some(uid) = owner_uid(&text, remote, local) {
-                        return Some(uid);
-                    }
+        match &self.method {
+            Method::Fixed(owner) => owner(remote),
+            Method::Tables(proc_net) => tables_owner(proc_net, remote, local).await,
+            Method::Kernel(proc_net) => match crate::sock_diag::owner(remote, local) {
+                crate::sock_diag::Lookup::Owner(uid) => Some(uid),
+                crate::sock_diag::Lookup::NotFound => None,
+                crate::sock_diag::Lookup::Unavailable => {
+                    tables_owner(proc_net, remote, local).await
                 }
-                Err(e) => {
-                    tracing::debug!(path = %path.display(), error = %e, "cannot read socket table");
+            },
+        }
+    }
+}
+
+/// The owner of the client socket `remote` → `local` from the tables under `proc_net`.
+async fn tables_owner(proc_net: &Path, remote: SocketAddr, local: SocketAddr) -> Option<u32> {
+    // An IPv4 peer may still own an IPv6 (dual-stack) socket, listed in tcp6.
+    let files: &[&str] = if canonical(remote).is_ipv4() {
+        &["tcp", "tcp6"]
+    } else {
+        &["tcp6"]
+    };
+    for file in files {
+        let path = proc_net.join(file);
+        match tokio::fs::read_to_string(&path).await {
+            Ok(text) => {
+                if let Some(uid) = owner_uid(&text, remote, local) {
+                    return Some(uid);
                 }
             }
+            Err(e) => {
+                tracing::debug!(path = %path.display(), error = %e, "cannot read socket table");
+            }
         }
-        None
     }
+    None
 }
 
 /// Whom a caller rule applies to.

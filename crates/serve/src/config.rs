@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroUsize;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -21,6 +22,7 @@ use toml::Spanned;
 
 use crate::accounts::Accounts;
 use crate::caller::{CallerPolicy, CallerRule, RouteSet, Who};
+use crate::conn::ConnectionLimits;
 
 /// The scope Google tokens get when a route names none.
 pub const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
@@ -28,6 +30,11 @@ pub const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform
 /// what a host's workloads ask for, low enough that clients inventing audiences cannot grow the
 /// daemon without bound.
 pub const DEFAULT_MAX_CACHED_CREDENTIALS: usize = 256;
+/// Default bound on the client-chosen keys (`?audience=`, `?scopes=`) cached per route, in
+/// their own least-recently-used set: a host's workloads use a handful of audiences each, and a
+/// client inventing audiences only evicts its own route's older ones, never another route's
+/// credentials.
+pub const DEFAULT_MAX_CLIENT_KEYS_PER_ROUTE: usize = 64;
 /// The instance id IMDS shows when none is configured: obviously not a real instance.
 pub const DEFAULT_INSTANCE_ID: &str = "i-00000000000000000";
 /// The region IMDS shows when neither the config nor the route names one.
@@ -177,6 +184,10 @@ pub struct ServeConfig {
     pub metrics: Option<MetricsConfig>,
     /// Who may use which route.
     pub callers: CallerPolicy,
+    /// Connection caps and timeouts of every listener (`[serve.connections]`).
+    pub connections: ConnectionLimits,
+    /// Bound on the distinct client-chosen keys (`?audience=`, `?scopes=`) cached per route.
+    pub max_client_keys_per_route: NonZeroUsize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -204,6 +215,23 @@ struct RawServe {
     metrics: Option<Spanned<RawMetrics>>,
     #[serde(default)]
     caller: Vec<Spanned<RawCaller>>,
+    #[serde(default)]
+    connections: Option<Spanned<RawConnections>>,
+    #[serde(default)]
+    max_client_keys_per_route: Option<Spanned<usize>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConnections {
+    #[serde(default)]
+    max_per_listener: Option<Spanned<usize>>,
+    #[serde(default)]
+    max_per_caller: Option<Spanned<usize>>,
+    #[serde(default)]
+    header_read_timeout_ms: Option<Spanned<u64>>,
+    #[serde(default)]
+    idle_timeout_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -307,7 +335,7 @@ pub fn log_format_hint(path: &Path) -> Option<LogFormat> {
     struct HintServe {
         log_format: Option<String>,
     }
-    let text = std::fs::read_to_string(path).ok()?;
+    let text = idbridge_core::file::read_config_file(path).ok()?;
     let hint: Hint = toml::from_str(&text).ok()?;
     match hint.serve?.log_format?.as_str() {
         "json" => Some(LogFormat::Json),
@@ -320,10 +348,11 @@ impl ServeConfig {
     /// Loads and validates a config file against the system's users and groups. Relative
     /// paths inside resolve against the file's directory.
     pub fn load(path: &Path) -> Result<ServeConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text =
+            idbridge_core::file::read_config_file(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
         let base = path.parent().map(|p| {
             if p.as_os_str().is_empty() {
                 Path::new(".")
@@ -422,6 +451,18 @@ impl ServeConfig {
             ));
         }
         let callers = v.callers(serve.caller, accounts)?;
+        let connections = v.connections(serve.connections)?;
+        let max_client_keys_per_route = match &serve.max_client_keys_per_route {
+            None => {
+                NonZeroUsize::new(DEFAULT_MAX_CLIENT_KEYS_PER_ROUTE).unwrap_or(NonZeroUsize::MIN)
+            }
+            Some(n) => NonZeroUsize::new(*n.get_ref()).ok_or_else(|| {
+                v.err(
+                    n.span(),
+                    "[serve] field `max_client_keys_per_route` must be at least 1".to_owned(),
+                )
+            })?,
+        };
         v.distinct_listeners(&listeners(
             gce_metadata.as_ref(),
             aws_imds.as_ref(),
@@ -438,6 +479,8 @@ impl ServeConfig {
             aws_ecs,
             metrics,
             callers,
+            connections,
+            max_client_keys_per_route,
         })
     }
 
@@ -978,6 +1021,50 @@ impl Validator<'_> {
             token,
             roles,
         })
+    }
+
+    fn connections(
+        &self,
+        raw: Option<Spanned<RawConnections>>,
+    ) -> Result<ConnectionLimits, ConfigError> {
+        const S: &str = "[serve.connections]";
+        let mut limits = ConnectionLimits::default();
+        let Some(raw) = raw else {
+            return Ok(limits);
+        };
+        let raw = raw.into_inner();
+        let positive = |n: &Spanned<u64>, field: &str| {
+            if *n.get_ref() == 0 {
+                Err(self.err(n.span(), format!("{S} field `{field}` must be at least 1")))
+            } else {
+                Ok(*n.get_ref())
+            }
+        };
+        let count = |n: &Spanned<usize>, field: &str| {
+            let wide = Spanned::new(n.span(), u64::try_from(*n.get_ref()).unwrap_or(u64::MAX));
+            positive(&wide, field).map(|_| *n.get_ref())
+        };
+        if let Some(n) = &raw.max_per_listener {
+            limits.max_per_listener = count(n, "max_per_listener")?;
+            limits.max_per_caller = limits.max_per_caller.min(limits.max_per_listener);
+        }
+        if let Some(n) = &raw.max_per_caller {
+            limits.max_per_caller = count(n, "max_per_caller")?;
+            if limits.max_per_caller > limits.max_per_listener {
+                return Err(self.err(
+                    n.span(),
+                    format!("{S} field `max_per_caller` must not exceed `max_per_listener`"),
+                ));
+            }
+        }
+        if let Some(n) = &raw.header_read_timeout_ms {
+            limits.header_read_timeout =
+                Duration::from_millis(positive(n, "header_read_timeout_ms")?);
+        }
+        if let Some(n) = &raw.idle_timeout_ms {
+            limits.idle_timeout = Duration::from_millis(positive(n, "idle_timeout_ms")?);
+        }
+        Ok(limits)
     }
 
     fn callers(

@@ -18,7 +18,7 @@
 //! | `instance/service-accounts/` | `default/` and `EMAIL/`, one per line |
 //! | `instance/service-accounts/{default,EMAIL}/` `?recursive=true` | `{"aliases","email","scopes"}` (google-auth reads it before every refresh) |
 //! | `…/token[?scopes=a,b]` | `{"access_token","expires_in","token_type":"Bearer"}` from `token_route`; `expires_in` is the seconds left, at least 1 |
-//! | `…/identity?audience=A[&format=standard\|full]` | an ID token from `identity_route` with the client's audience on its last hop, as text; a missing or empty audience is 400 |
+//! | `…/identity?audience=A[&format=standard\|full]` | an ID token from `identity_route` with the client's audience on its last hop, as text; a missing, empty, over-long (2 KiB), non-UTF-8 or control-character audience is 400 ([`crate::audience`]) |
 //! | `…/email`, `…/scopes`, `…/aliases` | text (scopes one per line) |
 //! | `project/project-id`, `project/numeric-project-id` | text, from the config (404 when unset) |
 //! | `universe/universe-domain` | `googleapis.com` unless configured |
@@ -171,7 +171,7 @@ async fn handle(State(s): State<Arc<GceState>>, req: Request) -> Response {
     match node.render(&q) {
         Rendered::Data { content_type, body } => data(content_type, body),
         Rendered::Mint(Mint::Token) => token(&s, peer, &q).await,
-        Rendered::Mint(Mint::Identity) => identity(&s, peer, &q).await,
+        Rendered::Mint(Mint::Identity) => identity(&s, peer, &q, parts.uri.query()).await,
     }
 }
 
@@ -271,15 +271,19 @@ async fn token(s: &GceState, peer: Option<&Peer>, q: &Query) -> Response {
     }
 }
 
-async fn identity(s: &GceState, peer: Option<&Peer>, q: &Query) -> Response {
+async fn identity(
+    s: &GceState,
+    peer: Option<&Peer>,
+    q: &Query,
+    raw_query: Option<&str>,
+) -> Response {
     let Some(route) = &s.config.identity_route else {
         return not_found();
     };
-    let Some(audience) = q.audience.as_deref().filter(|a| !a.is_empty()) else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "non-empty audience parameter required\n",
-        );
+    // From the raw query: the parsed one has turned invalid UTF-8 into replacement characters.
+    let audience = match crate::audience::from_query(raw_query) {
+        Ok(a) => a,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
     };
     if !matches!(q.format.as_deref(), None | Some("standard" | "full")) {
         return text(
@@ -289,7 +293,7 @@ async fn identity(s: &GceState, peer: Option<&Peer>, q: &Query) -> Response {
     }
     match s
         .broker
-        .credential(peer, &CredentialKey::audience(route, audience))
+        .credential(peer, &CredentialKey::audience(route, &audience))
         .await
     {
         Ok(Credential::IdToken(t)) => {

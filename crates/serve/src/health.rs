@@ -9,7 +9,11 @@
 //! | `idle` | no key is cached (never asked for, or evicted) | 200 |
 //! | `ok` | every key's latest load succeeded | 200 |
 //! | `degraded` | some key's loads fail, but not every key is down | 200 |
-//! | `down` | every key is down: clients of the route get errors | 503 |
+//! | `down` | the route's own keys are down and every client key fails: clients of the route get errors | 503 |
+//!
+//! Client-chosen keys alone never make a route `down` (only `degraded`): a local client asking
+//! for an audience upstream refuses must not be able to fail the daemon's readiness. A route
+//! used only with client audiences (an identity route) is therefore at worst `degraded`.
 //!
 //! So `/readyz` answers 503 through a total upstream outage once the last good credentials run
 //! out, and 200 again after the first successful load. Its body is `ready` or `not ready`,
@@ -78,14 +82,31 @@ pub fn routes(broker: &Broker) -> Vec<RouteHealth> {
         .iter()
         .map(|name| (name.clone(), empty(name)))
         .collect();
-    let mut down: BTreeMap<String, usize> = BTreeMap::new();
-    for entry in broker.cache_snapshot().entries {
+    // Per route: (its own keys, those of them that cannot be served).
+    let mut own_keys: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    // Client-chosen keys (audiences, scope sets) count as keys of their route and make it
+    // degraded when failing, but never down: otherwise any local client could fail readiness by
+    // asking for an audience upstream refuses.
+    let own = broker
+        .cache_snapshot()
+        .entries
+        .into_iter()
+        .map(|e| (e, true));
+    let client = broker
+        .client_key_snapshots()
+        .into_iter()
+        .flat_map(|(_, snapshot)| snapshot.entries)
+        .map(|e| (e, false));
+    for (entry, counts_for_down) in own.chain(client) {
         let route = &entry.key.route;
         let h = by_route
             .entry(route.clone())
             .or_insert_with(|| empty(route));
         h.keys += 1;
         h.wait_timeouts += entry.wait_timeouts;
+        if counts_for_down {
+            own_keys.entry(route.clone()).or_default().0 += 1;
+        }
         if entry.consecutive_failures > 0 {
             h.failing += 1;
             h.consecutive_failures = h.consecutive_failures.max(entry.consecutive_failures);
@@ -93,18 +114,18 @@ pub fn routes(broker: &Broker) -> Vec<RouteHealth> {
             if entry.last_error.is_some() {
                 h.last_error = entry.last_error;
             }
-            if !entry.servable {
-                *down.entry(route.clone()).or_default() += 1;
+            if !entry.servable && counts_for_down {
+                own_keys.entry(route.clone()).or_default().1 += 1;
             }
         }
     }
     by_route
         .into_values()
         .map(|mut h| {
-            let keys_down = down.get(&h.route).copied().unwrap_or(0);
+            let (own, own_down) = own_keys.get(&h.route).copied().unwrap_or((0, 0));
             h.state = if h.keys == 0 {
                 State::Idle
-            } else if keys_down == h.keys {
+            } else if own > 0 && own_down == own && h.failing == h.keys {
                 State::Down
             } else if h.failing > 0 {
                 State::Degraded

@@ -1,10 +1,11 @@
-//! Middleware every frontend shares: the header-size limit and request accounting.
+//! Middleware every frontend shares: the header-size limit, the `Host` rule and request
+//! accounting.
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, StatusCode, Version, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
@@ -17,7 +18,27 @@ use crate::broker::Broker;
 /// the real metadata servers do, before any handler or upstream call runs.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
-/// Refuses requests whose head is over [`MAX_HEADER_BYTES`] with 431.
+/// Whether a request that came through a listener breaks the `Host` rule of HTTP/1.1
+/// (RFC 9112 §3.2): an HTTP/1.1 request without `Host`, or any request with more than one, is
+/// 400, as real servers answer it. Requests driven into a router directly (tests) carry no
+/// connection info and are not checked.
+fn bad_host(req: &Request) -> bool {
+    if req
+        .extensions()
+        .get::<ConnectInfo<crate::caller::Peer>>()
+        .is_none()
+    {
+        return false;
+    }
+    match req.headers().get_all(header::HOST).iter().count() {
+        0 => req.version() == Version::HTTP_11,
+        1 => false,
+        _ => true,
+    }
+}
+
+/// Refuses requests whose head is over [`MAX_HEADER_BYTES`] with 431, and requests breaking
+/// the `Host` rule with 400.
 pub(crate) async fn limit_headers(req: Request, next: Next) -> Response {
     let size = req.uri().path_and_query().map_or(0, |p| p.as_str().len())
         + req
@@ -32,6 +53,13 @@ pub(crate) async fn limit_headers(req: Request, next: Next) -> Response {
             "Request Header Fields Too Large\n",
         )
             .into_response();
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        return resp;
+    }
+    if bad_host(&req) {
+        tracing::info!("refused: request without exactly one Host header");
+        let mut resp = (StatusCode::BAD_REQUEST, "Bad Request\n").into_response();
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         return resp;

@@ -22,7 +22,14 @@
 //! [serve]
 //! bind = "127.0.0.1"            # every TCP listener; loopback by default (anything else logs a warning)
 //! log_format = "text"           # or "json" (as --log-json)
-//! max_cached_credentials = 256  # cache bound: one key per route and client audience / scope set
+//! max_cached_credentials = 256  # cache bound on the routes' own credentials
+//! max_client_keys_per_route = 64  # per route: client-chosen audiences / scope sets (LRU)
+//!
+//! [serve.connections]           # every listener (crate::conn)
+//! max_per_listener = 1024       # open connections; one over gets 503 and is closed
+//! max_per_caller = 256          # open connections of one caller uid, per listener
+//! header_read_timeout_ms = 10000  # from a request head's first byte to its end
+//! idle_timeout_ms = 30000       # no request in flight and nothing received
 //!
 //! [serve.gce_metadata]          # each frontend is optional; at least one is required
 //! port = 0                      # 0 = any free port; or `socket = "/run/idbridge/gce.sock"`
@@ -80,9 +87,10 @@
 //!
 //! # Per-workload identity
 //!
-//! With `[[serve.caller]]` rules each credential request is attributed to a local uid — for TCP
-//! from the owner of the client's socket in `/proc/net/tcp{,6}`, for unix sockets from
-//! `SO_PEERCRED` ([`caller`]) — and a caller not granted the route gets 403 with a body naming
+//! Each connection is attributed to a local uid once, when it is accepted — for TCP from the
+//! owner of the client's socket, asked of the kernel by exact address pair ([`sock_diag`];
+//! `/proc/net/tcp{,6}` only where netlink is unavailable), for unix sockets from `SO_PEERCRED`
+//! ([`caller`]). With `[[serve.caller]]` rules a caller not granted the route gets 403 with a body naming
 //! its uid and the route (logged at info). A caller that cannot be identified (a remote host,
 //! when bound beyond loopback) is granted nothing. Non-secret metadata (project id, email,
 //! role name) is served to any caller.
@@ -98,21 +106,29 @@
 //! * The ECS token is compared in constant time, checked before the path; a generated token is
 //!   32 random bytes and is only written to `--env-file` (mode 0600).
 //! * Request heads over [`http::MAX_HEADER_BYTES`] are refused with 431 before any handler runs.
+//! * No local user can starve the others ([`conn`]): connection caps per listener and per
+//!   caller uid, header-read and idle timeouts, the open-file limit raised at start-up; client
+//!   audiences are validated ([`audience`]) and cached per route in a bounded LRU set; IMDS
+//!   session tokens are budgeted per caller ([`imds_tokens`]).
 //! * No credential is ever logged; error bodies carry the route's one-line error, which never
 //!   holds a token ([`idbridge_broker::error`]). Credentials go only to callers allowed the route.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod accounts;
+pub mod audience;
 pub mod aws_ecs;
 pub mod aws_imds;
 pub mod broker;
 pub mod caller;
 pub mod config;
+pub mod conn;
 pub mod gce_metadata;
 pub mod health;
 pub mod http;
+pub mod imds_tokens;
 pub mod metrics;
 pub mod server;
+pub mod sock_diag;
 
 #[cfg(test)]
 mod tests;

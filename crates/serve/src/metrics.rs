@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `idbridge_serve_requests_total` | counter | `frontend`, `status` |
 //! | `idbridge_serve_caller_denials_total` | counter | `route` |
-//! | `idbridge_serve_cache_hits_total` | counter | `route`, `audience`, `scopes` |
+//! | `idbridge_serve_cache_hits_total` | counter | `route`, `keys` (`route` or `client`) |
 //! | `idbridge_serve_cache_negative_hits_total` | counter | same |
 //! | `idbridge_serve_cache_misses_total` | counter | same |
 //! | `idbridge_serve_upstream_loads_total` | counter | same |
@@ -13,15 +13,25 @@
 //! | `idbridge_serve_credential_expiry_seconds` | gauge (seconds left) | same |
 //! | `idbridge_serve_cache_entries`, `idbridge_serve_cache_max_entries` | gauge | — |
 //! | `idbridge_serve_cache_evictions_total` | counter | — |
+//! | `idbridge_serve_client_keys` | gauge | `route` |
+//! | `idbridge_serve_client_key_evictions_total` | counter | `route` |
+//! | `idbridge_serve_client_keys_max` | gauge | — |
+//! | `idbridge_serve_connections_open` | gauge | `frontend` |
+//! | `idbridge_serve_connections_accepted_total` | counter | `frontend` |
+//! | `idbridge_serve_connections_shed_total` | counter | `frontend`, `reason` (`listener_cap`, `caller_cap`) |
+//! | `idbridge_serve_connections_closed_total` | counter | `frontend`, `reason` (`idle`, `header_read`) |
+//! | `idbridge_serve_accept_errors_total` | counter | `frontend` |
 //! | `idbridge_serve_ready` | gauge (0/1) | — |
 //! | `idbridge_serve_route_health` | gauge (1 for the route's state) | `route`, `state` |
 //! | `idbridge_serve_route_consecutive_failures`, `…_route_backoff_seconds` | gauge | `route` |
 //! | `idbridge_serve_route_wait_timeouts_total` | counter | `route` |
 //!
-//! Cache rows come from [`idbridge_broker::cache::Cache::snapshot`]: one per cached key, so
-//! label sets are bounded by `max_cached_credentials`. Label values are escaped; none is a
-//! secret. `/healthz` is 200 while the process serves; `/readyz` is 200 once the config is
-//! loaded and every listener is up, 503 before and while a route is down ([`crate::health`]).
+//! Cache rows come from [`idbridge_broker::cache::Cache::snapshot`]: one per route for its own
+//! credential (`keys="route"`) and one per route summing its client-chosen keys
+//! (`keys="client"`), so label sets are bounded by the config, never by what clients send.
+//! Label values are escaped; none is a secret. `/healthz` is 200 while the process serves;
+//! `/readyz` is 200 once the config is loaded and every listener is up, 503 before and while a
+//! route is down ([`crate::health`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -32,15 +42,17 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use idbridge_broker::cache::{CacheSnapshot, EntrySnapshot};
 
 use crate::Frontend;
-use crate::broker::Broker;
+use crate::broker::{Broker, CredentialKey};
 
 /// Request and denial counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
     requests: Mutex<BTreeMap<(Frontend, u16), u64>>,
     denials: Mutex<BTreeMap<String, u64>>,
+    connections: crate::conn::ConnectionMetrics,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -56,6 +68,11 @@ impl Metrics {
     /// Counts one caller refused for `route`.
     pub fn count_denial(&self, route: &str) {
         *lock(&self.denials).entry(route.to_owned()).or_default() += 1;
+    }
+
+    /// Connection counters of the listeners.
+    pub fn connections(&self) -> &crate::conn::ConnectionMetrics {
+        &self.connections
     }
 
     /// Requests answered by `frontend` with `status`.
@@ -117,28 +134,9 @@ pub fn render(broker: &Broker) -> String {
     }
 
     let snapshot = broker.cache_snapshot();
-    let mut rows: Vec<_> = snapshot
-        .entries
-        .iter()
-        .map(|e| {
-            let labels = format!(
-                "route=\"{}\",audience=\"{}\",scopes=\"{}\"",
-                label(&e.key.route),
-                label(e.key.overrides.audience.as_deref().unwrap_or_default()),
-                label(
-                    &e.key
-                        .overrides
-                        .scopes
-                        .as_deref()
-                        .unwrap_or_default()
-                        .join(" ")
-                ),
-            );
-            (labels, e)
-        })
-        .collect();
-    rows.sort_by(|a, b| a.0.cmp(&b.0));
-    type Pick = fn(&idbridge_broker::cache::EntrySnapshot<crate::CredentialKey>) -> Option<f64>;
+    let client_keys = broker.client_key_snapshots();
+    let rows = cache_rows(&snapshot, &client_keys);
+    type Pick = fn(&CacheRow) -> Option<f64>;
     let series: [(&str, &str, &str, Pick); 7] = [
         (
             "idbridge_serve_cache_hits_total",
@@ -173,14 +171,14 @@ pub fn render(broker: &Broker) -> String {
         (
             "idbridge_serve_upstream_load_latency_seconds",
             "gauge",
-            "Duration of the last upstream load.",
-            |e| e.last_load_latency_seconds,
+            "Duration of the last upstream load (the longest among client keys).",
+            |e| e.latency,
         ),
         (
             "idbridge_serve_credential_expiry_seconds",
             "gauge",
-            "Seconds until the cached credential expires.",
-            |e| e.seconds_to_expiry,
+            "Seconds until the cached credential expires (the soonest among client keys).",
+            |e| e.expiry,
         ),
     ];
     for (name, kind, help, pick) in series {
@@ -191,6 +189,45 @@ pub fn render(broker: &Broker) -> String {
             }
         }
     }
+    header(
+        &mut out,
+        "idbridge_serve_client_keys",
+        "gauge",
+        "Client-chosen keys (audiences, scope sets) cached for a route.",
+    );
+    for (route, snap) in &client_keys {
+        let _ = writeln!(
+            out,
+            "idbridge_serve_client_keys{{route=\"{}\"}} {}",
+            label(route),
+            snap.entries.len()
+        );
+    }
+    header(
+        &mut out,
+        "idbridge_serve_client_key_evictions_total",
+        "counter",
+        "Client-chosen keys evicted for the per-route bound or idleness.",
+    );
+    for (route, snap) in &client_keys {
+        let _ = writeln!(
+            out,
+            "idbridge_serve_client_key_evictions_total{{route=\"{}\"}} {}",
+            label(route),
+            snap.evictions
+        );
+    }
+    header(
+        &mut out,
+        "idbridge_serve_client_keys_max",
+        "gauge",
+        "Bound on client-chosen keys cached per route.",
+    );
+    let _ = writeln!(
+        out,
+        "idbridge_serve_client_keys_max {}",
+        broker.max_client_keys_per_route()
+    );
     header(
         &mut out,
         "idbridge_serve_cache_entries",
@@ -232,7 +269,62 @@ pub fn render(broker: &Broker) -> String {
     );
     let _ = writeln!(out, "idbridge_serve_ready {}", u8::from(broker.is_ready()));
     crate::health::render_metrics(&mut out, broker, header);
+    broker.metrics().connections().render(&mut out);
     out
+}
+
+/// One row of the cache series: a route's own key, or all of a route's client-chosen keys
+/// summed (client-chosen audiences and scopes are never label values: they are unbounded).
+#[derive(Debug, Default)]
+struct CacheRow {
+    hits: u64,
+    negative_hits: u64,
+    misses: u64,
+    loads: u64,
+    load_errors: u64,
+    latency: Option<f64>,
+    expiry: Option<f64>,
+}
+
+impl CacheRow {
+    fn add(&mut self, e: &EntrySnapshot<CredentialKey>) {
+        self.hits += e.hits;
+        self.negative_hits += e.negative_hits;
+        self.misses += e.misses;
+        self.loads += e.loads;
+        self.load_errors += e.load_errors;
+        self.latency = max_opt(self.latency, e.last_load_latency_seconds, f64::max);
+        self.expiry = max_opt(self.expiry, e.seconds_to_expiry, f64::min);
+    }
+}
+
+fn max_opt(a: Option<f64>, b: Option<f64>, pick: fn(f64, f64) -> f64) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(pick(a, b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Rows labelled `route` and `keys` (`route`: the route's own credential; `client`: its
+/// client-chosen keys together), sorted by labels.
+fn cache_rows(
+    own: &CacheSnapshot<CredentialKey>,
+    client: &[(String, CacheSnapshot<CredentialKey>)],
+) -> Vec<(String, CacheRow)> {
+    let mut rows: BTreeMap<String, CacheRow> = BTreeMap::new();
+    let labels = |route: &str, keys: &str| format!("route=\"{}\",keys=\"{keys}\"", label(route));
+    for e in &own.entries {
+        rows.entry(labels(&e.key.route, "route"))
+            .or_default()
+            .add(e);
+    }
+    for (route, snap) in client {
+        let row = rows.entry(labels(route, "client")).or_default();
+        for e in &snap.entries {
+            row.add(e);
+        }
+    }
+    rows.into_iter().collect()
 }
 
 /// The `/metrics`, `/healthz`, `/readyz` router.

@@ -4,7 +4,9 @@
 //! TCP listeners bind `[serve] bind`; a frontend with `socket = "…"` gets a unix socket instead,
 //! mode 0666 (callers are told apart by `SO_PEERCRED`, and loopback TCP is open to every local
 //! user anyway). A stale socket file left by a dead daemon is replaced; a live one is an error.
-//! Sockets are removed at shutdown.
+//! Sockets are removed at shutdown. Each listener's connections are served by [`conn`]: caps
+//! per listener and per caller, header-read and idle timeouts, one identification per
+//! connection.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -21,9 +23,8 @@ use tokio::task::JoinHandle;
 
 use crate::Frontend;
 use crate::broker::Broker;
-use crate::caller::Peer;
 use crate::config::{EcsToken, Listen, ServeConfig};
-use crate::{aws_ecs, aws_imds, gce_metadata, metrics};
+use crate::{aws_ecs, aws_imds, conn, gce_metadata, metrics};
 
 /// How long shutdown waits for in-flight requests (a credential load is bounded by the cache's
 /// 30-second load timeout; clients have given up long before) before aborting them.
@@ -202,23 +203,15 @@ fn bind_unix(path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-fn spawn(bound: Bound, router: Router, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
-    let signal = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
+fn spawn(
+    bound: Bound,
+    listener: Arc<conn::Listener>,
+    router: Router,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
     match bound {
-        Bound::Tcp(l) => tokio::spawn(async move {
-            let app = router.into_make_service_with_connect_info::<Peer>();
-            if let Err(e) = axum::serve(l, app).with_graceful_shutdown(signal).await {
-                tracing::error!(error = %e, "listener failed");
-            }
-        }),
-        Bound::Unix(l, _) => tokio::spawn(async move {
-            let app = router.into_make_service_with_connect_info::<Peer>();
-            if let Err(e) = axum::serve(l, app).with_graceful_shutdown(signal).await {
-                tracing::error!(error = %e, "listener failed");
-            }
-        }),
+        Bound::Tcp(l) => tokio::spawn(conn::serve_tcp(l, listener, router, stop)),
+        Bound::Unix(l, _) => tokio::spawn(conn::serve_unix(l, listener, router, stop)),
     }
 }
 
@@ -281,6 +274,16 @@ pub async fn start(config: &ServeConfig, broker: Arc<Broker>) -> Result<Running,
         return Err(e);
     }
     let (tx, rx) = watch::channel(false);
+    let fds = conn::fd_limit();
+    let limits = config.connections.fit(plan.len(), fds);
+    if limits != config.connections {
+        tracing::warn!(
+            fd_limit = fds,
+            max_per_listener = limits.max_per_listener,
+            max_per_caller = limits.max_per_caller,
+            "connection caps lowered to fit the open-file limit"
+        );
+    }
     let mut listeners = Vec::new();
     let mut tasks = Vec::new();
     for (frontend, bound, router) in plan {
@@ -288,7 +291,8 @@ pub async fn start(config: &ServeConfig, broker: Arc<Broker>) -> Result<Running,
             .address()
             .map_err(|e| StartError::new(frontend.title(), &e))?;
         listeners.push(BoundListener { frontend, address });
-        tasks.push(spawn(bound, router, rx.clone()));
+        let ctx = conn::Listener::new(frontend, limits.clone(), Arc::clone(&broker));
+        tasks.push(spawn(bound, ctx, router, rx.clone()));
     }
     let running = Running {
         env: env_pairs(config, &listeners),

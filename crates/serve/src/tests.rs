@@ -885,7 +885,7 @@ async fn metrics_health_and_readiness() {
             .starts_with("text/plain; version=0.0.4")
     );
     let m = reply.body;
-    let aws = "route=\"aws\",audience=\"\",scopes=\"\"";
+    let aws = "route=\"aws\",keys=\"route\"";
     for line in [
         "idbridge_serve_requests_total{frontend=\"aws_imds\",status=\"200\"} 4".to_owned(),
         "idbridge_serve_requests_total{frontend=\"aws_imds\",status=\"401\"} 1".to_owned(),
@@ -898,15 +898,18 @@ async fn metrics_health_and_readiness() {
         format!("idbridge_serve_upstream_load_errors_total{{{aws}}} 0"),
         format!("idbridge_serve_credential_expiry_seconds{{{aws}}} 3000"),
         format!("idbridge_serve_upstream_load_latency_seconds{{{aws}}} 0"),
-        "idbridge_serve_cache_hits_total{route=\"gcp\",audience=\"a\\\"b\",scopes=\"\"} 0"
-            .to_owned(),
-        "idbridge_serve_cache_entries 2".to_owned(),
+        // Client-chosen audiences are summed per route, never label values.
+        "idbridge_serve_cache_misses_total{route=\"gcp\",keys=\"client\"} 1".to_owned(),
+        "idbridge_serve_client_keys{route=\"gcp\"} 1".to_owned(),
+        "idbridge_serve_client_keys_max 64".to_owned(),
+        "idbridge_serve_cache_entries 1".to_owned(),
         "idbridge_serve_ready 1".to_owned(),
         "# TYPE idbridge_serve_requests_total counter".to_owned(),
     ] {
         assert!(m.lines().any(|l| l == line), "missing {line:?} in\n{m}");
     }
     assert!(!m.contains(SECRET), "{m}");
+    assert!(!m.contains("a\\\"b") && !m.contains("audience="), "{m}");
 }
 
 #[derive(Clone, Default)]
@@ -1137,7 +1140,7 @@ async fn gce_frontend_over_the_emulator() {
 }
 
 // ------------------------------------------------------------------------------------------
-// Real listeners: unix sockets (SO_PEERCRED) and TCP (/proc/net/tcp)
+// Real listeners: unix sockets (SO_PEERCRED) and TCP (the socket owner, by netlink sock_diag)
 // ------------------------------------------------------------------------------------------
 
 /// Sends a raw HTTP/1.1 request (with `Connection: close`) and reads the whole answer.
@@ -1342,3 +1345,6 @@ async fn imds_also_listens_on_ipv6_loopback() {
     assert_eq!(status, 200, "{body}");
     running.shutdown().await;
 }
+
+#[path = "isolation_tests.rs"]
+mod isolation;
