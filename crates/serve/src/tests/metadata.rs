@@ -115,3 +115,195 @@ fn gce_instance_config_errors_name_the_field() {
         assert!(err.contains(&format!("field `{field}`")), "{line}: {err}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn imds_identity_document_and_listings() {
+    let (r, _fake) = fake_routers(Duration::from_secs(3600));
+    let t = imds_token(&r.imds, "60").await;
+    let text = |path: &'static str| {
+        let imds = r.imds.clone();
+        let t = t.clone();
+        async move {
+            let reply = imds_get(&imds, path, Some(&t)).await;
+            assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.body);
+            assert_eq!(reply.header("content-type"), "text/plain");
+            reply.body
+        }
+    };
+    assert_eq!(text("/latest/").await, "dynamic\nmeta-data");
+    assert_eq!(text("/latest/dynamic/").await, "instance-identity/");
+    assert_eq!(text("/latest/dynamic/instance-identity/").await, "document");
+    let doc: Value =
+        serde_json::from_str(&text("/latest/dynamic/instance-identity/document").await).unwrap();
+    assert_eq!(doc["region"], "us-east-1");
+    assert_eq!(doc["availabilityZone"], "us-east-1a");
+    assert_eq!(doc["accountId"], "111122223333");
+    assert_eq!(doc["instanceId"], crate::config::DEFAULT_INSTANCE_ID);
+    assert_eq!(doc["instanceType"], "t3.micro");
+    assert_eq!(doc["privateIp"], "127.0.0.1");
+    assert_eq!(doc["version"], "2017-09-30");
+    assert!(doc["pendingTime"].as_str().unwrap().ends_with('Z'), "{doc}");
+    let info: Value = serde_json::from_str(&text("/latest/meta-data/iam/info").await).unwrap();
+    assert_eq!(info["Code"], "Success");
+    assert_eq!(
+        info["InstanceProfileArn"],
+        "arn:aws:iam::111122223333:instance-profile/test-role"
+    );
+    assert!(
+        info["InstanceProfileId"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("AIPA") && id.len() == 21),
+        "{info}"
+    );
+    assert_eq!(
+        text("/latest/meta-data/hostname").await,
+        "ip-127-0-0-1.ec2.internal"
+    );
+    let listing = text("/latest/meta-data/").await;
+    for entry in ["iam/", "instance-id", "placement/", "ami-id", "local-ipv4"] {
+        assert!(listing.lines().any(|l| l == entry), "{entry}: {listing}");
+    }
+    // Without a token the document is 401 like everything else.
+    let reply = imds_get(&r.imds, "/latest/dynamic/instance-identity/document", None).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+}
+
+#[test]
+fn imds_document_fields_from_the_config() {
+    let c = config("").aws_imds.unwrap();
+    assert_eq!(c.account_id, "111122223333");
+    let text = format!(
+        "{ROUTES}{}",
+        SERVE.replace(
+            "route = \"aws\"\n[serve.aws_ecs]",
+            "route = \"aws\"\naccount_id = \"999988887777\"\ninstance_type = \"m5.large\"\n\
+             image_id = \"ami-0abc\"\nprivate_ip = \"10.1.2.3\"\n[serve.aws_ecs]"
+        )
+    );
+    let c = ServeConfig::parse(&text, "t.toml", None, &Accounts::default())
+        .unwrap()
+        .aws_imds
+        .unwrap();
+    assert_eq!(
+        (
+            c.account_id.as_str(),
+            c.instance_type.as_str(),
+            c.image_id.as_str(),
+            c.private_ip.as_str(),
+            c.hostname.as_str()
+        ),
+        (
+            "999988887777",
+            "m5.large",
+            "ami-0abc",
+            "10.1.2.3",
+            "ip-10-1-2-3.ec2.internal"
+        )
+    );
+    for (line, field) in [
+        ("account_id = \"12\"", "account_id"),
+        ("instance_type = \"large\"", "instance_type"),
+        ("image_id = \"img-1\"", "image_id"),
+        ("private_ip = \"10.1\"", "private_ip"),
+        ("hostname = \"a b\"", "hostname"),
+    ] {
+        let text = format!(
+            "{ROUTES}{}",
+            SERVE.replace(
+                "route = \"aws\"\n[serve.aws_ecs]",
+                &format!("route = \"aws\"\n{line}\n[serve.aws_ecs]")
+            )
+        );
+        let err = ServeConfig::parse(&text, "t.toml", None, &Accounts::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("field `{field}`")), "{line}: {err}");
+    }
+}
+
+const PROJECT: &str = "/computeMetadata/v1/project/project-id";
+const TOKEN: &str = "/computeMetadata/v1/instance/service-accounts/default/token";
+
+#[tokio::test(start_paused = true)]
+async fn gce_hanging_get_on_a_value_times_out_with_the_same_etag() {
+    let (r, _fake) = fake_routers(Duration::from_secs(3600));
+    let first = send(&r.gce, md(PROJECT)).await;
+    let etag = first.header("etag").to_owned();
+    assert!(!etag.is_empty());
+    // A different (or no) last_etag answers at once.
+    for q in ["?wait_for_change=true", "?wait_for_change=true&last_etag=0"] {
+        let start = Instant::now();
+        let reply = send(&r.gce, md(&format!("{PROJECT}{q}"))).await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::OK, "proj")
+        );
+        assert_eq!(reply.header("etag"), etag);
+        assert_eq!(start.elapsed(), Duration::ZERO, "{q}");
+    }
+    let start = Instant::now();
+    let reply = send(
+        &r.gce,
+        md(&format!(
+            "{PROJECT}?wait_for_change=true&last_etag={etag}&timeout_sec=7"
+        )),
+    )
+    .await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::OK, "proj")
+    );
+    assert_eq!(reply.header("etag"), etag);
+    assert_eq!(start.elapsed(), Duration::from_secs(7));
+    // Without timeout_sec the server's bound applies.
+    let start = Instant::now();
+    let dir = "/computeMetadata/v1/instance/?recursive=true";
+    let etag = send(&r.gce, md(dir)).await.header("etag").to_owned();
+    let reply = send(
+        &r.gce,
+        md(&format!("{dir}&wait_for_change=true&last_etag={etag}")),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        start.elapsed(),
+        idbridge_wire::gce_metadata::watch::MAX_TIMEOUT
+    );
+    let reply = send(
+        &r.gce,
+        md(&format!("{PROJECT}?wait_for_change=true&timeout_sec=soon")),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(start_paused = true)]
+async fn gce_hanging_get_on_the_token_wakes_when_it_is_refreshed() {
+    let (r, fake) = fake_routers(Duration::from_secs(60));
+    let first = send(&r.gce, md(TOKEN)).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    let etag = first.header("etag").to_owned();
+    // The ETag follows the credential, not the countdown of expires_in.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let again = send(&r.gce, md(TOKEN)).await;
+    assert_ne!(again.json()["expires_in"], first.json()["expires_in"]);
+    assert_eq!(again.header("etag"), etag);
+
+    let start = Instant::now();
+    let reply = send(
+        &r.gce,
+        md(&format!("{TOKEN}?wait_for_change=true&last_etag={etag}")),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_ne!(reply.header("etag"), etag);
+    assert_ne!(reply.json()["access_token"], first.json()["access_token"]);
+    // Woken by the refresh (a third of the lifetime before expiry, jittered), long before the
+    // hanging GET's own timeout.
+    let waited = start.elapsed();
+    assert!(
+        waited > Duration::from_secs(20) && waited < Duration::from_secs(60),
+        "{waited:?}"
+    );
+    assert_eq!(fake.calls().len(), 2);
+}
