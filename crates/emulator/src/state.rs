@@ -112,6 +112,9 @@ pub struct Emulator {
     pub endpoints: RwLock<Endpoints>,
     /// IMDS tokens and the role sessions of the EC2 instance and ECS tasks.
     pub aws_instance: crate::aws_instance::InstanceState,
+    /// The VM's instance attributes (set through `/_emulator/metadata/…`) and the metadata
+    /// server's hanging GETs.
+    pub vm_metadata: crate::gce_metadata::VmMetadata,
 }
 
 /// Why an emulator could not start.
@@ -166,6 +169,7 @@ impl Emulator {
             stats: Mutex::default(),
             endpoints: RwLock::default(),
             aws_instance: Default::default(),
+            vm_metadata: Default::default(),
         }))
     }
 
