@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"cloud.google.com/go/compute/metadata"
@@ -118,10 +119,18 @@ func subscribe(suffix string, n int) {
 		}
 	}
 	start := time.Now()
+	var mu sync.Mutex
 	var calls []call
+	snapshot := func() []call {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]call(nil), calls...)
+	}
 	done := make(chan error, 1)
 	go func() {
 		done <- metadata.Subscribe(suffix, func(v string, ok bool) error {
+			mu.Lock()
+			defer mu.Unlock()
 			calls = append(calls, call{Value: v, OK: ok, Seconds: time.Since(start).Seconds()})
 			if len(calls) >= n {
 				return fmt.Errorf("enough")
@@ -131,14 +140,14 @@ func subscribe(suffix string, n int) {
 	}()
 	select {
 	case err := <-done:
-		res := map[string]interface{}{"calls": calls, "finished": true}
+		res := map[string]interface{}{"calls": snapshot(), "finished": true}
 		if err != nil && err.Error() != "enough" {
 			res["error"] = err.Error()
 		}
 		emit(res)
 	case <-time.After(time.Duration(limit * float64(time.Second))):
 		// Subscribe cannot be cancelled; report what happened so far.
-		emit(map[string]interface{}{"calls": calls, "finished": false})
+		emit(map[string]interface{}{"calls": snapshot(), "finished": false})
 	}
 }
 
