@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import NO_INSTANCE_CREDS, assumed_role_arn, metadata_id_token, web_identity_env
+from conftest import HTTP, NO_INSTANCE_CREDS, assumed_role_arn, metadata_id_token, web_identity_env
 from go_peers import go_peers, run_go  # noqa: F401 - fixture
 from test_aws_peers import write_credential_process_profile
 from test_serve import SA_KEY_ARN, TENANT_ARN, ecs_client_env, serve, sts_only  # noqa: F401 - fixture
@@ -87,3 +87,21 @@ def test_go_web_identity(sandbox, go_peers, emulator, sdk):
     res = run_go(sandbox, go_peers, "awsclient", sdk, env=env)
     assert "error" not in res, res
     assert res["arn"] == assumed_role_arn("psoxy-tenant-access", f"go-{sdk}"), res
+
+
+def test_python_reads_the_daemons_identity_document(serve):
+    # The same document as a plain IMDSv2 client sees it (token PUT, then GET).
+    base = serve.env["AWS_EC2_METADATA_SERVICE_ENDPOINT"].rstrip("/")
+    token = HTTP.put(f"{base}/latest/api/token", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"},
+                     timeout=10).text
+    h = {"X-aws-ec2-metadata-token": token}
+    assert HTTP.get(f"{base}/latest/dynamic/", headers=h, timeout=10).text == "instance-identity/"
+    doc = HTTP.get(f"{base}/latest/dynamic/instance-identity/document", headers=h, timeout=10)
+    assert doc.status_code == 200 and doc.headers["Content-Type"] == "text/plain", doc.text
+    d = doc.json()
+    assert (d["region"], d["availabilityZone"], d["accountId"]) == ("us-east-1", "us-east-1a", "111122223333"), d
+    zone = HTTP.get(f"{base}/latest/meta-data/placement/availability-zone", headers=h, timeout=10).text
+    assert zone == d["availabilityZone"]
+    info = HTTP.get(f"{base}/latest/meta-data/iam/info", headers=h, timeout=10).json()
+    assert info["InstanceProfileArn"] == "arn:aws:iam::111122223333:instance-profile/psoxy-tenant-access", info
+    assert HTTP.get(f"{base}/latest/dynamic/instance-identity/document", timeout=10).status_code == 401
