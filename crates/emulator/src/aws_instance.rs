@@ -4,6 +4,8 @@
 //!
 //! * [`imds_router`] — the instance metadata service of the world's `[ec2_instance]`, IMDSv2 only,
 //!   faithful to what botocore, aws-config (Rust) and google-auth's AWS credential source need:
+//!   The request rules, the tree and the documents are [`idbridge_wire::aws_imds`]'s, shared
+//!   with idbridge's own IMDS frontend.
 //!   * `PUT /latest/api/token` with `x-aws-ec2-metadata-token-ttl-seconds: 1..=21600` answers the
 //!     token as the body **and echoes the TTL header** (aws-config fails without it); a missing
 //!     or invalid TTL is 400; a PUT carrying `X-Forwarded-For` is 403 (tokens are not handed to
@@ -40,6 +42,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use idbridge_core::SecretString;
 use idbridge_core::timefmt::rfc3339_seconds;
+use idbridge_wire::aws_imds::{
+    self as imds_wire, Admitted, Found, IamInfo, Refused, RoleCredentials, SERVER, TEXT,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
@@ -48,21 +53,12 @@ use crate::Emulator;
 use crate::state::AwsSession;
 use crate::world::World;
 
-/// Path of the IMDSv2 session-token endpoint.
-pub const TOKEN_PATH: &str = "/latest/api/token";
-/// Request header carrying an IMDSv2 session token.
-pub const TOKEN_HEADER: &str = "x-aws-ec2-metadata-token";
-/// Request header with the wanted token lifetime; echoed on the response.
-pub const TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
-/// Longest IMDSv2 token lifetime (six hours).
-pub const MAX_TOKEN_TTL: u32 = 21_600;
+pub use idbridge_wire::aws_imds::{MAX_TOKEN_TTL, TOKEN_HEADER, TOKEN_PATH, TTL_HEADER};
 /// Lifetime of the instance's and tasks' role sessions.
 pub const SESSION_SECONDS: i64 = 3600;
 /// A session is replaced once it has less than this left, as EC2 and ECS rotate credentials.
 pub const ROTATE_BEFORE_SECONDS: i64 = 300;
 
-const SERVER: &str = "EC2ws";
-const TEXT: &str = "text/plain";
 const JSON: &str = "application/json";
 /// `pendingTime` of the emulated instance (the world does not say; 2023-11-14T22:13:20Z).
 const LAUNCH_TIME: i64 = 1_700_000_000;
@@ -124,10 +120,25 @@ impl Ec2Instance {
 
     /// `ip-a-b-c-d.ec2.internal` (us-east-1) or `ip-a-b-c-d.<region>.compute.internal`.
     pub fn hostname(&self) -> String {
-        let ip = self.local_ipv4.replace('.', "-");
-        match self.region() {
-            "us-east-1" => format!("ip-{ip}.ec2.internal"),
-            region => format!("ip-{ip}.{region}.compute.internal"),
+        imds_wire::Instance::default_hostname(&self.local_ipv4, self.region())
+    }
+
+    /// The instance as its metadata service describes it.
+    pub fn metadata(&self) -> imds_wire::Instance {
+        imds_wire::Instance {
+            instance_id: self.instance_id.clone(),
+            account_id: self.account().to_owned(),
+            availability_zone: self.availability_zone.clone(),
+            region: self.region().to_owned(),
+            instance_type: self.instance_type.clone(),
+            image_id: self.ami_id.clone(),
+            private_ip: self.local_ipv4.clone(),
+            hostname: self.hostname(),
+            architecture: "x86_64".to_owned(),
+            pending_time: OffsetDateTime::from_unix_timestamp(LAUNCH_TIME)
+                .map(rfc3339_seconds)
+                .unwrap_or_default(),
+            role_name: self.role_name().to_owned(),
         }
     }
 }
@@ -356,17 +367,20 @@ async fn imds(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let path = uri.path();
-    if path == TOKEN_PATH {
-        return if method == Method::PUT {
-            put_token(&state, &headers)
-        } else {
-            imds_error(StatusCode::METHOD_NOT_ALLOWED)
-        };
+    let ttl = match imds_wire::admit(&method, uri.path(), &headers) {
+        Ok(Admitted::TokenPut(ttl)) => Some(ttl),
+        Ok(Admitted::Read) => None,
+        Err(refused) => {
+            if refused == Refused::Proxied {
+                tracing::info!("IMDS token PUT with X-Forwarded-For refused");
+            }
+            return imds_error(refused.status());
+        }
+    };
+    if let Some(ttl) = ttl {
+        return put_token(&state, ttl);
     }
-    if method != Method::GET && method != Method::HEAD {
-        return imds_error(StatusCode::METHOD_NOT_ALLOWED);
-    }
+    // No IMDSv1: every read needs a live token.
     let now = state.clock.now();
     let live = headers
         .get(TOKEN_HEADER)
@@ -377,26 +391,23 @@ async fn imds(
     let Some(inst) = &state.world.ec2_instance else {
         return imds_error(StatusCode::NOT_FOUND);
     };
-    match metadata(&state, inst, path) {
-        Some(body) => imds_response(StatusCode::OK, TEXT, body),
+    let tree = inst
+        .metadata()
+        .tree(instance_profile_info(&state, inst), RoleLeaf);
+    match tree.lookup(uri.path()) {
+        Some(Found::Text(body)) => imds_response(StatusCode::OK, TEXT, body),
+        Some(Found::Own(RoleLeaf)) => {
+            imds_response(StatusCode::OK, TEXT, role_credentials(&state, inst))
+        }
         None => imds_error(StatusCode::NOT_FOUND),
     }
 }
 
-fn put_token(state: &Emulator, headers: &HeaderMap) -> Response {
-    if headers.contains_key("x-forwarded-for") {
-        tracing::info!("IMDS token PUT with X-Forwarded-For refused");
-        return imds_error(StatusCode::FORBIDDEN);
-    }
-    let ttl = headers
-        .get(TTL_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 5 && v.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|v| v.parse::<u32>().ok())
-        .filter(|ttl| (1..=MAX_TOKEN_TTL).contains(ttl));
-    let Some(ttl) = ttl else {
-        return imds_error(StatusCode::BAD_REQUEST);
-    };
+/// The leaf of the instance role's credentials.
+#[derive(Debug)]
+struct RoleLeaf;
+
+fn put_token(state: &Emulator, ttl: u32) -> Response {
     let token = state.aws_instance.issue_token(state.clock.now(), ttl);
     state.bump("imds.token");
     let mut response = imds_response(StatusCode::OK, TEXT, token);
@@ -406,83 +417,18 @@ fn put_token(state: &Emulator, headers: &HeaderMap) -> Response {
     response
 }
 
-/// The credentials document of `…/iam/security-credentials/<role>`.
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct ImdsCredentials<'a> {
-    code: &'a str,
-    last_updated: String,
-    #[serde(rename = "Type")]
-    kind: &'a str,
-    access_key_id: &'a str,
-    secret_access_key: &'a str,
-    token: &'a str,
-    expiration: String,
-}
-
-/// The body of a metadata path, `None` when there is none (404).
-fn metadata(state: &Emulator, inst: &Ec2Instance, path: &str) -> Option<String> {
-    // Directories answer with or without their trailing slash; values only without.
-    let (p, slash) = match path.strip_suffix('/') {
-        Some(p) => (p, true),
-        None => (path, false),
-    };
-    let dir = |entries: &[&str]| Some(entries.join("\n"));
-    let value = |v: String| (!slash).then_some(v);
-    match p {
-        "" => dir(&["latest"]),
-        "/latest" => dir(&["dynamic", "meta-data"]),
-        "/latest/meta-data" => dir(&[
-            "ami-id",
-            "hostname",
-            "iam/",
-            "instance-id",
-            "instance-type",
-            "local-hostname",
-            "local-ipv4",
-            "placement/",
-            "services/",
-        ]),
-        "/latest/meta-data/ami-id" => value(inst.ami_id.clone()),
-        "/latest/meta-data/hostname" | "/latest/meta-data/local-hostname" => value(inst.hostname()),
-        "/latest/meta-data/instance-id" => value(inst.instance_id.clone()),
-        "/latest/meta-data/instance-type" => value(inst.instance_type.clone()),
-        "/latest/meta-data/local-ipv4" => value(inst.local_ipv4.clone()),
-        "/latest/meta-data/placement" => dir(&["availability-zone", "region"]),
-        "/latest/meta-data/placement/availability-zone" => value(inst.availability_zone.clone()),
-        "/latest/meta-data/placement/region" => value(inst.region().to_owned()),
-        "/latest/meta-data/services" => dir(&["domain", "partition"]),
-        "/latest/meta-data/services/domain" => value("amazonaws.com".to_owned()),
-        "/latest/meta-data/services/partition" => value("aws".to_owned()),
-        "/latest/meta-data/iam" => dir(&["info", "security-credentials/"]),
-        "/latest/meta-data/iam/info" => value(instance_profile_info(state, inst)),
-        "/latest/meta-data/iam/security-credentials" => dir(&[inst.role_name()]),
-        "/latest/dynamic" => dir(&["instance-identity/"]),
-        "/latest/dynamic/instance-identity" => dir(&["document"]),
-        "/latest/dynamic/instance-identity/document" => value(identity_document(inst)),
-        _ => {
-            let role = p.strip_prefix("/latest/meta-data/iam/security-credentials/")?;
-            if slash || role != inst.role_name() {
-                return None;
-            }
-            Some(role_credentials(state, inst))
-        }
-    }
-}
-
 fn role_credentials(state: &Emulator, inst: &Ec2Instance) -> String {
     let (session, issued_at) = current_session(state, "imds", &inst.role_arn, &inst.instance_id);
     state.bump("imds.credentials");
-    let doc = ImdsCredentials {
+    imds_wire::pretty(&RoleCredentials {
         code: "Success",
         last_updated: rfc3339_seconds(issued_at),
         kind: "AWS-HMAC",
         access_key_id: &session.access_key_id,
         secret_access_key: session.secret_access_key.expose_secret(),
-        token: session.session_token.expose_secret(),
+        token: Some(session.session_token.expose_secret()),
         expiration: rfc3339_seconds(session.expires_at),
-    };
-    serde_json::to_string_pretty(&doc).unwrap_or_default()
+    })
 }
 
 fn instance_profile_info(state: &Emulator, inst: &Ec2Instance) -> String {
@@ -492,37 +438,12 @@ fn instance_profile_info(state: &Emulator, inst: &Ec2Instance) -> String {
         inst.role_name()
     );
     let profile_id = crate::aws_sts::role_id(&profile_arn).replacen("AROA", "AIPA", 1);
-    let doc = serde_json::json!({
-        "Code": "Success",
-        "LastUpdated": rfc3339_seconds(state.clock.now()),
-        "InstanceProfileArn": profile_arn,
-        "InstanceProfileId": profile_id,
-    });
-    serde_json::to_string_pretty(&doc).unwrap_or_default()
-}
-
-fn identity_document(inst: &Ec2Instance) -> String {
-    let launched = OffsetDateTime::from_unix_timestamp(LAUNCH_TIME)
-        .map(rfc3339_seconds)
-        .unwrap_or_default();
-    let doc = serde_json::json!({
-        "accountId": inst.account(),
-        "architecture": "x86_64",
-        "availabilityZone": inst.availability_zone,
-        "billingProducts": null,
-        "devpayProductCodes": null,
-        "marketplaceProductCodes": null,
-        "imageId": inst.ami_id,
-        "instanceId": inst.instance_id,
-        "instanceType": inst.instance_type,
-        "kernelId": null,
-        "pendingTime": launched,
-        "privateIp": inst.local_ipv4,
-        "ramdiskId": null,
-        "region": inst.region(),
-        "version": "2017-09-30",
-    });
-    serde_json::to_string_pretty(&doc).unwrap_or_default()
+    imds_wire::pretty(&IamInfo {
+        code: "Success".to_owned(),
+        last_updated: rfc3339_seconds(state.clock.now()),
+        instance_profile_arn: profile_arn,
+        instance_profile_id: profile_id,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -17,18 +17,25 @@
 //!   `…/identity?audience=A[&format=standard|full]` a Google-signed ID token (`email` and the
 //!   `google.compute_engine` block only with `format=full`).
 //!
+//! * `?wait_for_change=true[&last_etag=E][&timeout_sec=N]` is a hanging GET, GCE's rules in
+//!   [`idbridge_wire::gce_metadata::watch`]: values carry an `ETag`; the request answers at
+//!   once unless `last_etag` is current, then waits until the value changes (instance
+//!   attributes, set through `/_emulator/metadata/instance/attributes/{key}` on the Google
+//!   listener) or the timeout, and answers 200 with the current value.
+//!
 //! Without a VM in the world every data path is 404.
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use idbridge_wire::gce_metadata::TokenResponse;
 use idbridge_wire::gce_metadata::server::{
     self as wire, Early, Entry, JSON, Query, Rendered, TEXT, admit, number_json,
 };
+use idbridge_wire::gce_metadata::watch::{BadTimeout, Busy, Watchers};
 use serde_json::json;
 
 use crate::Emulator;
@@ -64,11 +71,118 @@ async fn handle(
         return not_found();
     };
     let query = Query::parse(uri.query());
-    match node.render(&query) {
-        Rendered::Data { content_type, body } => data(content_type, body),
-        Rendered::Mint(Mint::Token(email)) => token(&state, vm, email, &query),
-        Rendered::Mint(Mint::Identity(email)) => identity(&state, vm, email, &query),
+    let wait = match query.wait() {
+        Ok(Some(wait)) => wait,
+        Ok(None) => return answer(&state, vm, node, &query).1,
+        Err(BadTimeout) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "timeout_sec must be a non-negative integer\n",
+            );
+        }
+    };
+    drop(tree);
+    // Each wake-up re-renders the path from the current world: the node may have changed
+    // or gone (a removed attribute answers 404 at once).
+    let render = || {
+        let tree = self::tree(&state, vm);
+        let out = match tree.find(&segments) {
+            Some(node) => answer(&state, vm, node, &query),
+            None => (None, not_found()),
+        };
+        std::future::ready(out)
+    };
+    match state.vm_metadata.watchers.hang(&wait, render).await {
+        Ok(resp) => resp,
+        Err(Busy) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Too many concurrent hanging requests\n",
+        ),
     }
+}
+
+/// The answer for `node`, with its `ETag` when it is a value (minting leaves answer at once:
+/// each call mints anew).
+fn answer(state: &Emulator, vm: &Vm, node: &Node, query: &Query) -> (Option<String>, Response) {
+    match node.render(query) {
+        Rendered::Data { content_type, body } => {
+            (Some(wire::etag(&body)), data(content_type, body))
+        }
+        Rendered::Mint(Mint::Token(email)) => (None, token(state, vm, email, query)),
+        Rendered::Mint(Mint::Identity(email)) => (None, identity(state, vm, email, query)),
+    }
+}
+
+/// The VM's mutable metadata: instance attributes, and the hanging GETs that watch it.
+#[derive(Debug, Default)]
+pub struct VmMetadata {
+    attributes: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+    /// The metadata server's hanging GETs.
+    pub watchers: Watchers,
+}
+
+impl VmMetadata {
+    fn attributes(&self) -> std::collections::BTreeMap<String, String> {
+        self.attributes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Sets (`Some`) or removes (`None`) an attribute and wakes the watchers; whether the key
+    /// existed before.
+    pub fn set_attribute(&self, key: &str, value: Option<String>) -> bool {
+        let existed = {
+            let mut a = self
+                .attributes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match value {
+                Some(v) => a.insert(key.to_owned(), v).is_some(),
+                None => a.remove(key).is_some(),
+            }
+        };
+        self.watchers.changed();
+        existed
+    }
+}
+
+fn attribute_key_ok(key: &str) -> bool {
+    (1..=128).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// `PUT /_emulator/metadata/instance/attributes/{key}` (on the Google listener): sets an
+/// instance attribute of the VM to the body.
+pub(crate) async fn set_attribute(
+    State(state): State<Arc<Emulator>>,
+    Path(key): Path<String>,
+    body: String,
+) -> Response {
+    if state.world.vm.is_none() {
+        return not_found();
+    }
+    if !attribute_key_ok(&key) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "attribute keys are 1-128 of [A-Za-z0-9_-]\n",
+        );
+    }
+    state.vm_metadata.set_attribute(&key, Some(body));
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `DELETE /_emulator/metadata/instance/attributes/{key}`: removes an instance attribute.
+pub(crate) async fn delete_attribute(
+    State(state): State<Arc<Emulator>>,
+    Path(key): Path<String>,
+) -> Response {
+    if state.world.vm.is_none() || !state.vm_metadata.set_attribute(&key, None) {
+        return not_found();
+    }
+    StatusCode::NO_CONTENT.into_response()
 }
 
 /// The answer to a request refused or answered by the request rules, worded as GCE words it.
@@ -127,8 +241,14 @@ fn tree(state: &Emulator, vm: &Vm) -> Node {
         Entry::verbatim("default", service_account_dir(vm, sa)),
         Entry::verbatim(sa, service_account_dir(vm, sa)),
     ]);
+    let attributes = state
+        .vm_metadata
+        .attributes()
+        .into_iter()
+        .map(|(k, v)| Entry::verbatim(&k, Node::Text(v)))
+        .collect();
     let instance = Node::Dir(vec![
-        Entry::new("attributes", Node::Dir(Vec::new())),
+        Entry::new("attributes", Node::Dir(attributes)),
         Entry::new(
             "hostname",
             Node::Text(format!(
@@ -604,6 +724,78 @@ mod tests {
             assert!(resp.headers().contains_key("content-type"));
             assert_eq!(resp.headers()["metadata-flavor"], "Google");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hanging_gets_wake_on_attribute_changes() {
+        let (emu, _) = emulator();
+        let r = router(emu.clone());
+        let dir = "/computeMetadata/v1/instance/attributes/?recursive=true";
+        let (resp, body) = send(&r, md(dir)).await;
+        assert_eq!(body, "{}");
+        let etag = resp.headers()["etag"].to_str().unwrap().to_owned();
+        let watch = tokio::spawn({
+            let r = r.clone();
+            let path = format!("{dir}&wait_for_change=true&last_etag={etag}");
+            async move { send(&r, md(&path)).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        assert!(!watch.is_finished());
+        emu.vm_metadata
+            .set_attribute("role", Some("web".to_owned()));
+        let (resp, body) = watch.await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(body, r#"{"role":"web"}"#);
+        assert_ne!(resp.headers()["etag"], etag.as_str());
+
+        // A leaf: a timeout answers the same value; removal answers 404 (Go's Subscribe stops).
+        let leaf = "/computeMetadata/v1/instance/attributes/role";
+        let (resp, _) = send(&r, md(leaf)).await;
+        let etag = resp.headers()["etag"].to_str().unwrap().to_owned();
+        let start = tokio::time::Instant::now();
+        let (resp, body) = send(
+            &r,
+            md(&format!(
+                "{leaf}?wait_for_change=true&last_etag={etag}&timeout_sec=3"
+            )),
+        )
+        .await;
+        assert_eq!((resp.status(), body.as_str()), (StatusCode::OK, "web"));
+        assert_eq!(start.elapsed(), std::time::Duration::from_secs(3));
+        let watch = tokio::spawn({
+            let r = r.clone();
+            let path = format!("{leaf}?wait_for_change=true&last_etag={etag}");
+            async move { send(&r, md(&path)).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        emu.vm_metadata.set_attribute("role", None);
+        assert_eq!(watch.await.unwrap().0.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn attributes_are_set_through_the_control_endpoint() {
+        let (emu, _) = emulator();
+        let google = crate::google::router(emu.clone());
+        let path = "/_emulator/metadata/instance/attributes/env";
+        let put = Request::put(path).body(Body::from("dev")).unwrap();
+        assert_eq!(send(&google, put).await.0.status(), StatusCode::NO_CONTENT);
+        let r = router(emu);
+        assert_eq!(
+            ok_text(&r, "/computeMetadata/v1/instance/attributes/env")
+                .await
+                .1,
+            "dev"
+        );
+        let bad = Request::put("/_emulator/metadata/instance/attributes/a%20b")
+            .body(Body::from("x"))
+            .unwrap();
+        assert_eq!(send(&google, bad).await.0.status(), StatusCode::BAD_REQUEST);
+        let del = || Request::delete(path).body(Body::empty()).unwrap();
+        assert_eq!(
+            send(&google, del()).await.0.status(),
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(send(&google, del()).await.0.status(), StatusCode::NOT_FOUND);
     }
 
     #[tokio::test]

@@ -41,6 +41,7 @@
 //! |---|---|
 //! | `POST /_emulator/mint` | Mints a JWT with an emulator-held key. Body: `{"issuer", "sub"?, "aud"?: string or array, "lifetime_seconds"? (default 600), "iat"?, "exp"?, "claims"?: {…}}`. `issuer` is a `generate_key = true` issuer of the world, or `https://accounts.google.com` (Google's own ID-token key). `claims` are added last and may override the standard ones. Answers `{"token"}`; an issuer whose key the emulator does not hold is 404. |
 //! | `GET /_emulator/stats` | The call counters, `{"google.oauth2.token": 3, …}` |
+//! | `PUT`, `DELETE /_emulator/metadata/instance/attributes/{key}` | Sets (body: the value) or removes one of the VM's instance attributes, as `setMetadata` does; the metadata server's hanging GETs on it wake up. 204; 404 without a VM or (DELETE) an unknown key; 400 for a key that is not 1–128 of `[A-Za-z0-9_-]` |
 //! | `GET /_emulator/issuers/{url-encoded issuer}/jwks` | The JWK set of an extra issuer (or of Google) |
 //! | `GET`, `PUT /_emulator/chaos` | The fault injection in force on every listener, as JSON; `PUT` replaces it ([`crate::chaos`]) |
 
@@ -56,7 +57,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use idbridge_wire::google::{GOOGLE_ISSUER, GoogleIdTokenClaims, OAuthError, RpcError, RpcStatus};
 use serde::Serialize;
 
@@ -96,6 +97,10 @@ pub fn router(state: Arc<Emulator>) -> Router {
         .route(
             "/_emulator/chaos",
             get(crate::chaos::get_config).put(crate::chaos::put_config),
+        )
+        .route(
+            "/_emulator/metadata/instance/attributes/{key}",
+            put(crate::gce_metadata::set_attribute).delete(crate::gce_metadata::delete_attribute),
         )
         .route(
             "/_emulator/issuers/{issuer}/jwks",

@@ -122,6 +122,9 @@ pub struct Emulator {
     pub aws_instance: crate::aws_instance::InstanceState,
     /// Fault injection in front of every listener ([`crate::chaos`]).
     pub chaos: crate::chaos::Chaos,
+    /// The VM's instance attributes (set through `/_emulator/metadata/…`) and the metadata
+    /// server's hanging GETs.
+    pub vm_metadata: crate::gce_metadata::VmMetadata,
 }
 
 /// Why an emulator could not start.
@@ -178,6 +181,7 @@ impl Emulator {
             stats: Mutex::default(),
             endpoints: RwLock::default(),
             aws_instance: Default::default(),
+            vm_metadata: Default::default(),
         }))
     }
 

@@ -18,7 +18,12 @@
 //!   "AccessKeyId","SecretAccessKey","Token","Expiration"}` with `YYYY-MM-DDTHH:MM:SSZ` times;
 //!   another role is 404. `…/security-credentials-extended/` is 404 so newer SDKs fall back.
 //! * `placement/availability-zone` (no trailing newline: clients cut the last character to get
-//!   the region), `placement/region`, `instance-id`, and directory listings.
+//!   the region), `placement/region`, `instance-id`, `instance-type`, `ami-id`, `hostname`,
+//!   `local-ipv4`, `iam/info` (the instance profile named after the role), `services/`,
+//!   `/latest/dynamic/instance-identity/document` (region, zone, instance and account ids:
+//!   aws-sdk-go v1 and v2 read the region only from it), and directory listings. The tree, the
+//!   request rules and the documents are [`idbridge_wire::aws_imds`]'s, shared with the
+//!   emulator's instance.
 //! * Data is `text/plain` as EC2 serves it, with `Server: EC2ws`.
 //!
 //! A caller not allowed to use the route gets 403 `{"Code":"AccessDenied","Message"}` naming its
@@ -30,12 +35,15 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use idbridge_core::Credential;
 use idbridge_core::timefmt::rfc3339_seconds;
-use serde::Serialize;
+use idbridge_wire::aws_imds::{
+    self as imds_wire, Admitted, Found, IamInfo, Instance, Refused, RoleCredentials, RoleFailure,
+};
+use sha2::{Digest, Sha256};
 
 use crate::Frontend;
 use crate::broker::{Broker, CredentialKey, Refusal};
@@ -43,31 +51,26 @@ use crate::caller::Peer;
 use crate::config::ImdsConfig;
 use crate::imds_tokens::TokenStore;
 
-/// Path of the session-token endpoint.
-pub const TOKEN_PATH: &str = "/latest/api/token";
-/// Request header carrying a session token.
-pub const TOKEN_HEADER: &str = "x-aws-ec2-metadata-token";
-/// Request header with the wanted token lifetime; echoed on the response.
-pub const TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
-/// Longest token lifetime EC2 grants (six hours).
-pub const MAX_TOKEN_TTL: u64 = 21_600;
 /// Live session tokens kept at most (and per caller: [`crate::imds_tokens`]).
 pub use crate::imds_tokens::{MAX_LIVE_TOKENS, MAX_TOKENS_PER_CALLER};
-
-const CREDENTIALS_PREFIX: &str = "/latest/meta-data/iam/security-credentials/";
+pub use idbridge_wire::aws_imds::{MAX_TOKEN_TTL, TOKEN_HEADER, TOKEN_PATH, TTL_HEADER};
 
 #[derive(Debug)]
 struct ImdsState {
     broker: Arc<Broker>,
     config: ImdsConfig,
+    /// The instance the tree describes (its launch time is the daemon's start).
+    instance: Instance,
     /// The live session tokens, with a budget per caller.
     tokens: TokenStore,
 }
 
 /// The IMDSv2 router for `config`, backed by `broker`.
 pub fn router(broker: Arc<Broker>, config: ImdsConfig) -> Router {
+    let instance = instance(&config, broker.clock().now());
     let state = Arc::new(ImdsState {
         broker: Arc::clone(&broker),
+        instance,
         config,
         tokens: TokenStore::default(),
     });
@@ -78,6 +81,47 @@ pub fn router(broker: Arc<Broker>, config: ImdsConfig) -> Router {
         .layer(middleware::map_response(decorate));
     crate::http::observe(r, Frontend::AwsImds, broker)
 }
+
+/// The instance of `config`, launched at `started`.
+fn instance(c: &ImdsConfig, started: time::OffsetDateTime) -> Instance {
+    Instance {
+        instance_id: c.instance_id.clone(),
+        account_id: c.account_id.clone(),
+        availability_zone: c.availability_zone.clone(),
+        region: c.region.clone(),
+        instance_type: c.instance_type.clone(),
+        image_id: c.image_id.clone(),
+        private_ip: c.private_ip.clone(),
+        hostname: c.hostname.clone(),
+        architecture: c.architecture.clone(),
+        pending_time: rfc3339_seconds(started),
+        role_name: c.role_name.clone(),
+    }
+}
+
+/// `iam/info`: the instance profile named after the role, with an id derived from its ARN.
+fn iam_info(s: &ImdsState) -> String {
+    let arn = format!(
+        "arn:aws:iam::{}:instance-profile/{}",
+        s.instance.account_id, s.instance.role_name
+    );
+    let digest = Sha256::digest(arn.as_bytes());
+    let id: String = digest
+        .iter()
+        .take(17)
+        .map(|b| char::from(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"[usize::from(b % 32)]))
+        .collect();
+    imds_wire::pretty(&IamInfo {
+        code: "Success".to_owned(),
+        last_updated: s.instance.pending_time.clone(),
+        instance_profile_arn: arn,
+        instance_profile_id: format!("AIPA{id}"),
+    })
+}
+
+/// The role's credentials leaf.
+#[derive(Debug)]
+struct RoleLeaf;
 
 async fn decorate(mut resp: Response) -> Response {
     resp.headers_mut()
@@ -118,16 +162,12 @@ impl ImdsState {
             tracing::info!("refused: IMDS token request carrying X-Forwarded-For");
             return status_only(StatusCode::FORBIDDEN);
         }
-        let ttl = headers
-            .get(TTL_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 5 && v.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|v| v.parse::<u64>().ok())
-            .filter(|ttl| (1..=MAX_TOKEN_TTL).contains(ttl));
-        let Some(ttl) = ttl else {
+        let Some(ttl) = imds_wire::token_ttl(headers) else {
             return status_only(StatusCode::BAD_REQUEST);
         };
-        let token = self.tokens.issue(owner, Duration::from_secs(ttl));
+        let token = self
+            .tokens
+            .issue(owner, Duration::from_secs(u64::from(ttl)));
         let mut resp = plain(StatusCode::OK, token);
         resp.headers_mut()
             .insert(TTL_HEADER, HeaderValue::from(ttl));
@@ -142,18 +182,16 @@ impl ImdsState {
 async fn handle(State(s): State<Arc<ImdsState>>, req: Request) -> Response {
     let (parts, _body) = req.into_parts();
     let path = parts.uri.path();
-    if path == TOKEN_PATH {
-        return if parts.method == Method::PUT {
-            s.put_token(
+    match imds_wire::admit(&parts.method, path, &parts.headers) {
+        Ok(Admitted::Read) => {}
+        // The token rules (X-Forwarded-For, TTL) are applied again by put_token.
+        Ok(Admitted::TokenPut(_)) | Err(Refused::Proxied | Refused::BadTtl) => {
+            return s.put_token(
                 &parts.headers,
                 Peer::of(&parts.extensions).and_then(Peer::uid),
-            )
-        } else {
-            status_only(StatusCode::METHOD_NOT_ALLOWED)
-        };
-    }
-    if parts.method != Method::GET && parts.method != Method::HEAD {
-        return status_only(StatusCode::METHOD_NOT_ALLOWED);
+            );
+        }
+        Err(Refused::MethodNotAllowed) => return status_only(StatusCode::METHOD_NOT_ALLOWED),
     }
     let authorized = match parts.headers.get(TOKEN_HEADER) {
         Some(token) => s.token_is_live(token),
@@ -162,61 +200,15 @@ async fn handle(State(s): State<Arc<ImdsState>>, req: Request) -> Response {
     if !authorized {
         return status_only(StatusCode::UNAUTHORIZED);
     }
-    let c = &s.config;
-    // Directories answer with or without their trailing slash; values only without.
-    let (p, slash) = match path.strip_suffix('/') {
-        Some(p) => (p, true),
-        None => (path, false),
-    };
-    let value = |v: &str| {
-        if slash {
-            status_only(StatusCode::NOT_FOUND)
-        } else {
-            plain(StatusCode::OK, v)
+    let tree = s.instance.tree(iam_info(&s), RoleLeaf);
+    match tree.lookup(path) {
+        Some(Found::Text(body)) => plain(StatusCode::OK, body),
+        Some(Found::Own(RoleLeaf)) => {
+            let peer = Peer::of(&parts.extensions);
+            credentials(&s, peer).await
         }
-    };
-    match p {
-        "" => plain(StatusCode::OK, "latest"),
-        "/latest" => plain(StatusCode::OK, "meta-data/"),
-        "/latest/meta-data" => plain(StatusCode::OK, "iam/\ninstance-id\nplacement/"),
-        "/latest/meta-data/instance-id" => value(&c.instance_id),
-        "/latest/meta-data/placement" => plain(StatusCode::OK, "availability-zone\nregion"),
-        "/latest/meta-data/placement/availability-zone" => value(&c.availability_zone),
-        "/latest/meta-data/placement/region" => value(&c.region),
-        "/latest/meta-data/iam" => plain(StatusCode::OK, "security-credentials/"),
-        "/latest/meta-data/iam/security-credentials" => plain(StatusCode::OK, c.role_name.clone()),
-        _ => match path.strip_prefix(CREDENTIALS_PREFIX) {
-            Some(role) if role == c.role_name => {
-                let peer = Peer::of(&parts.extensions);
-                credentials(&s, peer).await
-            }
-            _ => status_only(StatusCode::NOT_FOUND),
-        },
+        None => status_only(StatusCode::NOT_FOUND),
     }
-}
-
-/// The role document; borrows the secrets so they are copied only into the response.
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct RoleCredentials<'a> {
-    code: &'static str,
-    last_updated: String,
-    #[serde(rename = "Type")]
-    kind: &'static str,
-    access_key_id: &'a str,
-    secret_access_key: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    token: Option<&'a str>,
-    expiration: String,
-}
-
-/// EC2's failure form of the role document (HTTP 200, no keys).
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct RoleFailure<'a> {
-    code: &'a str,
-    message: String,
-    last_updated: String,
 }
 
 async fn credentials(s: &ImdsState, peer: Option<&Peer>) -> Response {
@@ -240,10 +232,7 @@ async fn credentials(s: &ImdsState, peer: Option<&Peer>) -> Response {
                 token: c.session_token.as_ref().map(|t| t.expose_secret()),
                 expiration: rfc3339_seconds(expiration),
             };
-            match serde_json::to_string_pretty(&doc) {
-                Ok(body) => plain(StatusCode::OK, body),
-                Err(_) => status_only(StatusCode::INTERNAL_SERVER_ERROR),
-            }
+            plain(StatusCode::OK, imds_wire::pretty(&doc))
         }
         Ok(other) => plain(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -270,10 +259,7 @@ async fn credentials(s: &ImdsState, peer: Option<&Peer>) -> Response {
                 message: r.message(),
                 last_updated: rfc3339_seconds(now),
             };
-            plain(
-                StatusCode::OK,
-                serde_json::to_string_pretty(&doc).unwrap_or_default(),
-            )
+            plain(StatusCode::OK, imds_wire::pretty(&doc))
         }
     }
 }

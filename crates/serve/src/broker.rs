@@ -15,11 +15,13 @@ use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use idbridge_broker::cache::{Cache, CacheSnapshot, Loader};
 use idbridge_broker::{BrokerError, Context, ErrorKind, Overrides, Route};
 use idbridge_core::Credential;
 use idbridge_core::clock::SharedClock;
+use tokio::sync::watch;
 
 use crate::caller::{Caller, CallerPolicy, Peer, PeerResolver};
 use crate::config::ServeConfig;
@@ -182,6 +184,8 @@ pub struct Broker {
     ready: AtomicBool,
     /// The configured routes' names, for per-route health.
     route_names: Vec<String>,
+    /// Bumped after every successful load (see [`Broker::loads`]).
+    loads: Arc<watch::Sender<u64>>,
 }
 
 impl Broker {
@@ -224,7 +228,11 @@ impl Broker {
         policy: CallerPolicy,
         max_entries: NonZeroUsize,
     ) -> Self {
-        let loader = Arc::new(loader);
+        let loads = Arc::new(watch::Sender::new(0));
+        let loader = Arc::new(Announcing {
+            inner: loader,
+            loads: Arc::clone(&loads),
+        });
         let make: CacheFactory = {
             let (loader, clock) = (Arc::clone(&loader), Arc::clone(&clock));
             Box::new(move |max| {
@@ -245,6 +253,7 @@ impl Broker {
             metrics: Metrics::default(),
             ready: AtomicBool::new(false),
             route_names: Vec::new(),
+            loads,
         }
     }
 
@@ -262,6 +271,12 @@ impl Broker {
     /// How callers are identified.
     pub fn resolver(&self) -> &PeerResolver {
         &self.resolver
+    }
+
+    /// Changes once a credential has been loaded (a first load or a refresh), so the metadata
+    /// frontend's hanging GETs on `token` and `identity` re-read theirs.
+    pub fn loads(&self) -> watch::Receiver<u64> {
+        self.loads.subscribe()
     }
 
     /// Replaces how TCP callers are identified (tests point it at sample socket tables).
@@ -332,6 +347,39 @@ impl Broker {
             route: key.route.clone(),
             error,
         })
+    }
+}
+
+/// When, after a load returns, [`Broker::loads`] announces it. The cache stores a value once
+/// its loader's future has returned, so the announcement waits for that; a second one covers a
+/// cache driver that was slow to run (a watcher whose re-read still saw the old value).
+const ANNOUNCE_AFTER: [Duration; 2] = [Duration::from_millis(50), Duration::from_secs(1)];
+
+/// A loader that announces each successful load on a watch channel.
+struct Announcing<L> {
+    inner: L,
+    loads: Arc<watch::Sender<u64>>,
+}
+
+impl<L: Loader<CredentialKey, Credential>> Loader<CredentialKey, Credential> for Announcing<L> {
+    fn load(
+        &self,
+        key: &CredentialKey,
+    ) -> impl Future<Output = Result<Credential, BrokerError>> + Send {
+        let load = self.inner.load(key);
+        let loads = Arc::clone(&self.loads);
+        async move {
+            let out = load.await;
+            if out.is_ok() && loads.receiver_count() > 0 {
+                tokio::spawn(async move {
+                    for delay in ANNOUNCE_AFTER {
+                        tokio::time::sleep(delay).await;
+                        loads.send_modify(|n| *n = n.wrapping_add(1));
+                    }
+                });
+            }
+            out
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 //! parses `[serve]` and checks it against those routes. See the crate docs for the fields.
 //! Every error is an [`idbridge_broker::ConfigError`] naming the file, the line and the field.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroUsize;
 use std::ops::Range;
@@ -18,6 +18,7 @@ use idbridge_broker::config::{ExchangeConfig, RouteConfig, SourceConfig, Yields}
 use idbridge_broker::{Config, ConfigError, Overrides, Route};
 use idbridge_core::SecretString;
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use toml::Spanned;
 
 use crate::accounts::Accounts;
@@ -39,6 +40,16 @@ pub const DEFAULT_MAX_CLIENT_KEYS_PER_ROUTE: usize = 64;
 pub const DEFAULT_INSTANCE_ID: &str = "i-00000000000000000";
 /// The region IMDS shows when neither the config nor the route names one.
 pub const DEFAULT_REGION: &str = "us-east-1";
+/// The identity document's `accountId` when the route names no role.
+pub const DEFAULT_ACCOUNT_ID: &str = "000000000000";
+/// `instance-type` when none is configured.
+pub const DEFAULT_INSTANCE_TYPE: &str = "t3.micro";
+/// `ami-id` when none is configured: obviously not a real image.
+pub const DEFAULT_IMAGE_ID: &str = "ami-00000000000000000";
+/// `instance/name` of the GCE metadata frontend when none is configured.
+pub const DEFAULT_GCE_INSTANCE_NAME: &str = "idbridge";
+/// `instance/zone` of the GCE metadata frontend when none is configured.
+pub const DEFAULT_GCE_ZONE: &str = "us-central1-a";
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -91,6 +102,25 @@ pub struct GceMetadataConfig {
     /// Whether `?scopes=` other than [`Self::scopes`] can be honoured (the token route's last
     /// hop takes scopes).
     pub scopes_overridable: bool,
+    /// The `instance/` values that are not credentials.
+    pub instance: GceInstance,
+}
+
+/// The instance a GCE metadata frontend describes (`instance/id`, `name`, `zone`, `hostname`,
+/// `attributes/`): clients probe `instance/` to detect GCE and read these for logging and
+/// resource labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GceInstance {
+    /// `instance/id`: a decimal number.
+    pub id: String,
+    /// `instance/name`.
+    pub name: String,
+    /// The zone's name (`us-central1-a`); `instance/zone` is `projects/NUMBER/zones/ZONE`.
+    pub zone: String,
+    /// `instance/hostname`.
+    pub hostname: String,
+    /// `instance/attributes/KEY`, in key order.
+    pub attributes: BTreeMap<String, String>,
 }
 
 /// `[serve.aws_imds]`.
@@ -112,6 +142,18 @@ pub struct ImdsConfig {
     pub region: String,
     /// `instance-id`.
     pub instance_id: String,
+    /// The identity document's `accountId`.
+    pub account_id: String,
+    /// `instance-type`.
+    pub instance_type: String,
+    /// `ami-id` (the document's `imageId`).
+    pub image_id: String,
+    /// `local-ipv4` (the document's `privateIp`).
+    pub private_ip: String,
+    /// `hostname` and `local-hostname`.
+    pub hostname: String,
+    /// The document's `architecture`.
+    pub architecture: String,
 }
 
 /// The ECS endpoint's authorization token and where it came from.
@@ -255,6 +297,16 @@ struct RawGce {
     scopes: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     universe_domain: Option<Spanned<String>>,
+    #[serde(default)]
+    instance_id: Option<Spanned<String>>,
+    #[serde(default)]
+    instance_name: Option<Spanned<String>>,
+    #[serde(default)]
+    zone: Option<Spanned<String>>,
+    #[serde(default)]
+    hostname: Option<Spanned<String>>,
+    #[serde(default)]
+    attributes: Option<Spanned<BTreeMap<String, String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -277,6 +329,16 @@ struct RawImds {
     region: Option<Spanned<String>>,
     #[serde(default)]
     instance_id: Option<Spanned<String>>,
+    #[serde(default)]
+    account_id: Option<Spanned<String>>,
+    #[serde(default)]
+    instance_type: Option<Spanned<String>>,
+    #[serde(default)]
+    image_id: Option<Spanned<String>>,
+    #[serde(default)]
+    private_ip: Option<Spanned<String>>,
+    #[serde(default)]
+    hostname: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -495,6 +557,25 @@ impl ServeConfig {
     }
 }
 
+/// The identity-document fields of `[serve.aws_imds]`, validated.
+struct ImdsDocument {
+    account_id: String,
+    instance_type: String,
+    image_id: String,
+    private_ip: String,
+    hostname: Option<String>,
+    architecture: String,
+}
+
+/// A GCE resource name: 1–63 of `[a-z0-9-]`, starting with a letter, not ending with `-`.
+fn is_gce_name(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && !s.ends_with('-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 fn listeners<'a>(
     gce: Option<&'a GceMetadataConfig>,
     imds: Option<&'a ImdsConfig>,
@@ -693,7 +774,7 @@ impl Validator<'_> {
         const S: &str = "[serve.gce_metadata]";
         let span = raw.span();
         let g = raw.into_inner();
-        let listen = self.listen(S, g.port, g.socket)?;
+        let listen = self.listen(S, g.port.clone(), g.socket.clone())?;
         if g.token_route.is_none() && g.identity_route.is_none() {
             return Err(self.err(
                 span,
@@ -801,6 +882,7 @@ impl Validator<'_> {
             Some(s) => s.get_ref().clone(),
             None => route_default.unwrap_or_else(|| vec![CLOUD_PLATFORM.to_owned()]),
         };
+        let instance = self.gce_instance(&g)?;
         let scopes_overridable = token.is_some_and(|r| {
             let probe = Overrides {
                 audience: None,
@@ -821,6 +903,112 @@ impl Validator<'_> {
                 .map(Spanned::into_inner)
                 .unwrap_or_else(|| "googleapis.com".to_owned()),
             scopes_overridable,
+            instance,
+        })
+    }
+
+    /// The `instance/` values of `[serve.gce_metadata]`, with their defaults: name
+    /// [`DEFAULT_GCE_INSTANCE_NAME`], zone [`DEFAULT_GCE_ZONE`], hostname
+    /// `NAME.ZONE.c.PROJECT.internal` (GCE's zonal DNS name; `NAME.internal` without a project
+    /// id), and an id derived from name, zone and project, stable across restarts.
+    fn gce_instance(&self, g: &RawGce) -> Result<GceInstance, ConfigError> {
+        const S: &str = "[serve.gce_metadata]";
+        let name = match &g.instance_name {
+            Some(n) if !is_gce_name(n.get_ref()) => {
+                return Err(self.err(
+                    n.span(),
+                    format!(
+                        "{S} field `instance_name`: {:?} must be 1–63 characters of [a-z0-9-],                          starting with a letter and not ending with a dash",
+                        n.get_ref()
+                    ),
+                ));
+            }
+            Some(n) => n.get_ref().clone(),
+            None => DEFAULT_GCE_INSTANCE_NAME.to_owned(),
+        };
+        let zone = match &g.zone {
+            Some(z) if !is_gce_name(z.get_ref()) || !z.get_ref().contains('-') => {
+                return Err(self.err(
+                    z.span(),
+                    format!(
+                        "{S} field `zone`: {:?} is not a zone name like us-central1-a",
+                        z.get_ref()
+                    ),
+                ));
+            }
+            Some(z) => z.get_ref().clone(),
+            None => DEFAULT_GCE_ZONE.to_owned(),
+        };
+        let project = g.project_id.as_ref().map(|p| p.get_ref().as_str());
+        let id = match &g.instance_id {
+            Some(id) if id.get_ref().parse::<u64>().is_err() || id.get_ref().starts_with('+') => {
+                return Err(self.err(
+                    id.span(),
+                    format!(
+                        "{S} field `instance_id`: {:?} is not a number (GCE instance ids are \
+                         unsigned 64-bit integers)",
+                        id.get_ref()
+                    ),
+                ));
+            }
+            Some(id) => id.get_ref().clone(),
+            None => {
+                let digest = Sha256::digest(
+                    format!("{name}\n{zone}\n{}", project.unwrap_or_default()).as_bytes(),
+                );
+                let mut first = [0u8; 8];
+                first.copy_from_slice(&digest[..8]);
+                // Below 2^63, as GCE's ids are, so signed 64-bit readers parse it too.
+                (u64::from_be_bytes(first) >> 1).to_string()
+            }
+        };
+        let hostname = match &g.hostname {
+            Some(h)
+                if h.get_ref().is_empty()
+                    || h.get_ref().len() > 253
+                    || !h
+                        .get_ref()
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') =>
+            {
+                return Err(self.err(
+                    h.span(),
+                    format!("{S} field `hostname`: {:?} is not a host name", h.get_ref()),
+                ));
+            }
+            Some(h) => h.get_ref().clone(),
+            None => match project {
+                Some(p) => format!("{name}.{zone}.c.{p}.internal"),
+                None => format!("{name}.internal"),
+            },
+        };
+        let attributes = match &g.attributes {
+            None => BTreeMap::new(),
+            Some(a) => {
+                if let Some(bad) = a.get_ref().keys().find(|k| {
+                    k.is_empty()
+                        || k.len() > 128
+                        || !k
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                }) {
+                    return Err(self.err(
+                        a.span(),
+                        format!(
+                            "{S} field `attributes`: key {bad:?} must be 1–128 characters of \
+                             [A-Za-z0-9_-]"
+                        ),
+                    ));
+                }
+                a.get_ref().clone()
+            }
+        };
+        Ok(GceInstance {
+            id,
+            name,
+            zone,
+            hostname,
+            attributes,
         })
     }
 
@@ -830,7 +1018,7 @@ impl Validator<'_> {
         let i = raw.into_inner();
         let ipv6_span = i.ipv6.as_ref().map(Spanned::span);
         let ipv6 = i.ipv6.as_ref().is_some_and(|b| *b.get_ref());
-        let listen = self.listen(S, i.port, i.socket)?;
+        let listen = self.listen(S, i.port.clone(), i.socket.clone())?;
         if ipv6 && matches!(listen, Listen::Socket(_)) {
             return Err(self.err(
                 ipv6_span.unwrap_or(span),
@@ -909,6 +1097,10 @@ impl Validator<'_> {
             }
             None => DEFAULT_INSTANCE_ID.to_owned(),
         };
+        let doc = self.imds_document(&i, route)?;
+        let hostname = doc.hostname.unwrap_or_else(|| {
+            idbridge_wire::aws_imds::Instance::default_hostname(&doc.private_ip, &region)
+        });
         Ok(ImdsConfig {
             listen,
             ipv6,
@@ -918,6 +1110,106 @@ impl Validator<'_> {
             availability_zone,
             region,
             instance_id,
+            account_id: doc.account_id,
+            instance_type: doc.instance_type,
+            image_id: doc.image_id,
+            private_ip: doc.private_ip,
+            hostname,
+            architecture: doc.architecture,
+        })
+    }
+
+    /// The identity-document fields of `[serve.aws_imds]`: `account_id` (default: the route
+    /// role's account), `instance_type` (`t3.micro`), `image_id`
+    /// ([`DEFAULT_IMAGE_ID`]), `private_ip` (`127.0.0.1`: where clients reach the daemon),
+    /// `hostname` (EC2's form for the private IP), and the architecture of this host.
+    fn imds_document(&self, i: &RawImds, route: &RouteConfig) -> Result<ImdsDocument, ConfigError> {
+        const S: &str = "[serve.aws_imds]";
+        let check = |v: &Option<Spanned<String>>,
+                     field: &str,
+                     ok: &dyn Fn(&str) -> bool,
+                     what: &str,
+                     default: String|
+         -> Result<String, ConfigError> {
+            match v {
+                Some(x) if !ok(x.get_ref()) => Err(self.err(
+                    x.span(),
+                    format!("{S} field `{field}`: {:?} is not {what}", x.get_ref()),
+                )),
+                Some(x) => Ok(x.get_ref().clone()),
+                None => Ok(default),
+            }
+        };
+        let role_account = match route_role_arn(route) {
+            Some(ExchangeConfig::AwsSts { role_arn, .. }) => {
+                role_arn.split(':').nth(4).map(str::to_owned)
+            }
+            _ => None,
+        };
+        let account_id = check(
+            &i.account_id,
+            "account_id",
+            &|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()),
+            "an AWS account id (12 digits)",
+            role_account.unwrap_or_else(|| DEFAULT_ACCOUNT_ID.to_owned()),
+        )?;
+        let instance_type = check(
+            &i.instance_type,
+            "instance_type",
+            &|t| {
+                t.split_once('.')
+                    .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty())
+                    && t.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            },
+            "an instance type like t3.micro",
+            DEFAULT_INSTANCE_TYPE.to_owned(),
+        )?;
+        let image_id = check(
+            &i.image_id,
+            "image_id",
+            &|a| {
+                a.strip_prefix("ami-")
+                    .is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            },
+            "an image id (ami-<hex>)",
+            DEFAULT_IMAGE_ID.to_owned(),
+        )?;
+        let private_ip = check(
+            &i.private_ip,
+            "private_ip",
+            &|a| a.parse::<IpAddr>().is_ok(),
+            "an IP address",
+            Ipv4Addr::LOCALHOST.to_string(),
+        )?;
+        let hostname = match &i.hostname {
+            Some(h) => Some(check(
+                &i.hostname,
+                "hostname",
+                &|h| {
+                    !h.is_empty()
+                        && h.len() <= 253
+                        && h.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                },
+                "a host name",
+                h.get_ref().clone(),
+            )?),
+            None => None,
+        };
+        let architecture = match std::env::consts::ARCH {
+            "aarch64" => "arm64",
+            "x86" => "i386",
+            _ => "x86_64",
+        }
+        .to_owned();
+        Ok(ImdsDocument {
+            account_id,
+            instance_type,
+            image_id,
+            private_ip,
+            hostname,
+            architecture,
         })
     }
 

@@ -20,12 +20,24 @@
 //! | `…/token[?scopes=a,b]` | `{"access_token","expires_in","token_type":"Bearer"}` from `token_route`; `expires_in` is the seconds left, at least 1 |
 //! | `…/identity?audience=A[&format=standard\|full]` | an ID token from `identity_route` with the client's audience on its last hop, as text; a missing, empty, over-long (2 KiB), non-UTF-8 or control-character audience is 400 ([`crate::audience`]) |
 //! | `…/email`, `…/scopes`, `…/aliases` | text (scopes one per line) |
+//! | `instance/id`, `name`, `hostname` | text, from the config or its defaults |
+//! | `instance/zone` | `projects/NUMERIC_PROJECT_ID/zones/ZONE` (`0` without a numeric project id) |
+//! | `instance/attributes/`, `…/KEY` | the configured attributes (none by default) |
 //! | `project/project-id`, `project/numeric-project-id` | text, from the config (404 when unset) |
+//! | `project/attributes/` | empty |
 //! | `universe/universe-domain` | `googleapis.com` unless configured |
 //!
 //! Directories list their entries (subdirectories with a trailing `/`); `?recursive=true` on a
 //! directory answers JSON with GCE's camelCase keys; `?alt=json` renders any node as JSON.
 //! `token` and `identity` are leaves that mint: they never appear in recursive JSON.
+//!
+//! `?wait_for_change=true[&last_etag=E][&timeout_sec=N]` is a hanging GET
+//! ([`idbridge_wire::gce_metadata::watch`]): every value carries an `ETag`; the request answers
+//! at once unless `last_etag` is the current one, then waits for a change or the timeout (at
+//! most five minutes, the default) and answers 200 with the current value. `token` and
+//! `identity` carry the `ETag` of the credential handed out, and every credential load (a
+//! refresh included) wakes the hanging GETs, so a watcher of `token` learns of each refresh.
+//! At most 256 requests hang at once (one more is 503); shutdown releases them.
 //!
 //! `?scopes=` equal to the configured scopes (any order) is the route's own token; other scopes
 //! become the last hop's scopes when that hop takes scopes, and are refused with 400
@@ -44,7 +56,9 @@ use idbridge_core::Credential;
 use idbridge_wire::gce_metadata::server::{
     self as wire, Early, Entry, JSON, Query, Rendered, TEXT, admit,
 };
+use idbridge_wire::gce_metadata::watch::{BadTimeout, Busy, Watchers};
 use serde::Serialize;
+use time::OffsetDateTime;
 
 use crate::Frontend;
 use crate::broker::{Broker, CredentialKey, Refusal};
@@ -65,6 +79,7 @@ struct GceState {
     broker: Arc<Broker>,
     config: GceMetadataConfig,
     tree: Node,
+    watchers: Watchers,
 }
 
 fn tree(c: &GceMetadataConfig) -> Node {
@@ -86,7 +101,7 @@ fn tree(c: &GceMetadataConfig) -> Node {
         Entry::new("default", account()),
         Entry::verbatim(&c.service_account_email, account()),
     ]);
-    let mut project = Vec::new();
+    let mut project = vec![Entry::new("attributes", Node::Dir(Vec::new()))];
     if let Some(n) = &c.numeric_project_id {
         project.push(Entry::new("numeric-project-id", Node::Number(n.clone())));
     }
@@ -94,10 +109,7 @@ fn tree(c: &GceMetadataConfig) -> Node {
         project.push(Entry::new("project-id", Node::Text(p.clone())));
     }
     Node::Dir(vec![
-        Entry::new(
-            "instance",
-            Node::Dir(vec![Entry::new("service-accounts", accounts)]),
-        ),
+        Entry::new("instance", instance(c, accounts)),
         Entry::new("project", Node::Dir(project)),
         Entry::new(
             "universe",
@@ -109,12 +121,53 @@ fn tree(c: &GceMetadataConfig) -> Node {
     ])
 }
 
-/// The metadata server router for `config`, backed by `broker`.
+/// `instance/`: the configured instance's values and its service accounts.
+fn instance(c: &GceMetadataConfig, accounts: Node) -> Node {
+    let i = &c.instance;
+    let attributes = i
+        .attributes
+        .iter()
+        .map(|(k, v)| Entry::verbatim(k, Node::Text(v.clone())))
+        .collect();
+    let number = c.numeric_project_id.as_deref().unwrap_or("0");
+    Node::Dir(vec![
+        Entry::new("attributes", Node::Dir(attributes)),
+        Entry::new("hostname", Node::Text(i.hostname.clone())),
+        Entry::new("id", Node::Number(i.id.clone())),
+        Entry::new("name", Node::Text(i.name.clone())),
+        Entry::new("service-accounts", accounts),
+        Entry::new(
+            "zone",
+            Node::Text(format!("projects/{number}/zones/{}", i.zone)),
+        ),
+    ])
+}
+
+/// The metadata server router for `config`, backed by `broker`. Hanging GETs end (with
+/// their current value) once `stop` turns true. Needs a tokio runtime.
+pub fn router_until(
+    broker: Arc<Broker>,
+    config: GceMetadataConfig,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Router {
+    let watchers = Watchers::default();
+    watchers.close_on(stop);
+    router_with(broker, config, watchers)
+}
+
+/// The metadata server router for `config`, backed by `broker`. Needs a tokio runtime.
 pub fn router(broker: Arc<Broker>, config: GceMetadataConfig) -> Router {
+    router_with(broker, config, Watchers::default())
+}
+
+fn router_with(broker: Arc<Broker>, config: GceMetadataConfig, watchers: Watchers) -> Router {
+    // A loaded credential may change a `token` or `identity` leaf.
+    watchers.follow(broker.loads());
     let state = Arc::new(GceState {
         broker: Arc::clone(&broker),
         tree: tree(&config),
         config,
+        watchers,
     });
     let r = Router::new()
         .fallback(handle)
@@ -166,13 +219,64 @@ async fn handle(State(s): State<Arc<GceState>>, req: Request) -> Response {
     let Some(node) = s.tree.find(&segments) else {
         return not_found();
     };
-    let q = Query::parse(parts.uri.query());
+    let raw_query = parts.uri.query();
+    let q = Query::parse(raw_query);
     let peer = Peer::of(&parts.extensions);
-    match node.render(&q) {
-        Rendered::Data { content_type, body } => data(content_type, body),
-        Rendered::Mint(Mint::Token) => token(&s, peer, &q).await,
-        Rendered::Mint(Mint::Identity) => identity(&s, peer, &q, parts.uri.query()).await,
+    let wait = match q.wait() {
+        Ok(Some(wait)) => wait,
+        Ok(None) => return answer(&s, node, peer, &q, raw_query).await.1,
+        Err(BadTimeout) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "timeout_sec must be a non-negative integer\n",
+            );
+        }
+    };
+    match s
+        .watchers
+        .hang(&wait, || answer(&s, node, peer, &q, raw_query))
+        .await
+    {
+        Ok(resp) => resp,
+        Err(Busy) => {
+            tracing::warn!("refused a hanging metadata request: too many are waiting");
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "idbridge: too many requests are waiting for changes; retry later\n",
+            )
+        }
     }
+}
+
+/// The answer to a request for `node`, with its `ETag` when it is a value.
+async fn answer(
+    s: &GceState,
+    node: &Node,
+    peer: Option<&Peer>,
+    q: &Query,
+    raw_query: Option<&str>,
+) -> (Option<String>, Response) {
+    let resp = match node.render(q) {
+        Rendered::Data { content_type, body } => data(content_type, body),
+        Rendered::Mint(Mint::Token) => token(s, peer, q).await,
+        Rendered::Mint(Mint::Identity) => identity(s, peer, q, raw_query).await,
+    };
+    let etag = (resp.status() == StatusCode::OK)
+        .then(|| resp.headers().get(header::ETAG))
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (etag, resp)
+}
+
+/// A minted answer's `ETag`: a digest of the credential and its expiry (not of the body,
+/// whose `expires_in` counts down), so it moves exactly when the credential is replaced.
+fn with_credential_etag(mut resp: Response, secret: &str, expires_at: OffsetDateTime) -> Response {
+    let etag = wire::etag(&format!("{secret}\n{}", expires_at.unix_timestamp()));
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    resp
 }
 
 /// The answer to a request refused or answered by the request rules.
@@ -255,7 +359,7 @@ async fn token(s: &GceState, peer: Option<&Peer>, q: &Query) -> Response {
                     let mut resp = (StatusCode::OK, b).into_response();
                     resp.headers_mut()
                         .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
-                    resp
+                    with_credential_etag(resp, t.token.expose_secret(), t.expires_at)
                 }
                 Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n"),
             }
@@ -300,7 +404,7 @@ async fn identity(
             let mut resp = (StatusCode::OK, t.token.expose_secret().to_owned()).into_response();
             resp.headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT));
-            resp
+            with_credential_etag(resp, t.token.expose_secret(), t.expires_at)
         }
         Ok(other) => text(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -40,6 +40,11 @@
 //! numeric_project_id = "271828182845"
 //! scopes = ["https://www.googleapis.com/auth/cloud-platform"]  # default: the token route's
 //! universe_domain = "googleapis.com"
+//! instance_name = "idbridge"    # instance/name (default idbridge)
+//! zone = "us-central1-a"        # instance/zone is projects/NUMERIC_PROJECT_ID/zones/ZONE
+//! instance_id = "…"             # default: a number derived from name, zone and project
+//! hostname = "…"                # default: NAME.ZONE.c.PROJECT_ID.internal
+//! attributes = { env = "dev" }  # instance/attributes/ (none by default)
 //!
 //! [serve.aws_imds]
 //! port = 0
@@ -50,6 +55,11 @@
 //! availability_zone = "us-east-1a"  # default: the route's region + "a"
 //! region = "us-east-1"          # default: the zone without its letter
 //! instance_id = "i-00000000000000000"
+//! account_id = "111122223333"   # identity document; default: the route role's account
+//! instance_type = "t3.micro"
+//! image_id = "ami-00000000000000000"
+//! private_ip = "127.0.0.1"      # local-ipv4 and privateIp
+//! hostname = "…"                # default: ip-127-0-0-1.ec2.internal (EC2's form for the IP)
 //!
 //! [serve.aws_ecs]
 //! port = 0

@@ -220,13 +220,14 @@ pub async fn start(config: &ServeConfig, broker: Arc<Broker>) -> Result<Running,
     let ip = config.bind;
     let mut plan: Vec<(Frontend, Bound, Router)> = Vec::new();
     let mut sockets = Vec::new();
+    let (tx, rx) = watch::channel(false);
     let result = async {
         if let Some(g) = &config.gce_metadata {
             let b = bind(ip, &g.listen, "the GCE metadata frontend").await?;
             plan.push((
                 Frontend::GceMetadata,
                 b,
-                gce_metadata::router(Arc::clone(&broker), g.clone()),
+                gce_metadata::router_until(Arc::clone(&broker), g.clone(), rx.clone()),
             ));
         }
         if let Some(i) = &config.aws_imds {
@@ -273,7 +274,6 @@ pub async fn start(config: &ServeConfig, broker: Arc<Broker>) -> Result<Running,
         }
         return Err(e);
     }
-    let (tx, rx) = watch::channel(false);
     let fds = conn::fd_limit();
     let limits = config.connections.fit(plan.len(), fds);
     if limits != config.connections {

@@ -27,6 +27,8 @@ use crate::caller::{CallerPolicy, Peer};
 use crate::config::ServeConfig;
 use crate::{Broker, CredentialKey, Frontend, aws_ecs, aws_imds, gce_metadata, metrics};
 
+mod metadata;
+
 const ROUTES: &str = r#"
 [[route]]
 name = "aws"

@@ -5,11 +5,13 @@
 //! `{"aliases","email","scopes"}` and google-auth requires `email`.
 //!
 //! [`server`] holds the serving side of the protocol (request rules, response headers, the
-//! metadata tree), shared by idbridge's metadata frontend and the emulator's.
+//! metadata tree), [`watch`] the hanging GETs of `?wait_for_change=true`, both shared by
+//! idbridge's metadata frontend and the emulator's.
 
 use serde::{Deserialize, Serialize};
 
 pub mod server;
+pub mod watch;
 
 /// Metadata token response. Its `Debug` shows the token's length only.
 #[derive(Serialize, Deserialize)]

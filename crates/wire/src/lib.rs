@@ -6,6 +6,7 @@
 //! own tests on both ends. Domain types live in `idbridge-core`; conversion happens at the edge.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod aws_imds;
 pub mod aws_sts;
 pub mod gce_metadata;
 pub mod google;

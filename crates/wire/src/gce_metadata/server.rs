@@ -114,6 +114,12 @@ pub struct Query {
     pub licenses: bool,
     /// `scopes=a,b` of a token request.
     pub scopes: Option<String>,
+    /// `wait_for_change=true` (any case): a hanging GET ([`super::watch`]).
+    pub wait_for_change: bool,
+    /// `last_etag=` of a hanging GET.
+    pub last_etag: Option<String>,
+    /// `timeout_sec=` of a hanging GET, as sent.
+    pub timeout_sec: Option<String>,
 }
 
 impl Query {
@@ -128,10 +134,21 @@ impl Query {
                 "format" => out.format = Some(v.into_owned()),
                 "licenses" => out.licenses = v.eq_ignore_ascii_case("true"),
                 "scopes" => out.scopes = Some(v.into_owned()),
+                "wait_for_change" => out.wait_for_change = v.eq_ignore_ascii_case("true"),
+                "last_etag" => out.last_etag = Some(v.into_owned()),
+                "timeout_sec" => out.timeout_sec = Some(v.into_owned()),
                 _ => {}
             }
         }
         out
+    }
+
+    /// The hanging GET asked for, if any; a bad `timeout_sec` is an error (400).
+    pub fn wait(&self) -> Result<Option<super::watch::Wait>, super::watch::BadTimeout> {
+        if !self.wait_for_change {
+            return Ok(None);
+        }
+        super::watch::Wait::new(self.last_etag.clone(), self.timeout_sec.as_deref()).map(Some)
     }
 
     /// The requested scopes: `scopes` split at commas, trimmed, empty ones left out.
@@ -372,6 +389,18 @@ mod tests {
     fn query_and_scopes() {
         let q = Query::parse(Some("recursive=TRUE&alt=json&scopes=a,%20b,,&licenses=x"));
         assert!(q.recursive && q.alt_json && !q.licenses);
+        assert_eq!(q.wait(), Ok(None));
+        let w = Query::parse(Some("wait_for_change=true&last_etag=ab%2Bc&timeout_sec=5"))
+            .wait()
+            .unwrap()
+            .unwrap();
+        assert_eq!(w.last_etag.as_deref(), Some("ab+c"));
+        assert_eq!(w.timeout, std::time::Duration::from_secs(5));
+        assert!(
+            Query::parse(Some("wait_for_change=true&timeout_sec=x"))
+                .wait()
+                .is_err()
+        );
         assert_eq!(q.scope_list(), vec!["a".to_owned(), "b".to_owned()]);
         assert_eq!(Query::parse(None), Query::default());
         assert!(Query::parse(None).scope_list().is_empty());
