@@ -1,4 +1,5 @@
-//! The emulated GCE metadata server: paths, query strings (recursive, alt, audience, format, wait_for_change), headers.
+//! The emulated GCE metadata server: paths, query strings (recursive, alt, audience, format),
+//! headers. Hanging GETs (`wait_for_change`) are left out: they wait by design.
 #![no_main]
 
 mod common;
@@ -14,6 +15,10 @@ fn router() -> &'static Router {
 }
 
 fuzz_target!(|data: &[u8]| {
+    // A hanging GET waits for a change by design (up to its timeout_sec); not a hang to report.
+    if data.windows(15).any(|w| w.eq_ignore_ascii_case(b"wait_for_change")) {
+        return;
+    }
     if let Some(req) = common::request(data, &[("metadata-flavor", "Google")]) {
         common::drive(router(), req);
     }

@@ -130,22 +130,40 @@ impl VmMetadata {
     }
 
     /// Sets (`Some`) or removes (`None`) an attribute and wakes the watchers; whether the key
-    /// existed before.
-    pub fn set_attribute(&self, key: &str, value: Option<String>) -> bool {
+    /// existed before. Refused (`Err`) when the attributes would pass GCE's limit on an
+    /// instance's metadata, [`MAX_METADATA_BYTES`] of keys and values in all.
+    pub fn set_attribute(&self, key: &str, value: Option<String>) -> Result<bool, TooLarge> {
         let existed = {
             let mut a = self
                 .attributes
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             match value {
-                Some(v) => a.insert(key.to_owned(), v).is_some(),
+                Some(v) => {
+                    let others: usize = a
+                        .iter()
+                        .filter(|(k, _)| k.as_str() != key)
+                        .map(|(k, v)| k.len() + v.len())
+                        .sum();
+                    if others + key.len() + v.len() > MAX_METADATA_BYTES {
+                        return Err(TooLarge);
+                    }
+                    a.insert(key.to_owned(), v).is_some()
+                }
                 None => a.remove(key).is_some(),
             }
         };
         self.watchers.changed();
-        existed
+        Ok(existed)
     }
 }
+
+/// GCE's limit on an instance's custom metadata: 512 KiB of keys and values in all.
+pub const MAX_METADATA_BYTES: usize = 512 * 1024;
+
+/// The attributes would pass [`MAX_METADATA_BYTES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooLarge;
 
 fn attribute_key_ok(key: &str) -> bool {
     (1..=128).contains(&key.len())
@@ -170,8 +188,13 @@ pub(crate) async fn set_attribute(
             "attribute keys are 1-128 of [A-Za-z0-9_-]\n",
         );
     }
-    state.vm_metadata.set_attribute(&key, Some(body));
-    StatusCode::NO_CONTENT.into_response()
+    match state.vm_metadata.set_attribute(&key, Some(body)) {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(TooLarge) => text(
+            StatusCode::BAD_REQUEST,
+            "the instance's metadata would exceed 512 KiB of keys and values\n",
+        ),
+    }
 }
 
 /// `DELETE /_emulator/metadata/instance/attributes/{key}`: removes an instance attribute.
@@ -179,7 +202,7 @@ pub(crate) async fn delete_attribute(
     State(state): State<Arc<Emulator>>,
     Path(key): Path<String>,
 ) -> Response {
-    if state.world.vm.is_none() || !state.vm_metadata.set_attribute(&key, None) {
+    if state.world.vm.is_none() || state.vm_metadata.set_attribute(&key, None) != Ok(true) {
         return not_found();
     }
     StatusCode::NO_CONTENT.into_response()
@@ -741,8 +764,11 @@ mod tests {
         });
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
         assert!(!watch.is_finished());
-        emu.vm_metadata
-            .set_attribute("role", Some("web".to_owned()));
+        assert_eq!(
+            emu.vm_metadata
+                .set_attribute("role", Some("web".to_owned())),
+            Ok(false)
+        );
         let (resp, body) = watch.await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(body, r#"{"role":"web"}"#);
@@ -768,8 +794,27 @@ mod tests {
             async move { send(&r, md(&path)).await }
         });
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        emu.vm_metadata.set_attribute("role", None);
+        assert_eq!(emu.vm_metadata.set_attribute("role", None), Ok(true));
         assert_eq!(watch.await.unwrap().0.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn attributes_stay_within_the_metadata_limit() {
+        let (emu, _) = emulator();
+        let big = "x".repeat(MAX_METADATA_BYTES / 2);
+        assert_eq!(
+            emu.vm_metadata.set_attribute("a", Some(big.clone())),
+            Ok(false)
+        );
+        assert_eq!(
+            emu.vm_metadata.set_attribute("a", Some(big.clone())),
+            Ok(true)
+        );
+        assert_eq!(emu.vm_metadata.set_attribute("b", Some(big)), Err(TooLarge));
+        assert_eq!(
+            emu.vm_metadata.set_attribute("b", Some("small".into())),
+            Ok(false)
+        );
     }
 
     #[tokio::test]
