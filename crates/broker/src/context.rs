@@ -12,6 +12,7 @@ use idbridge_core::clock::{SharedClock, SystemClock};
 use idbridge_core::env::{self, Env, ProcessEnv};
 
 use crate::config::EndpointsConfig;
+use crate::http_client::HttpClient;
 
 /// How long to wait for a TCP connection to a cloud endpoint.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,8 +40,8 @@ pub struct Context {
     pub env: Arc<dyn Env>,
     /// Clock.
     pub clock: SharedClock,
-    /// HTTP client (rustls).
-    pub http: reqwest::Client,
+    /// HTTP clients (rustls), built on first use ([`crate::http_client`]).
+    pub http: HttpClient,
     /// Endpoints.
     pub endpoints: Endpoints,
 }
@@ -57,18 +58,13 @@ impl Context {
         clock: SharedClock,
         config: &EndpointsConfig,
     ) -> Result<Self, crate::BrokerError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .user_agent(concat!("idbridge/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| {
-                crate::BrokerError::new(
-                    crate::ErrorKind::InvalidConfiguration,
-                    "http",
-                    format!("cannot build HTTP client: {e}"),
-                )
-            })?;
+        let http = HttpClient::new(CONNECT_TIMEOUT, REQUEST_TIMEOUT).map_err(|e| {
+            crate::BrokerError::new(
+                crate::ErrorKind::InvalidConfiguration,
+                "http",
+                format!("cannot build HTTP client: {e}"),
+            )
+        })?;
         let endpoints = resolve(env.as_ref(), config);
         Ok(Self {
             env,
