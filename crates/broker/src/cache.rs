@@ -13,20 +13,35 @@
 //!   earlier by a random amount of up to a quarter of that again.
 //! * **Safety margin.** A value is never served within [`SAFETY_MARGIN`] of its expiry (a tenth of
 //!   its lifetime for short-lived values). Such a value counts as absent: callers wait for a load.
-//! * **Timeout and retries.** A load, retries included, is abandoned after [`LOAD_TIMEOUT`] with a
-//!   transient error. Within it, transient errors are retried, [`MAX_ATTEMPTS`] attempts in all,
-//!   with jittered exponential backoff from [`RETRY_BASE_DELAY`]. Other errors are not retried.
+//! * **Timeouts and retries.** Each attempt is abandoned after [`ATTEMPT_TIMEOUT`] (the hops'
+//!   own per-request timeouts, [`crate::context::HOP_TIMEOUT`], normally fire first), so a hung
+//!   connection costs one attempt and the retry goes out at once on a fresh one. Transient
+//!   errors are retried, [`MAX_ATTEMPTS`] attempts in all, with jittered exponential backoff
+//!   from [`RETRY_BASE_DELAY`]; an answer with `Retry-After` ends the load instead (the wait is
+//!   honoured across loads). A whole load is abandoned after [`LOAD_TIMEOUT`].
+//! * **Backoff across loads.** After a failed load the key backs off: the next load starts no
+//!   sooner than [`LOAD_BACKOFF_BASE`], doubling with every further failed load up to
+//!   [`LOAD_BACKOFF_MAX`], jittered down to half, and never before the upstream's `Retry-After`
+//!   (capped at [`RETRY_AFTER_MAX`]). Callers arriving meanwhile get the last error at once
+//!   instead of starting a load, so during an outage a key costs at most [`MAX_ATTEMPTS`]
+//!   upstream attempts per backoff period however often clients ask. A success resets it.
+//! * **Bounded waits.** A caller waits for a load at most [`MAX_WAIT`]; then it gets the latest
+//!   attempt's error (or "still loading") while the load carries on for the next caller. SDK
+//!   metadata clients give up after about a second, so holding them longer only turns an error
+//!   they could act on into a timeout.
 //! * **Last good value.** When a background refresh fails, the current value is served until it
-//!   enters the safety margin; the failure is logged and the refresh tried again after
-//!   [`REFRESH_RETRY_MIN`] to [`REFRESH_RETRY_MAX`]. Once the value is inside the margin,
-//!   callers wait for a load and get its error if it fails.
+//!   enters the safety margin; the failure is logged and the refresh tried again after the
+//!   key's backoff, but always within half the value's remaining servable life (and no sooner
+//!   than [`REFRESH_RETRY_MIN`]), so several tries fit before it goes. Once the value is inside
+//!   the margin, callers wait for a load (or get the last error while the key backs off).
 //! * **Negative caching.** A permanent (non-transient) error is handed out for [`NEGATIVE_TTL`]
 //!   without calling upstream again.
 //! * **Bounded size.** At most `max_entries` keys. Adding one more evicts the least recently used
 //!   key that no caller is waiting on (if every key has a waiter, the cache grows past the bound
 //!   until one is idle). A key not asked for during [`IDLE_EVICTION`] is dropped and its driver
 //!   stops, so abandoned keys stop costing upstream calls.
-//! * **Stats.** [`Cache::snapshot`] returns per-key counters for metrics.
+//! * **Stats.** [`Cache::snapshot`] returns per-key counters and health (consecutive failed
+//!   loads, the last error, the backoff left) for metrics and readiness.
 //!
 //! What that means for the lifetimes idbridge meets:
 //!
@@ -74,7 +89,7 @@ use tokio::time::Instant;
 use crate::{BrokerError, ErrorKind};
 
 /// Refresh no later than this before expiry. Five minutes lets a refresh ride out a token
-/// endpoint outage of a few minutes (retried every [`REFRESH_RETRY_MAX`] at most) before any
+/// endpoint outage of a few minutes (retried every [`LOAD_BACKOFF_MAX`] at most) before any
 /// client sees the value go, and is only a third of the shortest AWS session (15 minutes), so
 /// long-lived values are not reloaded needlessly often.
 pub const REFRESH_AHEAD: Duration = Duration::from_secs(5 * 60);
@@ -97,11 +112,23 @@ pub const SAFETY_MARGIN: Duration = Duration::from_secs(30);
 /// test credential stays servable for 18 seconds rather than never.
 pub const SAFETY_MARGIN_DIVISOR: u32 = 10;
 
-/// Give up on a load, retries included, after this long. Equal to the HTTP client's request
-/// timeout: a chain of healthy hops answers in a few seconds, and clients that ask the broker
-/// (SDK metadata clients time out in seconds and retry) have long stopped waiting by then, so
-/// waiters are released with a transient error and the next request starts afresh.
+/// Give up on a load, retries included, after this long: [`MAX_ATTEMPTS`] attempts of at most
+/// [`ATTEMPT_TIMEOUT`] each, plus their backoffs, fit inside it. Nobody waits for a load this
+/// long (callers are released after [`MAX_WAIT`]); it only bounds the work behind a refresh.
 pub const LOAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Give up on one attempt (one run of the loader: every hop of a route) after this long, and
+/// retry at once. Each hop is bounded by its own request timeout
+/// ([`crate::context::HOP_TIMEOUT`], three seconds), so this only catches a loader stuck
+/// elsewhere (a local program, a socket) or a chain of slow hops; a third of [`LOAD_TIMEOUT`]
+/// keeps all [`MAX_ATTEMPTS`] inside it.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest a caller waits for a load before it is answered with the latest error (or
+/// "still loading"). Just under botocore's one-second IMDS timeout, the shortest among the SDK
+/// metadata clients: an answer later than that reaches nobody. The load itself carries on, so
+/// the client's retry finds its result.
+pub const MAX_WAIT: Duration = Duration::from_millis(900);
 
 /// Attempts per load on transient errors (the first one included). Three rides out a dropped
 /// connection or a single 503 without multiplying load on an endpoint that is really down; the
@@ -117,9 +144,20 @@ pub const RETRY_BASE_DELAY: Duration = Duration::from_millis(200);
 /// cannot turn the driver into a busy loop against a failing endpoint.
 pub const REFRESH_RETRY_MIN: Duration = Duration::from_secs(1);
 
-/// Longest wait before retrying a failed background refresh: about ten more tries inside the
-/// five-minute refresh window of a long-lived credential, so a short outage is bridged.
-pub const REFRESH_RETRY_MAX: Duration = Duration::from_secs(30);
+/// The backoff after the first failed load of a key; it doubles with each further failed load
+/// (jittered down to half). A second is past a load balancer's failover and keeps a key to
+/// [`MAX_ATTEMPTS`] upstream attempts per second at the very worst, a few seconds soon after.
+pub const LOAD_BACKOFF_BASE: Duration = Duration::from_secs(1);
+
+/// The longest backoff across loads. Half a minute bounds an outage's cost to a few attempts
+/// per key per minute, and still means a recovered upstream is noticed within half a minute;
+/// it also leaves about ten tries inside the five-minute refresh window of a long-lived
+/// credential, so a short outage is bridged.
+pub const LOAD_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Honour an upstream's `Retry-After` up to this long. Longer values (a misconfigured proxy,
+/// an HTTP date in the far future) would silence a key for good; a minute is a long throttle.
+pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
 
 /// How long a permanent error (a refused role, a bad audience) is handed out without asking
 /// upstream again. Long enough that a client retrying in a tight loop costs one upstream call
@@ -217,12 +255,14 @@ where
     }
 
     /// The value for `key`: the cached one while it is outside its safety margin, otherwise the
-    /// result of a load (shared with every other caller waiting for the same key), or the cached
-    /// permanent error during [`NEGATIVE_TTL`].
+    /// result of a load (shared with every other caller waiting for the same key), the cached
+    /// permanent error during [`NEGATIVE_TTL`], or — while the key backs off after failed loads,
+    /// or once this caller has waited [`MAX_WAIT`] — the latest error.
     pub async fn get(&self, key: &K) -> Result<V, BrokerError> {
         let waiter = self.inner.checkout(key);
         let entry = &*waiter.0;
         let mut changes = entry.state.subscribe();
+        let deadline = Instant::now() + MAX_WAIT;
         // The number of completed loads when this caller started waiting for one.
         let mut waiting_since: Option<u64> = None;
         let mut waited = false;
@@ -254,13 +294,23 @@ where
                 }
                 Answer::Wait => waited = true,
             }
-            if changes.changed().await.is_err() {
-                // The sender lives in the entry this caller holds, so this cannot happen.
-                return Err(BrokerError::new(
-                    ErrorKind::Transient,
-                    HOP,
-                    "cache entry closed",
-                ));
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    // The sender lives in the entry this caller holds, so this cannot happen.
+                    return Err(BrokerError::new(
+                        ErrorKind::Transient,
+                        HOP,
+                        "cache entry closed",
+                    ));
+                }
+                Err(_) => {
+                    entry.count(|s| {
+                        s.misses += 1;
+                        s.wait_timeouts += 1;
+                    });
+                    return Err(entry.state.borrow().latest_error());
+                }
             }
         }
     }
@@ -320,6 +370,16 @@ pub struct EntrySnapshot<K> {
     pub idle_seconds: f64,
     /// Callers waiting right now.
     pub waiters: usize,
+    /// Whether the cached value may be served right now (outside its safety margin).
+    pub servable: bool,
+    /// Loads in a row that failed (0 after a success).
+    pub consecutive_failures: u32,
+    /// The error of the latest load, while loads fail (one line, no secret).
+    pub last_error: Option<String>,
+    /// Seconds until the next load may start, while the key backs off.
+    pub backoff_seconds: Option<f64>,
+    /// Callers answered after waiting [`MAX_WAIT`] for a load that had not finished.
+    pub wait_timeouts: u64,
 }
 
 /// What a caller gets after looking at an entry's state.
@@ -368,6 +428,12 @@ struct State<V> {
     demand: bool,
     /// Loads completed.
     completed: u64,
+    /// Loads in a row that failed.
+    failures: u32,
+    /// After a failed load: no load on demand before this instant.
+    retry_at: Option<Instant>,
+    /// The latest failed attempt of the running load, for callers that stop waiting.
+    attempt_error: Option<BrokerError>,
 }
 
 impl<V: Clone> State<V> {
@@ -408,6 +474,13 @@ impl<V: Clone> State<V> {
         if let Some(error) = self.negative(now) {
             return Answer::Error(error.clone());
         }
+        // Backing off after failed loads: the last error at once, and no load.
+        if !self.loading
+            && self.backing_off(now)
+            && let Some(error) = &self.last_error
+        {
+            return Answer::Error(error.clone());
+        }
         *waiting_since = Some(self.completed);
         if !self.loading {
             self.demand = true;
@@ -431,6 +504,9 @@ impl<V: Clone> State<V> {
             };
         }
         if self.demand && self.negative(now).is_none() {
+            if let Some(at) = self.retry_at.filter(|at| now < *at) {
+                return Step::Wait(at.min(idle_at));
+            }
             return self.start_load(false);
         }
         // Whoever asked has been answered by a load that completed meanwhile.
@@ -441,32 +517,65 @@ impl<V: Clone> State<V> {
     fn start_load(&mut self, refresh: bool) -> Step {
         self.loading = true;
         self.demand = false;
+        self.attempt_error = None;
         Step::Load { refresh }
+    }
+
+    fn backing_off(&self, now: Instant) -> bool {
+        self.retry_at.is_some_and(|at| now < at)
+    }
+
+    /// What a caller that stopped waiting gets: the running load's latest failed attempt, else
+    /// the last failed load, else "still loading".
+    fn latest_error(&self) -> BrokerError {
+        self.attempt_error
+            .clone()
+            .or_else(|| self.last_error.clone())
+            .unwrap_or_else(|| {
+                BrokerError::new(
+                    ErrorKind::Transient,
+                    HOP,
+                    format!(
+                        "the credential is still loading after {} ms; ask again",
+                        MAX_WAIT.as_millis()
+                    ),
+                )
+            })
     }
 
     /// Records a completed load. Returns whether a failed load left a servable value in place.
     fn complete(&mut self, result: Result<Fresh<V>, BrokerError>, now: Instant) -> bool {
         self.loading = false;
         self.completed += 1;
+        self.attempt_error = None;
         match result {
             Ok(fresh) => {
                 self.value = Some(fresh);
                 self.negative = None;
                 self.last_error = None;
+                self.failures = 0;
+                self.retry_at = None;
                 false
             }
             Err(error) => {
                 if !error.is_transient() {
                     self.negative = Some((error.clone(), now + NEGATIVE_TTL));
                 }
+                self.failures = self.failures.saturating_add(1);
                 // Drop a value that can no longer be served: no reason to keep a secret around.
                 if self.value.as_ref().is_some_and(|f| !f.servable(now)) {
                     self.value = None;
                 }
+                let left = self
+                    .value
+                    .as_ref()
+                    .and_then(|f| f.expiry.as_ref())
+                    .map(|e| e.serve_until.saturating_duration_since(now));
+                let retry_at = now + retry_delay(self.failures, left, &error);
+                self.retry_at = Some(retry_at);
                 let kept = match self.value.as_mut().and_then(|f| f.expiry.as_mut()) {
                     Some(expiry) => {
-                        let left = expiry.serve_until.saturating_duration_since(now);
-                        expiry.refresh_at = now + refresh_retry_delay(left, &error);
+                        expiry.refresh_at = retry_at;
                         true
                     }
                     None => self.value.is_some(),
@@ -486,6 +595,7 @@ struct Stats {
     loads: u64,
     load_errors: u64,
     last_load_latency: Option<Duration>,
+    wait_timeouts: u64,
 }
 
 /// One key: its published state, its driver's wake-up, and its bookkeeping.
@@ -510,6 +620,9 @@ impl<V> Entry<V> {
                 loading: false,
                 demand: false,
                 completed: 0,
+                failures: 0,
+                retry_at: None,
+                attempt_error: None,
             }),
             wake: Notify::new(),
             waiters: AtomicUsize::new(0),
@@ -531,11 +644,21 @@ impl<V> Entry<V> {
     }
 
     fn snapshot<K>(&self, key: K, now: Instant) -> EntrySnapshot<K> {
-        let (cached, seconds_to_expiry) = {
+        let (cached, seconds_to_expiry, servable, failures, last_error, backoff) = {
             let state = self.state.borrow();
             let cached = state.value.is_some();
             let expiry = state.value.as_ref().and_then(|f| f.expiry.as_ref());
-            (cached, expiry.map(|e| seconds_between(now, e.deadline)))
+            (
+                cached,
+                expiry.map(|e| seconds_between(now, e.deadline)),
+                state.value.as_ref().is_some_and(|f| f.servable(now)),
+                state.failures,
+                state.last_error.as_ref().map(ToString::to_string),
+                state
+                    .retry_at
+                    .filter(|at| now < *at)
+                    .map(|at| (at - now).as_secs_f64()),
+            )
         };
         let stats = lock(&self.stats);
         EntrySnapshot {
@@ -552,6 +675,11 @@ impl<V> Entry<V> {
                 .saturating_duration_since(*lock(&self.last_used))
                 .as_secs_f64(),
             waiters: self.waiters.load(Ordering::SeqCst),
+            servable,
+            consecutive_failures: failures,
+            last_error,
+            backoff_seconds: backoff,
+            wait_timeouts: stats.wait_timeouts,
         }
     }
 }
@@ -712,7 +840,7 @@ where
     async fn load(&self, refresh: bool) {
         self.entry.count(|s| s.loads += 1);
         let started = Instant::now();
-        let result = load_with_timeout(&self.loader, &self.key).await;
+        let result = load_with_timeout(&self.loader, &self.key, &self.entry).await;
         let now = Instant::now();
         let latency = now.saturating_duration_since(started);
         let result = result.and_then(|value| fresh(value, &*self.clock, now));
@@ -746,14 +874,16 @@ where
 async fn load_with_timeout<K, V>(
     loader: &Arc<dyn DynLoader<K, V>>,
     key: &K,
+    entry: &Arc<Entry<V>>,
 ) -> Result<V, BrokerError>
 where
     K: Clone + fmt::Debug + Send + Sync + 'static,
-    V: Send + 'static,
+    V: Send + Sync + 'static,
 {
     let mut task = AbortOnDrop(tokio::spawn(load_with_retries(
         Arc::clone(loader),
         key.clone(),
+        Arc::clone(entry),
     )));
     match tokio::time::timeout(LOAD_TIMEOUT, &mut task.0).await {
         Ok(Ok(result)) => result,
@@ -771,14 +901,31 @@ where
     }
 }
 
-async fn load_with_retries<K, V>(loader: Arc<dyn DynLoader<K, V>>, key: K) -> Result<V, BrokerError>
+async fn load_with_retries<K, V>(
+    loader: Arc<dyn DynLoader<K, V>>,
+    key: K,
+    entry: Arc<Entry<V>>,
+) -> Result<V, BrokerError>
 where
     K: fmt::Debug,
 {
     let mut attempt = 1;
     loop {
-        match loader.load_boxed(&key).await {
-            Err(error) if error.is_transient() && attempt < MAX_ATTEMPTS => {
+        let result = match tokio::time::timeout(ATTEMPT_TIMEOUT, loader.load_boxed(&key)).await {
+            Ok(result) => result,
+            Err(_) => Err(BrokerError::new(
+                ErrorKind::Transient,
+                HOP,
+                format!("attempt timed out after {} s", ATTEMPT_TIMEOUT.as_secs()),
+            )),
+        };
+        match result {
+            // Retry-After: end the load; the wait is honoured across loads.
+            Err(error)
+                if error.is_transient()
+                    && attempt < MAX_ATTEMPTS
+                    && error.retry_after.is_none() =>
+            {
                 let delay = backoff(attempt);
                 tracing::debug!(
                     key = ?key,
@@ -787,6 +934,9 @@ where
                     ?delay,
                     "transient load error; retrying"
                 );
+                entry
+                    .state
+                    .send_modify(|state| state.attempt_error = Some(error));
                 tokio::time::sleep(delay).await;
                 attempt += 1;
             }
@@ -857,15 +1007,26 @@ fn backoff(attempt: u32) -> Duration {
     full / 2 + jitter(full / 2)
 }
 
-/// The wait before retrying a failed refresh whose value stays servable for `left`: half of
-/// that, within bounds, and never inside the negative-caching window of a permanent error.
-fn refresh_retry_delay(left: Duration, error: &BrokerError) -> Duration {
-    let delay = (left / 2).clamp(REFRESH_RETRY_MIN, REFRESH_RETRY_MAX);
-    if error.is_transient() {
-        delay
-    } else {
-        delay.max(NEGATIVE_TTL)
+/// The wait before the next load after `failures` failed loads in a row: the key's jittered
+/// exponential backoff; while a value stays servable for `left`, no more than half of that (but
+/// at least [`REFRESH_RETRY_MIN`]), so a refresh is tried again before the value goes; never
+/// before the upstream's `Retry-After` (capped), nor inside the negative-caching window of a
+/// permanent error.
+fn retry_delay(failures: u32, left: Option<Duration>, error: &BrokerError) -> Duration {
+    let full = LOAD_BACKOFF_BASE
+        .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(16)))
+        .min(LOAD_BACKOFF_MAX);
+    let mut delay = full / 2 + jitter(full / 2);
+    if let Some(left) = left {
+        delay = delay.min(left / 2).max(REFRESH_RETRY_MIN);
     }
+    if let Some(wait) = error.retry_after {
+        delay = delay.max(wait.min(RETRY_AFTER_MAX));
+    }
+    if !error.is_transient() {
+        delay = delay.max(NEGATIVE_TTL);
+    }
+    delay
 }
 
 /// A uniformly random duration in `0..=max`.
@@ -965,7 +1126,7 @@ mod tests {
             move |_key: String| {
                 let serial = calls.fetch_add(1, Ordering::SeqCst) + 1;
                 async move {
-                    tokio::time::sleep(secs(1)).await;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
                     Ok(Tok {
                         serial,
                         expires_at: None,
@@ -1137,7 +1298,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_hung_load_times_out_with_a_transient_error() {
+    async fn a_load_that_never_answers_does_not_hold_its_callers() {
         let calls = Arc::new(AtomicUsize::new(0));
         let loader = {
             let calls = Arc::clone(&calls);
@@ -1147,11 +1308,225 @@ mod tests {
             }
         };
         let cache = Cache::new(loader, clock(), max(16));
+        let key = "route".to_owned();
         let start = Instant::now();
-        let error = cache.get(&"route".to_owned()).await.unwrap_err();
+        let error = cache.get(&key).await.unwrap_err();
         assert!(error.is_transient(), "{error:?}");
-        assert_eq!(start.elapsed(), LOAD_TIMEOUT);
+        assert!(error.message.contains("still loading"), "{error:?}");
+        assert_eq!(start.elapsed(), MAX_WAIT);
+        // Each attempt is cut at ATTEMPT_TIMEOUT and retried; the load ends with the budget.
+        tokio::time::sleep_until(start + LOAD_TIMEOUT + Duration::from_millis(1)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), MAX_ATTEMPTS as usize);
+        let asked = Instant::now();
+        let error = cache.get(&key).await.unwrap_err();
+        assert_eq!(
+            asked.elapsed(),
+            Duration::ZERO,
+            "backing off: answered at once"
+        );
+        assert!(error.message.contains("timed out"), "{error:?}");
+        let row = &cache.snapshot().entries[0];
+        assert_eq!(
+            (row.consecutive_failures, row.wait_timeouts),
+            (1, 1),
+            "{row:?}"
+        );
+        assert!(row.backoff_seconds.is_some(), "{row:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_attempt_is_retried_at_once() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let loader = {
+            let calls = Arc::clone(&calls);
+            move |_key: String| {
+                let serial = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                async move {
+                    if serial == 1 {
+                        std::future::pending::<()>().await;
+                    }
+                    Ok(Tok {
+                        serial,
+                        expires_at: None,
+                    })
+                }
+            }
+        };
+        let cache = Cache::new(loader, clock(), max(16));
+        let key = "route".to_owned();
+        let start = Instant::now();
+        // The caller is answered within MAX_WAIT, not held for the hung attempt …
+        let error = cache.get(&key).await.unwrap_err();
+        assert!(error.is_transient(), "{error:?}");
+        assert_eq!(start.elapsed(), MAX_WAIT);
+        // … which is cut at ATTEMPT_TIMEOUT and retried after one short backoff.
+        tokio::time::sleep_until(start + ATTEMPT_TIMEOUT + RETRY_BASE_DELAY).await;
+        let asked = Instant::now();
+        assert_eq!(cache.get(&key).await.unwrap().serial, 2);
+        assert_eq!(asked.elapsed(), Duration::ZERO);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cold_load_slower_than_max_wait_is_kept_for_the_next_caller() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let loader = {
+            let calls = Arc::clone(&calls);
+            move |_key: String| {
+                let serial = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                async move {
+                    tokio::time::sleep(secs(2)).await;
+                    Ok(Tok {
+                        serial,
+                        expires_at: None,
+                    })
+                }
+            }
+        };
+        let cache = Cache::new(loader, clock(), max(16));
+        let key = "route".to_owned();
+        let start = Instant::now();
+        let error = cache.get(&key).await.unwrap_err();
+        assert!(error.message.contains("still loading"), "{error:?}");
+        assert_eq!(start.elapsed(), MAX_WAIT);
+        // A second caller joins the same load rather than starting one.
+        let error = cache.get(&key).await.unwrap_err();
+        assert!(error.is_transient(), "{error:?}");
+        tokio::time::sleep_until(start + secs(2)).await;
+        assert_eq!(cache.get(&key).await.unwrap().serial, 1);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn callers_get_the_last_error_at_once_while_the_key_backs_off() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let loader = {
+            let calls = Arc::clone(&calls);
+            move |_key: String| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async { Err::<Tok, _>(transient()) }
+            }
+        };
+        let cache = Cache::new(loader, clock(), max(16));
+        let key = "route".to_owned();
+        cache.get(&key).await.unwrap_err();
+        assert_eq!(calls.load(Ordering::SeqCst), MAX_ATTEMPTS as usize);
+        for _ in 0..100 {
+            let asked = Instant::now();
+            let error = cache.get(&key).await.unwrap_err();
+            assert_eq!(asked.elapsed(), Duration::ZERO);
+            assert_eq!(error.message, "503");
+        }
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            MAX_ATTEMPTS as usize,
+            "no load while backing off"
+        );
+        // The backoff is at most LOAD_BACKOFF_BASE after the first failed load.
+        tokio::time::sleep(LOAD_BACKOFF_BASE).await;
+        cache.get(&key).await.unwrap_err();
+        assert_eq!(calls.load(Ordering::SeqCst), 2 * MAX_ATTEMPTS as usize);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_costs_a_bounded_number_of_upstream_calls() {
+        let calls = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
+        let loader = {
+            let calls = Arc::clone(&calls);
+            move |key: String| {
+                *calls.lock().unwrap().entry(key).or_default() += 1;
+                async { Err::<Tok, _>(transient()) }
+            }
+        };
+        let cache = Arc::new(Cache::new(loader, clock(), max(64)));
+        let keys: Vec<String> = (0..10).map(|i| format!("route-{i}")).collect();
+        let start = Instant::now();
+        let mut requests = 0;
+        // Every key asked for 100 times a second for a minute.
+        while start.elapsed() < secs(60) {
+            let mut callers = JoinSet::new();
+            for key in &keys {
+                let cache = Arc::clone(&cache);
+                let key = key.clone();
+                callers.spawn(async move {
+                    let asked = Instant::now();
+                    let result = cache.get(&key).await;
+                    (result.is_err(), asked.elapsed())
+                });
+            }
+            for (failed, waited) in callers.join_all().await {
+                assert!(failed);
+                assert!(waited <= MAX_WAIT, "{waited:?}");
+                requests += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Loads at 0 s and after backoffs of 0.5–1, 1–2, 2–4, 4–8, 8–16, 15–30, 15–30 s: at most
+        // 8 loads of MAX_ATTEMPTS attempts in a minute, against thousands of requests.
+        let calls = calls.lock().unwrap();
+        for key in &keys {
+            let n = calls[key];
+            assert!(
+                (5 * MAX_ATTEMPTS as usize..=8 * MAX_ATTEMPTS as usize).contains(&n),
+                "{key}: {n} upstream calls in 60 s"
+            );
+        }
+        assert!(requests > 10 * 3000, "{requests} requests");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_honoured_across_loads() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let loader = {
+            let calls = Arc::clone(&calls);
+            move |_key: String| {
+                let serial = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                async move {
+                    if serial == 1 {
+                        Err(BrokerError::new(ErrorKind::Transient, "test", "HTTP 429")
+                            .with_retry_after(Some(secs(7))))
+                    } else {
+                        Ok(Tok {
+                            serial,
+                            expires_at: None,
+                        })
+                    }
+                }
+            }
+        };
+        let cache = Cache::new(loader, clock(), max(16));
+        let key = "route".to_owned();
+        let start = Instant::now();
+        let error = cache.get(&key).await.unwrap_err();
+        assert_eq!(error.retry_after, Some(secs(7)));
+        assert_eq!(start.elapsed(), Duration::ZERO, "no retry inside the load");
+        while start.elapsed() < secs(7) {
+            cache.get(&key).await.unwrap_err();
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(cache.get(&key).await.unwrap().serial, 2);
+    }
+
+    #[test]
+    fn retry_delays_back_off_within_bounds() {
+        let e = transient();
+        for failures in 1..40 {
+            let d = retry_delay(failures, None, &e);
+            assert!(d <= LOAD_BACKOFF_MAX, "{failures}: {d:?}");
+            assert!(d >= LOAD_BACKOFF_BASE / 2, "{failures}: {d:?}");
+        }
+        assert!(retry_delay(1, None, &e) <= LOAD_BACKOFF_BASE);
+        assert!(retry_delay(10, None, &e) >= LOAD_BACKOFF_MAX / 2);
+        // A servable value is retried within half its remaining life, but not busily.
+        assert!(retry_delay(10, Some(secs(4)), &e) <= secs(2));
+        assert_eq!(
+            retry_delay(10, Some(Duration::from_millis(100)), &e),
+            REFRESH_RETRY_MIN
+        );
+        // Retry-After wins, up to its cap.
+        let throttled = transient().with_retry_after(Some(secs(3600)));
+        assert_eq!(retry_delay(1, None, &throttled), RETRY_AFTER_MAX);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1257,7 +1632,7 @@ mod tests {
     async fn a_slow_key_does_not_block_another() {
         let loader = |key: String| async move {
             if key == "slow" {
-                tokio::time::sleep(secs(10)).await;
+                tokio::time::sleep(Duration::from_millis(600)).await;
             }
             Ok(Tok {
                 serial: 0,
@@ -1275,7 +1650,7 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::ZERO);
         assert!(!slow.is_finished());
         slow.await.unwrap().unwrap();
-        assert_eq!(start.elapsed(), secs(10));
+        assert_eq!(start.elapsed(), Duration::from_millis(600));
     }
 
     #[tokio::test(start_paused = true)]
@@ -1286,7 +1661,7 @@ mod tests {
             move |_key: String| {
                 let serial = calls.fetch_add(1, Ordering::SeqCst) + 1;
                 async move {
-                    tokio::time::sleep(secs(2)).await;
+                    tokio::time::sleep(Duration::from_millis(600)).await;
                     Ok(Tok {
                         serial,
                         expires_at: None,
@@ -1296,7 +1671,7 @@ mod tests {
         };
         let cache = Cache::new(loader, clock(), max(16));
         let key = "route".to_owned();
-        let gave_up = tokio::time::timeout(secs(1), cache.get(&key)).await;
+        let gave_up = tokio::time::timeout(Duration::from_millis(300), cache.get(&key)).await;
         assert!(gave_up.is_err());
         assert_eq!(cache.get(&key).await.unwrap().serial, 1);
         assert_eq!(calls.load(Ordering::SeqCst), 1);

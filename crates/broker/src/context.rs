@@ -14,11 +14,16 @@ use idbridge_core::env::{self, Env, ProcessEnv};
 use crate::config::EndpointsConfig;
 use crate::http_client::HttpClient;
 
-/// How long to wait for a TCP connection to a cloud endpoint.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Upper bound on one HTTP exchange: token endpoints answer in well under a second; 30 s covers
-/// a cold cloud without letting a hung peer block a refresh forever.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to wait for a TCP (and TLS) connection to a cloud endpoint: a regional endpoint
+/// connects in tens of milliseconds, so two seconds means it is not going to.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Upper bound on one attempt of one hop (one HTTP exchange, connecting and reading the whole
+/// answer included), for reqwest and the AWS SDK alike. Token endpoints answer in well under a
+/// second; three seconds is past any healthy answer's tail, so a hung connection costs three
+/// seconds and the cache's retry ([`crate::cache`]) goes out on a fresh one, well inside the
+/// cache's per-attempt ([`crate::cache::ATTEMPT_TIMEOUT`]) and per-load budgets.
+pub const HOP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Resolved endpoint URLs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +49,9 @@ pub struct Context {
     pub http: HttpClient,
     /// Endpoints.
     pub endpoints: Endpoints,
+    /// Upper bound on one attempt of one hop ([`HOP_TIMEOUT`] unless set with
+    /// [`Context::with_hop_timeout`]); the AWS SDK clients read it too.
+    pub hop_timeout: Duration,
 }
 
 impl Context {
@@ -58,21 +66,41 @@ impl Context {
         clock: SharedClock,
         config: &EndpointsConfig,
     ) -> Result<Self, crate::BrokerError> {
-        let http = HttpClient::new(CONNECT_TIMEOUT, REQUEST_TIMEOUT).map_err(|e| {
-            crate::BrokerError::new(
-                crate::ErrorKind::InvalidConfiguration,
-                "http",
-                format!("cannot build HTTP client: {e}"),
-            )
-        })?;
         let endpoints = resolve(env.as_ref(), config);
         Ok(Self {
             env,
             clock,
-            http,
+            http: http_client(HOP_TIMEOUT)?,
             endpoints,
+            hop_timeout: HOP_TIMEOUT,
         })
     }
+
+    /// The same context with another per-attempt hop timeout (tests against a fault-injecting
+    /// emulator use a short one; an operator facing a slow private endpoint a longer one).
+    pub fn with_hop_timeout(mut self, timeout: Duration) -> Result<Self, crate::BrokerError> {
+        self.http = http_client(timeout)?;
+        self.hop_timeout = timeout;
+        Ok(self)
+    }
+
+    /// How long to wait for a connection: [`CONNECT_TIMEOUT`], or less under a shorter hop
+    /// timeout.
+    pub fn connect_timeout(&self) -> Duration {
+        CONNECT_TIMEOUT.min(self.hop_timeout)
+    }
+}
+
+/// The HTTP clients ([`crate::http_client`]: built on first use), with `timeout` on every
+/// request (connecting and reading the body included).
+fn http_client(timeout: Duration) -> Result<HttpClient, crate::BrokerError> {
+    HttpClient::new(CONNECT_TIMEOUT.min(timeout), timeout).map_err(|e| {
+        crate::BrokerError::new(
+            crate::ErrorKind::InvalidConfiguration,
+            "http",
+            format!("cannot build HTTP client: {e}"),
+        )
+    })
 }
 
 fn resolve(e: &dyn Env, c: &EndpointsConfig) -> Endpoints {

@@ -28,6 +28,7 @@ pub mod http_client;
 pub mod route;
 pub mod sigv4;
 pub mod source;
+mod upstream;
 
 pub use config::{Config, ConfigError};
 pub use context::Context;

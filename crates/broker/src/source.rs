@@ -141,27 +141,15 @@ pub fn fetch<'a>(
 }
 
 /// Sends a request to a Google API and returns the 200 body (zeroized on drop: it holds a
-/// token); a non-200 answer becomes an error carrying Google's code and message.
+/// token); a non-200 answer becomes an error carrying Google's code and message, classified by
+/// its status ([`crate::upstream`]).
 pub(crate) async fn send_google(
+    ctx: &Context,
     hop: &str,
     url: &str,
     req: reqwest::RequestBuilder,
 ) -> Result<zeroize::Zeroizing<String>, BrokerError> {
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| BrokerError::from_http(hop, url, &e))?;
-    let status = resp.status().as_u16();
-    let body = zeroize::Zeroizing::new(
-        resp.text()
-            .await
-            .map_err(|e| BrokerError::from_http(hop, url, &e))?,
-    );
-    if status != 200 {
-        let (code, msg) = google_error(&body);
-        return Err(BrokerError::from_status(hop, status, code, msg));
-    }
-    Ok(body)
+    crate::upstream::send(ctx, hop, url, req, google_error).await
 }
 
 /// Reads an error body from a Google API: `google.rpc.Status` or OAuth `{"error",…}`; returns
@@ -201,22 +189,15 @@ pub(crate) fn id_token_from_jwt(
     hop: &str,
     jwt: &str,
 ) -> Result<(idbridge_core::IdToken, idbridge_core::jwt::UnverifiedJwt), BrokerError> {
+    // Garbage where a token should be is retried like any unparsable answer.
     let parsed = idbridge_core::jwt::UnverifiedJwt::parse(jwt).map_err(|e| {
-        BrokerError::new(
-            crate::ErrorKind::Protocol,
-            hop,
-            format!("the ID token received is unreadable: {e}"),
-        )
+        BrokerError::unparsable(hop, format!("the ID token received is unreadable: {e}"))
     })?;
     let exp = parsed
         .exp()
         .and_then(|e| time::OffsetDateTime::from_unix_timestamp(e).ok())
         .ok_or_else(|| {
-            BrokerError::new(
-                crate::ErrorKind::Protocol,
-                hop,
-                "the ID token received has no integer `exp`",
-            )
+            BrokerError::unparsable(hop, "the ID token received has no integer `exp`")
         })?;
     Ok((
         idbridge_core::IdToken {
@@ -260,22 +241,13 @@ pub(crate) fn token_from_body(
     match json_field {
         None => Ok(body.trim().to_owned()),
         Some(field) => {
-            let v: serde_json::Value = serde_json::from_str(body).map_err(|_| {
-                BrokerError::new(
-                    crate::ErrorKind::Protocol,
-                    hop,
-                    format!("{what} is not JSON"),
-                )
-            })?;
+            let v: serde_json::Value = serde_json::from_str(body)
+                .map_err(|_| BrokerError::unparsable(hop, format!("{what} is not JSON")))?;
             v.get(field)
                 .and_then(|t| t.as_str())
                 .map(str::to_owned)
                 .ok_or_else(|| {
-                    BrokerError::new(
-                        crate::ErrorKind::Protocol,
-                        hop,
-                        format!("{what} has no string field {field:?}"),
-                    )
+                    BrokerError::unparsable(hop, format!("{what} has no string field {field:?}"))
                 })
         }
     }

@@ -42,6 +42,7 @@
 //! | `POST /_emulator/mint` | Mints a JWT with an emulator-held key. Body: `{"issuer", "sub"?, "aud"?: string or array, "lifetime_seconds"? (default 600), "iat"?, "exp"?, "claims"?: {…}}`. `issuer` is a `generate_key = true` issuer of the world, or `https://accounts.google.com` (Google's own ID-token key). `claims` are added last and may override the standard ones. Answers `{"token"}`; an issuer whose key the emulator does not hold is 404. |
 //! | `GET /_emulator/stats` | The call counters, `{"google.oauth2.token": 3, …}` |
 //! | `GET /_emulator/issuers/{url-encoded issuer}/jwks` | The JWK set of an extra issuer (or of Google) |
+//! | `GET`, `PUT /_emulator/chaos` | The fault injection in force on every listener, as JSON; `PUT` replaces it ([`crate::chaos`]) |
 
 mod certs;
 mod control;
@@ -92,6 +93,10 @@ pub fn router(state: Arc<Emulator>) -> Router {
         )
         .route("/_emulator/mint", post(control::mint))
         .route("/_emulator/stats", get(control::stats))
+        .route(
+            "/_emulator/chaos",
+            get(crate::chaos::get_config).put(crate::chaos::put_config),
+        )
         .route(
             "/_emulator/issuers/{issuer}/jwks",
             get(control::issuer_jwks),

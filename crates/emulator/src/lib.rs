@@ -17,11 +17,15 @@
 //! plus, when the world has a `[spiffe]` section, the SPIFFE Workload API (gRPC) on a unix
 //! socket ([`spiffe::serve_unix`]).
 //!
-//! The world (what exists) comes from a TOML file or the built-in world; see [`world`].
+//! The world (what exists) comes from a TOML file or the built-in world; see [`world`]. Every
+//! TCP listener can fail on purpose — errors, throttling, hangs, resets, truncated and garbage
+//! answers, latency, outages — as the world's `[chaos]` section or `PUT /_emulator/chaos` says
+//! ([`chaos`]).
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod aws_instance;
 pub mod aws_sts;
+pub mod chaos;
 pub mod expiring;
 pub mod gce_metadata;
 pub mod google;
@@ -154,6 +158,7 @@ impl Running {
     /// Stops every listener and waits for them.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
+        self.emulator.chaos.release_hangs();
         for t in self.tasks {
             let _ = t.await;
         }
@@ -202,14 +207,32 @@ pub async fn serve_with(
     }
     let (tx, rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    for (listener, router) in [
-        (aws, aws_sts::router(emulator.clone())),
-        (google, google::router(emulator.clone())),
-        (metadata, gce_metadata::router(emulator.clone())),
-        (imds, aws_instance::imds_router(emulator.clone())),
-        (ecs, aws_instance::ecs_router(emulator.clone())),
-        (spiffe_oidc, spiffe::oidc_router(emulator.clone())),
+    use chaos::Listener;
+    for (listener, router, name) in [
+        (aws, aws_sts::router(emulator.clone()), Listener::AwsSts),
+        (google, google::router(emulator.clone()), Listener::Google),
+        (
+            metadata,
+            gce_metadata::router(emulator.clone()),
+            Listener::Metadata,
+        ),
+        (
+            imds,
+            aws_instance::imds_router(emulator.clone()),
+            Listener::Imds,
+        ),
+        (
+            ecs,
+            aws_instance::ecs_router(emulator.clone()),
+            Listener::Ecs,
+        ),
+        (
+            spiffe_oidc,
+            spiffe::oidc_router(emulator.clone()),
+            Listener::SpiffeOidc,
+        ),
     ] {
+        let router = chaos::layer(router, emulator.clone(), name);
         let mut rx = rx.clone();
         tasks.push(tokio::spawn(async move {
             let _ = axum::serve(listener, router)

@@ -120,6 +120,8 @@ pub struct Emulator {
     pub endpoints: RwLock<Endpoints>,
     /// IMDS tokens and the role sessions of the EC2 instance and ECS tasks.
     pub aws_instance: crate::aws_instance::InstanceState,
+    /// Fault injection in front of every listener ([`crate::chaos`]).
+    pub chaos: crate::chaos::Chaos,
 }
 
 /// Why an emulator could not start.
@@ -163,7 +165,9 @@ impl Emulator {
             })?;
             issuer_jwks.insert(issuer.clone(), set);
         }
+        let chaos = crate::chaos::Chaos::new(world.chaos.clone());
         Ok(Arc::new(Self {
+            chaos,
             world,
             clock,
             google_key,

@@ -28,6 +28,7 @@
 //!   `attribute_mapping`, `attribute_condition`; `[google_sts]` — `aws_sts_endpoint`
 //!   ([`crate::google::sts`]). Service accounts' `workload_identity_users` grant federated
 //!   principals `roles/iam.workloadIdentityUser`.
+//! * `[chaos]` — fault injection per listener: `seed` and `[[chaos.rule]]` ([`crate::chaos`]).
 //!
 //! Loading never panics: syntax errors and unknown fields name the file, line and field;
 //! semantic errors (a VM whose account does not exist, a trust policy AWS would reject) name
@@ -277,6 +278,9 @@ pub struct World {
     /// Google STS settings.
     #[serde(default)]
     pub google_sts: GoogleStsConfig,
+    /// Fault injection.
+    #[serde(default)]
+    pub chaos: crate::chaos::ChaosConfig,
     /// Resolved PEMs of SA keys, keyed by key id (filled by [`World::load`]).
     #[serde(skip)]
     pub resolved_sa_keys: BTreeMap<String, (String, String)>,
@@ -410,6 +414,7 @@ impl World {
         crate::aws_instance::validate_world(self).map_err(invalid)?;
         crate::spiffe::validate_world(self).map_err(invalid)?;
         crate::google::sts::validate_world(self).map_err(invalid)?;
+        self.chaos.validate().map_err(invalid)?;
         Ok(())
     }
 

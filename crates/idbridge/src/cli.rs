@@ -214,7 +214,9 @@ pub(crate) struct DemoArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct EmulateArgs {
-    /// World file (TOML); the built-in world when absent.
+    /// World file (TOML); the built-in world when absent. Its `[chaos]` section injects faults
+    /// (errors, throttling, hangs, resets, truncated and garbage answers, latency, outages),
+    /// also settable at run time with `PUT /_emulator/chaos`.
     #[arg(long)]
     pub(crate) world: Option<PathBuf>,
     /// Address to bind. Loopback by default; anything else exposes test credentials.

@@ -110,6 +110,8 @@ pub struct Broker {
     resolver: PeerResolver,
     metrics: Metrics,
     ready: AtomicBool,
+    /// The configured routes' names, for per-route health.
+    route_names: Vec<String>,
 }
 
 impl Broker {
@@ -129,12 +131,19 @@ impl Broker {
             let ctx = ctx.clone();
             async move { run_route(&routes, &ctx, &key).await }
         };
-        Self::with_loader(
+        let mut broker = Self::with_loader(
             loader,
             clock,
             config.callers.clone(),
             config.max_cached_credentials,
-        )
+        );
+        broker.route_names = config
+            .routes
+            .routes
+            .iter()
+            .map(|r| r.name.clone())
+            .collect();
+        broker
     }
 
     /// A broker over any loader (tests use fakes), reading expiries against `clock`.
@@ -151,7 +160,13 @@ impl Broker {
             resolver: PeerResolver::default(),
             metrics: Metrics::default(),
             ready: AtomicBool::new(false),
+            route_names: Vec::new(),
         }
+    }
+
+    /// The configured routes (empty for a broker over a test loader).
+    pub fn route_names(&self) -> &[String] {
+        &self.route_names
     }
 
     /// Replaces how TCP callers are identified (tests point it at sample socket tables).

@@ -71,8 +71,12 @@
 //! Every frontend asks one [`Broker`], keyed by [`CredentialKey`] (route name plus the client's
 //! audience or scopes) over [`idbridge_broker::cache::Cache`]: single-flight loads, refresh
 //! ahead of expiry with jitter, retries, the last good value on failed refreshes, negative
-//! caching of permanent errors. A thousand clients asking for a cold route cause one upstream
-//! exchange; a client polling a short-lived credential never gets an expired one.
+//! caching of permanent errors, per-attempt timeouts, backoff across failed loads (honouring
+//! `Retry-After`) and bounded caller waits. A thousand clients asking for a cold route cause one
+//! upstream exchange; a client polling a short-lived credential never gets an expired one;
+//! during an outage clients get the last error at once while each key costs a few upstream
+//! attempts per backoff period. [`health`] turns the cache's state into per-route health for
+//! `/readyz` and `/metrics`.
 //!
 //! # Per-workload identity
 //!
@@ -105,6 +109,7 @@ pub mod broker;
 pub mod caller;
 pub mod config;
 pub mod gce_metadata;
+pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod server;

@@ -14,11 +14,14 @@
 //! | `idbridge_serve_cache_entries`, `idbridge_serve_cache_max_entries` | gauge | — |
 //! | `idbridge_serve_cache_evictions_total` | counter | — |
 //! | `idbridge_serve_ready` | gauge (0/1) | — |
+//! | `idbridge_serve_route_health` | gauge (1 for the route's state) | `route`, `state` |
+//! | `idbridge_serve_route_consecutive_failures`, `…_route_backoff_seconds` | gauge | `route` |
+//! | `idbridge_serve_route_wait_timeouts_total` | counter | `route` |
 //!
 //! Cache rows come from [`idbridge_broker::cache::Cache::snapshot`]: one per cached key, so
 //! label sets are bounded by `max_cached_credentials`. Label values are escaped; none is a
 //! secret. `/healthz` is 200 while the process serves; `/readyz` is 200 once the config is
-//! loaded and every listener is up, 503 before.
+//! loaded and every listener is up, 503 before and while a route is down ([`crate::health`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -65,7 +68,7 @@ impl Metrics {
 }
 
 /// Escapes a Prometheus label value.
-fn label(value: &str) -> String {
+pub(crate) fn label(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
         match c {
@@ -228,6 +231,7 @@ pub fn render(broker: &Broker) -> String {
         "1 once the config is loaded and every listener is up.",
     );
     let _ = writeln!(out, "idbridge_serve_ready {}", u8::from(broker.is_ready()));
+    crate::health::render_metrics(&mut out, broker, header);
     out
 }
 
@@ -257,9 +261,11 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(broker): State<Arc<Broker>>) -> Response {
-    if broker.is_ready() {
-        (StatusCode::OK, "ready\n").into_response()
+    let (ready, body) = crate::health::readiness(&broker);
+    let status = if ready {
+        StatusCode::OK
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, body).into_response()
 }

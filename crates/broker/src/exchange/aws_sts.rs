@@ -5,6 +5,13 @@
 //! regional default. The SDK's own retries are off: the broker's cache decides when to retry,
 //! so a refused role fails fast with AWS's code (`AccessDenied`, `InvalidIdentityToken`,
 //! `ExpiredTokenException`, …).
+//!
+//! Each call is bounded by the context's hop timeout (the SDK's operation and attempt
+//! timeouts; it has none by default), and its failure is classified like every other hop's
+//! ([`crate::error`]): by HTTP status first — a 5xx, 429 or 408 is transient whether or not a
+//! load balancer put an AWS error document in it — then by AWS's code (`Throttling`,
+//! `IDPCommunicationError` … are transient), and an answer the SDK cannot parse (truncated,
+//! garbage, a 200 without `Credentials`) is transient too.
 
 use aws_sdk_sts::config::{BehaviorVersion, Region};
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
@@ -51,10 +58,10 @@ pub async fn exchange(
         .set_policy(req.policy.map(str::to_owned))
         .send()
         .await
-        .map_err(|e| map_sdk_error(&endpoint, e))?;
-    let creds = out.credentials().ok_or_else(|| {
-        BrokerError::new(ErrorKind::Protocol, HOP, "the response has no Credentials")
-    })?;
+        .map_err(|e| map_sdk_error(ctx, &endpoint, e))?;
+    let creds = out
+        .credentials()
+        .ok_or_else(|| BrokerError::unparsable(HOP, "the response has no Credentials"))?;
     let expiration = time::OffsetDateTime::from_unix_timestamp(creds.expiration().secs()).ok();
     let arn = out.assumed_role_user().map(|u| u.arn().to_owned());
     let account = req.role_arn.split(':').nth(4).map(str::to_owned);
@@ -87,10 +94,16 @@ fn sts_client(
         .aws_sts
         .clone()
         .unwrap_or_else(|| format!("https://sts.{region}.amazonaws.com"));
+    let timeouts = aws_sdk_sts::config::timeout::TimeoutConfig::builder()
+        .connect_timeout(ctx.connect_timeout())
+        .operation_attempt_timeout(ctx.hop_timeout)
+        .operation_timeout(ctx.hop_timeout)
+        .build();
     let mut conf = aws_sdk_sts::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(region.to_owned()))
         .retry_config(aws_sdk_sts::config::retry::RetryConfig::disabled())
+        .timeout_config(timeouts)
         // One HTTP client per context, without a trust store for a plain-http endpoint.
         .http_client(ctx.http.aws_sdk(&endpoint));
     if let Some(c) = creds {
@@ -102,28 +115,64 @@ fn sts_client(
     (aws_sdk_sts::Client::from_conf(conf.build()), endpoint)
 }
 
-fn map_sdk_error<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
+/// AWS error codes that mean "ask again later" even in a 400 (STS throttles with a 400).
+const TRANSIENT_CODES: &[&str] = &[
+    "IDPCommunicationError",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "ServiceUnavailable",
+    "InternalFailure",
+];
+
+fn map_sdk_error<E: ProvideErrorMetadata + std::fmt::Debug>(
+    ctx: &Context,
     endpoint: &str,
-    e: SdkError<E, R>,
+    e: SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
 ) -> BrokerError {
     match &e {
         SdkError::ServiceError(se) => {
-            let code = se.err().code().unwrap_or("Unknown").to_owned();
-            let msg = se.err().message().unwrap_or("no message").to_owned();
-            let transient = matches!(
-                code.as_str(),
-                "IDPCommunicationError" | "Throttling" | "ServiceUnavailable" | "InternalFailure"
-            );
-            BrokerError::new(
-                if transient {
-                    ErrorKind::Transient
-                } else {
-                    ErrorKind::Rejected
-                },
-                HOP,
-                msg,
-            )
-            .with_code(code)
+            let status = se.raw().status().as_u16();
+            if status < 300 {
+                // A 200 the SDK could not read as the operation's answer (garbage, a portal).
+                return BrokerError::unparsable(
+                    HOP,
+                    format!("unparsable response from {endpoint}"),
+                );
+            }
+            let code = se.err().code();
+            let transient = crate::error::status_is_transient(status)
+                || code.is_some_and(|c| TRANSIENT_CODES.contains(&c));
+            let error = match code {
+                // An AWS error document: AWS's code and message.
+                Some(code) => BrokerError::new(
+                    ErrorKind::Rejected,
+                    HOP,
+                    se.err().message().unwrap_or("no message").to_owned(),
+                )
+                .with_code(code),
+                // No AWS error document (a load balancer's or proxy's page): the status only;
+                // the body is never repeated.
+                None => BrokerError::new(
+                    ErrorKind::Rejected,
+                    HOP,
+                    format!("HTTP {status} without an AWS error document from {endpoint}"),
+                ),
+            };
+            if transient {
+                let retry_after = se
+                    .raw()
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| crate::error::parse_retry_after(v, ctx.clock.now()));
+                BrokerError {
+                    kind: ErrorKind::Transient,
+                    ..error
+                }
+                .with_retry_after(retry_after)
+            } else {
+                error
+            }
         }
         SdkError::TimeoutError(_) => {
             BrokerError::new(ErrorKind::Transient, HOP, format!("timed out: {endpoint}"))
@@ -133,11 +182,10 @@ fn map_sdk_error<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
             HOP,
             format!("could not connect: {endpoint}"),
         ),
-        SdkError::ResponseError(_) => BrokerError::new(
-            ErrorKind::Protocol,
-            HOP,
-            format!("unparsable response from {endpoint}"),
-        ),
+        // Truncated, garbage, or a document that is not AWS's: the next answer may be fine.
+        SdkError::ResponseError(_) => {
+            BrokerError::unparsable(HOP, format!("unparsable response from {endpoint}"))
+        }
         _ => BrokerError::new(
             ErrorKind::Protocol,
             HOP,
@@ -157,7 +205,7 @@ pub async fn get_caller_identity(
     let started = Instant::now();
     let (client, endpoint) = sts_client(ctx, region.unwrap_or(DEFAULT_REGION), Some(creds));
     let out = client.get_caller_identity().send().await.map_err(|e| {
-        let mut b = map_sdk_error(&endpoint, e);
+        let mut b = map_sdk_error(ctx, &endpoint, e);
         b.hop = GCI.to_owned();
         b
     })?;

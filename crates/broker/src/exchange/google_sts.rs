@@ -156,6 +156,7 @@ pub async fn exchange(
         .unwrap_or_else(|| idbridge_core::env::DEFAULT_GOOGLE_STS_URL.to_owned());
     let scope = req.scopes.join(" ");
     let body = crate::source::send_google(
+        ctx,
         HOP,
         &url,
         ctx.http.post(&url).form(&[
@@ -175,11 +176,7 @@ pub async fn exchange(
         expires_in: Option<serde_json::Value>,
     }
     let parsed: Resp = serde_json::from_str(&body).map_err(|_| {
-        BrokerError::new(
-            ErrorKind::Protocol,
-            HOP,
-            format!("unparsable token response from {url}"),
-        )
+        BrokerError::unparsable(HOP, format!("unparsable token response from {url}"))
     })?;
     let secs = match parsed.expires_in {
         Some(serde_json::Value::Number(n)) => n.as_i64(),

@@ -54,7 +54,13 @@ pub async fn fetch(
     }
     let (result, endpoint) = match provider {
         "imds" | "env-or-imds" => {
-            let mut client = aws_config::imds::Client::builder();
+            // One attempt per call, bounded like every other hop: the cache retries.
+            let mut client = aws_config::imds::Client::builder()
+                .max_attempts(1)
+                .connect_timeout(ctx.connect_timeout())
+                .read_timeout(ctx.hop_timeout)
+                .operation_attempt_timeout(ctx.hop_timeout)
+                .operation_timeout(ctx.hop_timeout);
             let endpoint = imds_endpoint.map(str::to_owned).or_else(|| {
                 ctx.env
                     .get(idbridge_core::env::AWS_EC2_METADATA_SERVICE_ENDPOINT)
@@ -109,15 +115,12 @@ pub async fn fetch(
         }
     };
     let creds = result.map_err(|e| {
-        use aws_credential_types::provider::error::CredentialsError as E;
-        let kind = match &e {
-            E::CredentialsNotLoaded(_) => ErrorKind::NotConfigured,
-            E::ProviderTimedOut(_) => ErrorKind::Transient,
-            E::InvalidConfiguration(_) => ErrorKind::InvalidConfiguration,
-            E::ProviderError(_) => ErrorKind::Rejected,
-            _ => ErrorKind::Protocol,
-        };
-        BrokerError::new(kind, HOP, format!("{endpoint}: {}", one_line(&e)))
+        BrokerError::new(
+            credentials_error_kind(&e),
+            HOP,
+            format!("{endpoint}: {}", one_line(&e)),
+        )
+        .with_retry_after(retry_after(&e, ctx.clock.now()))
     })?;
     let expiration = creds
         .expiry()
@@ -219,24 +222,13 @@ async fn ecs(
         parsed.host_str().unwrap_or_default(),
         parsed.port().map(|p| format!(":{p}")).unwrap_or_default()
     ) + parsed.path();
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| BrokerError::from_http(HOP_ECS, &shown, &e))?;
-    let status = resp.status().as_u16();
-    let body = zeroize::Zeroizing::new(
-        resp.text()
-            .await
-            .map_err(|e| BrokerError::from_http(HOP_ECS, &shown, &e))?,
-    );
-    if status != 200 {
-        return Err(BrokerError::from_status(
-            HOP_ECS,
-            status,
+    let body = crate::upstream::send(ctx, HOP_ECS, &shown, req, |_| {
+        (
             None,
             format!("container credentials endpoint {shown} refused"),
-        ));
-    }
+        )
+    })
+    .await?;
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "PascalCase")]
     struct Creds {
@@ -250,11 +242,7 @@ async fn ecs(
         role_arn: Option<String>,
     }
     let c: Creds = serde_json::from_str(&body).map_err(|_| {
-        BrokerError::new(
-            ErrorKind::Protocol,
-            HOP_ECS,
-            format!("unparsable credentials from {shown}"),
-        )
+        BrokerError::unparsable(HOP_ECS, format!("unparsable credentials from {shown}"))
     })?;
     let expiration = idbridge_core::timefmt::parse_rfc3339(&c.expiration);
     hops.push(HopReport::new(
@@ -276,6 +264,79 @@ async fn ecs(
         account_id: c.account_id,
         arn: None,
     }))
+}
+
+/// What an aws-config credentials error means for the next attempt, by the same rules as every
+/// other hop: an IMDS answer by its status, a connection or token failure transient, a
+/// credentials document that does not parse transient, the instance's own error document
+/// (`{"Code": …}` in a 200) a refusal.
+fn credentials_error_kind(
+    e: &aws_credential_types::provider::error::CredentialsError,
+) -> ErrorKind {
+    use aws_config::imds::client::error::ImdsError;
+    use aws_credential_types::provider::error::CredentialsError as E;
+    type TokenFailure = aws_smithy_runtime_api::client::result::SdkError<
+        aws_config::imds::client::error::TokenError,
+        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+    >;
+    let mut chain: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut unreachable = false;
+    while let Some(err) = chain {
+        unreachable |= err.downcast_ref::<TokenFailure>().is_some();
+        chain = err.source();
+    }
+    match e {
+        // "Not loaded" because IMDS could not be reached for a session token: transient.
+        E::CredentialsNotLoaded(_) if unreachable => ErrorKind::Transient,
+        E::CredentialsNotLoaded(_) => ErrorKind::NotConfigured,
+        E::ProviderTimedOut(_) => ErrorKind::Transient,
+        E::InvalidConfiguration(_) => ErrorKind::InvalidConfiguration,
+        E::ProviderError(_) => {
+            let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+            while let Some(err) = cur {
+                match err.downcast_ref::<ImdsError>() {
+                    Some(ImdsError::ErrorResponse(r)) => {
+                        let status = r.response().status().as_u16();
+                        return if crate::error::status_is_transient(status) {
+                            ErrorKind::Transient
+                        } else {
+                            ErrorKind::Rejected
+                        };
+                    }
+                    Some(_) => return ErrorKind::Transient,
+                    None => cur = err.source(),
+                }
+            }
+            ErrorKind::Rejected
+        }
+        _ => ErrorKind::Transient,
+    }
+}
+
+/// The `Retry-After` of an IMDS answer somewhere in an aws-config error's chain.
+fn retry_after(
+    e: &(dyn std::error::Error + 'static),
+    now: time::OffsetDateTime,
+) -> Option<std::time::Duration> {
+    use aws_config::imds::client::error::{ImdsError, TokenError};
+    use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+    use aws_smithy_runtime_api::client::result::SdkError;
+    let mut chain = Some(e);
+    while let Some(err) = chain {
+        let header = match (
+            err.downcast_ref::<ImdsError>(),
+            err.downcast_ref::<SdkError<TokenError, HttpResponse>>(),
+        ) {
+            (Some(ImdsError::ErrorResponse(r)), _) => r.response().headers().get("retry-after"),
+            (_, Some(SdkError::ServiceError(se))) => se.raw().headers().get("retry-after"),
+            _ => None,
+        };
+        if let Some(value) = header {
+            return crate::error::parse_retry_after(value, now);
+        }
+        chain = err.source();
+    }
+    None
 }
 
 /// The error and its sources on one line (aws-config errors nest their cause).

@@ -10,7 +10,7 @@
 use idbridge_core::{Credential, GoogleAccessToken};
 use tokio::time::Instant;
 
-use crate::{BrokerError, Context, ErrorKind, HopReport};
+use crate::{BrokerError, Context, HopReport};
 
 const HOP: &str = "gce-metadata";
 
@@ -24,28 +24,15 @@ async fn get(
         ctx.endpoints.gce_metadata_host
     );
     let shown = url.split('?').next().unwrap_or_default().to_owned();
-    let resp = ctx
-        .http
-        .get(&url)
-        .header("Metadata-Flavor", "Google")
-        .send()
-        .await
-        .map_err(|e| BrokerError::from_http(HOP, &shown, &e))?;
-    let status = resp.status().as_u16();
-    let body = zeroize::Zeroizing::new(
-        resp.text()
-            .await
-            .map_err(|e| BrokerError::from_http(HOP, &shown, &e))?,
-    );
-    if status != 200 {
-        // The body is never repeated: whatever answered may reflect the request or a token.
-        return Err(BrokerError::from_status(
-            HOP,
-            status,
+    let req = ctx.http.get(&url).header("Metadata-Flavor", "Google");
+    // The body is never repeated: whatever answered may reflect the request or a token.
+    let body = crate::upstream::send(ctx, HOP, &shown, req, |_| {
+        (
             None,
             format!("metadata server refused the request ({shown})"),
-        ));
-    }
+        )
+    })
+    .await?;
     Ok((body, shown))
 }
 
@@ -85,15 +72,10 @@ pub async fn fetch(
     let (body, shown) = get(ctx, &q).await?;
     let parsed: idbridge_wire::gce_metadata::TokenResponse =
         serde_json::from_str(&body).map_err(|_| {
-            BrokerError::new(
-                ErrorKind::Protocol,
-                HOP,
-                format!("unparsable token response from {shown}"),
-            )
+            BrokerError::unparsable(HOP, format!("unparsable token response from {shown}"))
         })?;
     if parsed.access_token.is_empty() || parsed.expires_in <= 0 {
-        return Err(BrokerError::new(
-            ErrorKind::Protocol,
+        return Err(BrokerError::unparsable(
             HOP,
             format!("incomplete token received from {shown}"),
         ));

@@ -78,6 +78,7 @@ pub async fn fetch(
     .map_err(|e| BrokerError::new(ErrorKind::InvalidConfiguration, HOP, e.to_string()))?;
     let who = caller.principal.as_deref().unwrap_or("the caller");
     let text = super::send_google(
+        ctx,
         HOP,
         &url,
         ctx.http
@@ -94,8 +95,7 @@ pub async fn fetch(
     })?;
     if req.audience.is_some() {
         let parsed: GenerateIdTokenResponse = serde_json::from_str(&text).map_err(|_| {
-            BrokerError::new(
-                ErrorKind::Protocol,
+            BrokerError::unparsable(
                 HOP,
                 format!("unparsable generateIdToken response from {url}"),
             )
@@ -112,14 +112,13 @@ pub async fn fetch(
         return Ok(Credential::IdToken(tok));
     }
     let parsed: GenerateAccessTokenResponse = serde_json::from_str(&text).map_err(|_| {
-        BrokerError::new(
-            ErrorKind::Protocol,
+        BrokerError::unparsable(
             HOP,
             format!("unparsable generateAccessToken response from {url}"),
         )
     })?;
     let expires_at = idbridge_core::timefmt::parse_rfc3339(&parsed.expire_time)
-        .ok_or_else(|| BrokerError::new(ErrorKind::Protocol, HOP, "unparsable expireTime"))?;
+        .ok_or_else(|| BrokerError::unparsable(HOP, "unparsable expireTime"))?;
     hops.push(HopReport::new(
         HOP,
         url,
@@ -148,6 +147,7 @@ pub async fn tokeninfo(ctx: &Context, token: &GoogleAccessToken) -> Result<HopRe
         .unwrap_or_else(|| idbridge_core::env::DEFAULT_GOOGLE_OAUTH2_URL.to_owned());
     let url = format!("{}/tokeninfo", token_url.trim_end_matches("/token"));
     let text = super::send_google(
+        ctx,
         TI,
         &url,
         ctx.http
@@ -156,7 +156,7 @@ pub async fn tokeninfo(ctx: &Context, token: &GoogleAccessToken) -> Result<HopRe
     )
     .await?;
     let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|_| BrokerError::new(ErrorKind::Protocol, TI, "unparsable tokeninfo"))?;
+        .map_err(|_| BrokerError::unparsable(TI, "unparsable tokeninfo"))?;
     let who = v
         .get("email")
         .or_else(|| v.get("sub"))

@@ -31,24 +31,10 @@ pub async fn fetch(
             Err(_) => req.header(k.as_str(), v.as_str()),
         };
     }
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| BrokerError::from_http(HOP, url, &e))?;
-    let status = resp.status().as_u16();
-    let body = zeroize::Zeroizing::new(
-        resp.text()
-            .await
-            .map_err(|e| BrokerError::from_http(HOP, url, &e))?,
-    );
-    if status != 200 {
-        return Err(BrokerError::from_status(
-            HOP,
-            status,
-            None,
-            format!("token URL {url} refused"),
-        ));
-    }
+    let body = crate::upstream::send(ctx, HOP, url, req, |_| {
+        (None, format!("token URL {url} refused"))
+    })
+    .await?;
     let token = zeroize::Zeroizing::new(super::token_from_body(HOP, url, &body, json_field)?);
     let (tok, parsed) = super::id_token_from_jwt(HOP, &token)?;
     hops.push(HopReport::new(

@@ -134,6 +134,7 @@ pub async fn fetch(
         .or(key.token_uri.clone())
         .unwrap_or_else(|| idbridge_core::env::DEFAULT_GOOGLE_OAUTH2_URL.to_owned());
     let body = super::send_google(
+        ctx,
         HOP,
         &url,
         ctx.http.post(&url).form(&[
@@ -143,22 +144,14 @@ pub async fn fetch(
     )
     .await?;
     let parsed: OAuth2TokenResponse = serde_json::from_str(&body).map_err(|_| {
-        BrokerError::new(
-            ErrorKind::Protocol,
-            HOP,
-            format!("unparsable token response from {url}"),
-        )
+        BrokerError::unparsable(HOP, format!("unparsable token response from {url}"))
     })?;
     if target_audience.is_some() {
         let jwt = parsed
             .id_token
             .map(zeroize::Zeroizing::new)
             .ok_or_else(|| {
-                BrokerError::new(
-                    ErrorKind::Protocol,
-                    HOP,
-                    format!("no id_token in the response from {url}"),
-                )
+                BrokerError::unparsable(HOP, format!("no id_token in the response from {url}"))
             })?;
         let (tok, claims) = super::id_token_from_jwt(HOP, &jwt)?;
         hops.push(HopReport::new(
@@ -171,8 +164,7 @@ pub async fn fetch(
         return Ok(Credential::IdToken(tok));
     }
     let (Some(token), Some(expires_in)) = (parsed.access_token, parsed.expires_in) else {
-        return Err(BrokerError::new(
-            ErrorKind::Protocol,
+        return Err(BrokerError::unparsable(
             HOP,
             format!("no access_token/expires_in in the response from {url}"),
         ));
