@@ -12,6 +12,7 @@ use idbridge_core::clock::{SharedClock, SystemClock};
 use idbridge_core::env::{self, Env, ProcessEnv};
 
 use crate::config::EndpointsConfig;
+use crate::http_client::HttpClient;
 
 /// How long to wait for a TCP (and TLS) connection to a cloud endpoint: a regional endpoint
 /// connects in tens of milliseconds, so two seconds means it is not going to.
@@ -44,8 +45,8 @@ pub struct Context {
     pub env: Arc<dyn Env>,
     /// Clock.
     pub clock: SharedClock,
-    /// HTTP client (rustls).
-    pub http: reqwest::Client,
+    /// HTTP clients (rustls), built on first use ([`crate::http_client`]).
+    pub http: HttpClient,
     /// Endpoints.
     pub endpoints: Endpoints,
     /// Upper bound on one attempt of one hop ([`HOP_TIMEOUT`] unless set with
@@ -90,21 +91,16 @@ impl Context {
     }
 }
 
-/// The rustls HTTP client, with `timeout` on every request (connecting and reading the body
-/// included).
-fn http_client(timeout: Duration) -> Result<reqwest::Client, crate::BrokerError> {
-    reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT.min(timeout))
-        .timeout(timeout)
-        .user_agent(concat!("idbridge/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| {
-            crate::BrokerError::new(
-                crate::ErrorKind::InvalidConfiguration,
-                "http",
-                format!("cannot build HTTP client: {e}"),
-            )
-        })
+/// The HTTP clients ([`crate::http_client`]: built on first use), with `timeout` on every
+/// request (connecting and reading the body included).
+fn http_client(timeout: Duration) -> Result<HttpClient, crate::BrokerError> {
+    HttpClient::new(CONNECT_TIMEOUT.min(timeout), timeout).map_err(|e| {
+        crate::BrokerError::new(
+            crate::ErrorKind::InvalidConfiguration,
+            "http",
+            format!("cannot build HTTP client: {e}"),
+        )
+    })
 }
 
 fn resolve(e: &dyn Env, c: &EndpointsConfig) -> Endpoints {

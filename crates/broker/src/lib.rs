@@ -24,6 +24,7 @@ pub mod context;
 pub mod error;
 pub mod exchange;
 pub mod external_account;
+pub mod http_client;
 pub mod route;
 pub mod sigv4;
 pub mod source;

@@ -89,6 +89,11 @@ fn sts_client(
     region: &str,
     creds: Option<&AwsCredentials>,
 ) -> (aws_sdk_sts::Client, String) {
+    let endpoint = ctx
+        .endpoints
+        .aws_sts
+        .clone()
+        .unwrap_or_else(|| format!("https://sts.{region}.amazonaws.com"));
     let timeouts = aws_sdk_sts::config::timeout::TimeoutConfig::builder()
         .connect_timeout(ctx.connect_timeout())
         .operation_attempt_timeout(ctx.hop_timeout)
@@ -98,18 +103,15 @@ fn sts_client(
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(region.to_owned()))
         .retry_config(aws_sdk_sts::config::retry::RetryConfig::disabled())
-        .timeout_config(timeouts);
+        .timeout_config(timeouts)
+        // One HTTP client per context, without a trust store for a plain-http endpoint.
+        .http_client(ctx.http.aws_sdk(&endpoint));
     if let Some(c) = creds {
         conf = conf.credentials_provider(crate::sigv4::sdk_credentials(c));
     }
     if let Some(url) = &ctx.endpoints.aws_sts {
         conf = conf.endpoint_url(url);
     }
-    let endpoint = ctx
-        .endpoints
-        .aws_sts
-        .clone()
-        .unwrap_or_else(|| format!("https://sts.{region}.amazonaws.com"));
     (aws_sdk_sts::Client::from_conf(conf.build()), endpoint)
 }
 
