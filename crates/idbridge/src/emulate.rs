@@ -6,6 +6,7 @@ use idbridge_emulator::{Emulator, Ports, World};
 
 use crate::cli::EmulateArgs;
 use crate::commands::CliError;
+use crate::signals::shutdown_signal;
 
 pub(crate) async fn run(a: EmulateArgs) -> Result<ExitCode, CliError> {
     let world = match &a.world {
@@ -68,26 +69,4 @@ pub(crate) async fn run(a: EmulateArgs) -> Result<ExitCode, CliError> {
     eprintln!("idbridge emulator: shutting down");
     running.shutdown().await;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
 }
