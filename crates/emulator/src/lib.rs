@@ -33,6 +33,8 @@ pub mod keys;
 pub mod sigv4;
 pub mod spiffe;
 pub mod state;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;
 pub mod token_verify;
 pub mod world;
 
