@@ -858,10 +858,6 @@ async fn oidc_keys(state: &Emulator, oidc: &OidcProviderConfig) -> Result<JwkSet
 /// `<issuer>/.well-known/openid-configuration` → `jwks_uri` → the JWK set.
 async fn fetch_jwks(issuer: &str) -> Result<JwkSet, String> {
     let client = http_client()?;
-    let discovery = format!(
-        "{}/.well-known/openid-configuration",
-        issuer.trim_end_matches('/')
-    );
     let get = |url: String| {
         let client = client.clone();
         async move {
@@ -878,15 +874,7 @@ async fn fetch_jwks(issuer: &str) -> Result<JwkSet, String> {
                 .map_err(|e| format!("GET {url}: {e}"))
         }
     };
-    let doc: Value = serde_json::from_str(&get(discovery.clone()).await?)
-        .map_err(|_| format!("{discovery} is not JSON"))?;
-    let jwks_uri = doc
-        .get("jwks_uri")
-        .and_then(Value::as_str)
-        .ok_or_else(|| format!("{discovery} has no jwks_uri"))?
-        .to_owned();
-    serde_json::from_str(&get(jwks_uri.clone()).await?)
-        .map_err(|_| format!("{jwks_uri} is not a JWK set"))
+    idbridge_core::jwks::fetch_issuer_jwks(issuer, get).await
 }
 
 #[cfg(test)]
