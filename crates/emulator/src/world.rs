@@ -147,7 +147,7 @@ pub struct Vm {
 }
 
 fn default_scopes() -> Vec<String> {
-    vec!["https://www.googleapis.com/auth/cloud-platform".to_owned()]
+    vec![idbridge_wire::google::CLOUD_PLATFORM_SCOPE.to_owned()]
 }
 fn default_instance_id() -> String {
     "1000000000000000001".to_owned()
