@@ -10,6 +10,7 @@
 //! | action | authentication | checks |
 //! |---|---|---|
 //! | `AssumeRoleWithWebIdentity` | none (the token is the credential) | parameter constraints; the token's signature, issuer, `kid`, timestamps and claims ([`crate::token_verify`]); the role exists; its trust policy allows the token's claims (`idbridge-policy`); `DurationSeconds` within the role's maximum; the session policy parses |
+//! | `AssumeRole` | SigV4 by a session of this STS | parameter constraints; the role exists and its trust policy allows the calling session (`sts:AssumeRole`, `sts:TagSession` with tags, `sts:SetSourceIdentity` with a source identity; `sts:ExternalId`, `aws:PrincipalTag/…` of the caller, `aws:RequestTag/…`); the 1-hour limit of a chained session |
 //! | `GetCallerIdentity` | SigV4, header or presigned ([`crate::sigv4`]) | the key is a session this STS issued, with its session token, not expired; the signature; credential scope service `sts` |
 //!
 //! Issued sessions are kept in [`Emulator::aws_sessions`]; calls are counted as
@@ -206,7 +207,10 @@ fn dispatch(
     let Some(action) = params.get("Action") else {
         return Err(StsError::bad_request("MissingAction", "Missing Action"));
     };
-    let known = matches!(action, "AssumeRoleWithWebIdentity" | "GetCallerIdentity");
+    let known = matches!(
+        action,
+        "AssumeRoleWithWebIdentity" | "GetCallerIdentity" | "AssumeRole"
+    );
     state.bump(&format!(
         "aws_sts.{}",
         if known { action } else { "InvalidAction" }
@@ -224,6 +228,7 @@ fn dispatch(
     }
     match action {
         "AssumeRoleWithWebIdentity" => assume_role_with_web_identity(state, &params, request_id),
+        "AssumeRole" => assume_role::assume_role(state, parts, body, &params, request_id),
         _ => get_caller_identity(state, parts, body, request_id),
     }
 }
@@ -666,6 +671,23 @@ pub(crate) fn issue_session(
     session_name: &str,
     expires_at: time::OffsetDateTime,
 ) -> AwsSession {
+    issue_session_with(
+        state,
+        role_arn,
+        session_name,
+        expires_at,
+        Default::default(),
+    )
+}
+
+/// [`issue_session`] with what the session carries into a role chain.
+pub(crate) fn issue_session_with(
+    state: &Emulator,
+    role_arn: &str,
+    session_name: &str,
+    expires_at: time::OffsetDateTime,
+    context: crate::state::SessionContext,
+) -> AwsSession {
     let session = AwsSession {
         access_key_id: access_key_id(),
         secret_access_key: SecretString::new(random_b64(30)),
@@ -674,6 +696,7 @@ pub(crate) fn issue_session(
         session_name: session_name.to_owned(),
         role_id: role_id(role_arn),
         expires_at,
+        context,
     };
     state.insert_session(session.clone());
     session
@@ -725,12 +748,13 @@ pub fn role_id(role_arn: &str) -> String {
 // GetCallerIdentity
 // ---------------------------------------------------------------------------------------------
 
-fn get_caller_identity(
+/// The live session whose credentials SigV4-signed this request (service `sts`).
+fn authenticate(
     state: &Emulator,
     parts: &request::Parts,
     body: &[u8],
-    request_id: &str,
-) -> Result<String, StsError> {
+    action: &str,
+) -> Result<AwsSession, StsError> {
     let headers: Vec<(String, String)> = parts
         .headers
         .iter()
@@ -772,15 +796,24 @@ fn get_caller_identity(
             ));
         }
         Err(e) => {
-            tracing::info!(error = %e, code = e.code(), "GetCallerIdentity: signature rejected");
+            tracing::info!(error = %e, code = e.code(), action, "signature rejected");
             return Err(e.into());
         }
         Ok(caller) => caller,
     };
     sigv4::check_service(&caller, "sts")?;
-    let Some(session) = state.session(&caller.access_key_id) else {
-        return Err(SigV4Error::UnknownAccessKey.into());
-    };
+    state
+        .session(&caller.access_key_id)
+        .ok_or_else(|| SigV4Error::UnknownAccessKey.into())
+}
+
+fn get_caller_identity(
+    state: &Emulator,
+    parts: &request::Parts,
+    body: &[u8],
+    request_id: &str,
+) -> Result<String, StsError> {
+    let session = authenticate(state, parts, body, "GetCallerIdentity")?;
     let doc = wire::GetCallerIdentityResponse {
         xmlns: wire::XMLNS,
         get_caller_identity_result: wire::GetCallerIdentityResult {
@@ -800,6 +833,8 @@ fn get_caller_identity(
         )
     })
 }
+
+mod assume_role;
 
 #[cfg(test)]
 mod tests {

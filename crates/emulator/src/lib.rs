@@ -13,6 +13,7 @@
 //! | EC2 IMDSv2 | [`aws_instance`] | `/latest/api/token`, `/latest/meta-data/…` of the world's EC2 instance |
 //! | ECS credentials | [`aws_instance`] | the `[[ecs_task]]` container credential endpoints |
 //! | SPIFFE OIDC | [`spiffe`] | discovery and JWKS of the JWT-SVID issuer |
+//! | IAM Roles Anywhere | [`roles_anywhere`] | `POST /sessions` (`CreateSession`, certificate-signed) |
 //!
 //! plus, when the world has a `[spiffe]` section, the SPIFFE Workload API (gRPC) on a unix
 //! socket ([`spiffe::serve_unix`]).
@@ -30,6 +31,7 @@ pub mod expiring;
 pub mod gce_metadata;
 pub mod google;
 pub mod keys;
+pub mod roles_anywhere;
 pub mod sigv4;
 pub mod spiffe;
 pub mod state;
@@ -60,6 +62,8 @@ pub struct Ports {
     pub ecs: u16,
     /// OIDC discovery of the SPIFFE JWT issuer.
     pub spiffe_oidc: u16,
+    /// IAM Roles Anywhere.
+    pub roles_anywhere: u16,
 }
 
 /// Options of [`serve_with`] beyond the TCP ports.
@@ -87,6 +91,8 @@ pub struct Running {
     pub ecs: SocketAddr,
     /// SPIFFE issuer OIDC discovery address.
     pub spiffe_oidc: SocketAddr,
+    /// IAM Roles Anywhere address.
+    pub roles_anywhere: SocketAddr,
     /// The SPIFFE Workload API socket (absolute), when the world has `[spiffe]`.
     pub spiffe_socket: Option<PathBuf>,
     /// The default socket's temp directory (removed when dropped).
@@ -114,6 +120,10 @@ impl Running {
                 format!("{g}/oauth2/v3/certs"),
             ),
             ("IDBRIDGE_EMULATOR_GOOGLE_URL".into(), g),
+            (
+                "AWS_ENDPOINT_URL_ROLESANYWHERE".into(),
+                format!("http://{}", self.roles_anywhere),
+            ),
         ]
         .into_iter()
         .chain(self.instance_env_pairs())
@@ -188,6 +198,8 @@ pub async fn serve_with(
     let imds = TcpListener::bind((ip, ports.imds)).await?;
     let ecs = TcpListener::bind((ip, ports.ecs)).await?;
     let spiffe_oidc = TcpListener::bind((ip, ports.spiffe_oidc)).await?;
+    let roles_anywhere = TcpListener::bind((ip, ports.roles_anywhere)).await?;
+    let roles_anywhere_addr = roles_anywhere.local_addr()?;
     let (imds_addr, ecs_addr, spiffe_oidc_addr) = (
         imds.local_addr()?,
         ecs.local_addr()?,
@@ -230,6 +242,11 @@ pub async fn serve_with(
             spiffe_oidc,
             spiffe::oidc_router(emulator.clone()),
             Listener::SpiffeOidc,
+        ),
+        (
+            roles_anywhere,
+            roles_anywhere::router(emulator.clone()),
+            Listener::RolesAnywhere,
         ),
     ] {
         let router = chaos::layer(router, emulator.clone(), name);
@@ -275,6 +292,7 @@ pub async fn serve_with(
         imds: imds_addr,
         ecs: ecs_addr,
         spiffe_oidc: spiffe_oidc_addr,
+        roles_anywhere: roles_anywhere_addr,
         spiffe_socket,
         spiffe_dir,
         shutdown: tx,

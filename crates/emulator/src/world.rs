@@ -28,6 +28,9 @@
 //!   `attribute_mapping`, `attribute_condition`; `[google_sts]` — `aws_sts_endpoint`
 //!   ([`crate::google::sts`]). Service accounts' `workload_identity_users` grant federated
 //!   principals `roles/iam.workloadIdentityUser`.
+//! * `[roles_anywhere]` — IAM Roles Anywhere: `[[roles_anywhere.trust_anchor]]` (`arn`, CA
+//!   bundle), `[[roles_anywhere.profile]]` (`arn`, `role_arns`, `duration_seconds`),
+//!   `[[roles_anywhere.crl]]` ([`crate::roles_anywhere`]).
 //! * `[chaos]` — fault injection per listener: `seed` and `[[chaos.rule]]` ([`crate::chaos`]).
 //!
 //! Loading never panics: syntax errors and unknown fields name the file, line and field;
@@ -278,6 +281,9 @@ pub struct World {
     /// Google STS settings.
     #[serde(default)]
     pub google_sts: GoogleStsConfig,
+    /// IAM Roles Anywhere trust anchors, profiles and CRLs.
+    #[serde(default)]
+    pub roles_anywhere: crate::roles_anywhere::RolesAnywhereConfig,
     /// Fault injection.
     #[serde(default)]
     pub chaos: crate::chaos::ChaosConfig,
@@ -416,6 +422,7 @@ impl World {
         crate::aws_instance::validate_world(self).map_err(invalid)?;
         crate::spiffe::validate_world(self).map_err(invalid)?;
         crate::google::sts::validate_world(self).map_err(invalid)?;
+        crate::roles_anywhere::resolve_world(self, base).map_err(invalid)?;
         self.chaos.validate().map_err(invalid)?;
         Ok(())
     }
