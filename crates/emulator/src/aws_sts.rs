@@ -11,6 +11,7 @@
 //! |---|---|---|
 //! | `AssumeRoleWithWebIdentity` | none (the token is the credential) | parameter constraints; the token's signature, issuer, `kid`, timestamps and claims ([`crate::token_verify`]); the role exists; its trust policy allows the token's claims (`idbridge-policy`); `DurationSeconds` within the role's maximum; the session policy parses |
 //! | `AssumeRole` | SigV4 by a session of this STS | parameter constraints; the role exists and its trust policy allows the calling session (`sts:AssumeRole`, `sts:TagSession` with tags, `sts:SetSourceIdentity` with a source identity; `sts:ExternalId`, `aws:PrincipalTag/…` of the caller, `aws:RequestTag/…`); the 1-hour limit of a chained session |
+//! | `GetWebIdentityToken` | SigV4 by a session of this STS | the account's outbound federation switch, audiences, algorithm, duration within the session ([`crate::aws_outbound`]) |
 //! | `GetCallerIdentity` | SigV4, header or presigned ([`crate::sigv4`]) | the key is a session this STS issued, with its session token, not expired; the signature; credential scope service `sts` |
 //!
 //! Issued sessions are kept in [`Emulator::aws_sessions`]; calls are counted as
@@ -209,7 +210,7 @@ fn dispatch(
     };
     let known = matches!(
         action,
-        "AssumeRoleWithWebIdentity" | "GetCallerIdentity" | "AssumeRole"
+        "AssumeRoleWithWebIdentity" | "GetCallerIdentity" | "AssumeRole" | "GetWebIdentityToken"
     );
     state.bump(&format!(
         "aws_sts.{}",
@@ -229,6 +230,7 @@ fn dispatch(
     match action {
         "AssumeRoleWithWebIdentity" => assume_role_with_web_identity(state, &params, request_id),
         "AssumeRole" => assume_role::assume_role(state, parts, body, &params, request_id),
+        "GetWebIdentityToken" => get_web_identity_token(state, parts, body, &params, request_id),
         _ => get_caller_identity(state, parts, body, request_id),
     }
 }
@@ -807,6 +809,44 @@ fn authenticate(
         .ok_or_else(|| SigV4Error::UnknownAccessKey.into())
 }
 
+/// `GetWebIdentityToken` ([`crate::aws_outbound`] mints the token).
+fn get_web_identity_token(
+    state: &Emulator,
+    parts: &request::Parts,
+    body: &[u8],
+    params: &Params,
+    request_id: &str,
+) -> Result<String, StsError> {
+    let caller = authenticate(state, parts, body, "GetWebIdentityToken")?;
+    let region = parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.split("Credential=").nth(1))
+        .and_then(|c| c.split('/').nth(2))
+        .unwrap_or("us-east-1");
+    let get = |name: &str| params.get(name).map(str::to_owned);
+    let (token, expires_at) = crate::aws_outbound::mint(state, &caller, &get, region)
+        .map_err(|e| StsError::new(e.status, e.code, e.message))?;
+    let doc = wire::GetWebIdentityTokenResponse {
+        xmlns: wire::XMLNS,
+        get_web_identity_token_result: wire::GetWebIdentityTokenResult {
+            web_identity_token: token,
+            expiration: rfc3339_seconds(expires_at),
+        },
+        response_metadata: wire::ResponseMetadata {
+            request_id: request_id.to_owned(),
+        },
+    };
+    wire::to_xml(&doc).map_err(|_| {
+        StsError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalFailure",
+            "The request processing has failed because of an unknown error.",
+        )
+    })
+}
+
 fn get_caller_identity(
     state: &Emulator,
     parts: &request::Parts,
@@ -1376,11 +1416,15 @@ mod tests {
         )
         .await;
         r.assert_error(400, "InvalidAction");
-        let r = post(&env, &[("Action", "AssumeRole"), ("Version", API_VERSION)]).await;
+        let r = post(
+            &env,
+            &[("Action", "AssumeRoleWithSAML"), ("Version", API_VERSION)],
+        )
+        .await;
         r.assert_error(400, "InvalidAction");
         assert_eq!(
             r.message(),
-            "Could not find operation AssumeRole for version 2011-06-15"
+            "Could not find operation AssumeRoleWithSAML for version 2011-06-15"
         );
         let token = google_token(&env, &google_claims(SEED000_SA, "aud"));
         let r = arwwi(

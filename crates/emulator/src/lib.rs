@@ -14,6 +14,7 @@
 //! | ECS credentials | [`aws_instance`] | the `[[ecs_task]]` container credential endpoints |
 //! | SPIFFE OIDC | [`spiffe`] | discovery and JWKS of the JWT-SVID issuer |
 //! | IAM Roles Anywhere | [`roles_anywhere`] | `POST /sessions` (`CreateSession`, certificate-signed) |
+//! | AWS IAM | [`aws_outbound`] | the outbound identity federation switch; the outbound issuers' discovery and JWKS |
 //!
 //! plus, when the world has a `[spiffe]` section, the SPIFFE Workload API (gRPC) on a unix
 //! socket ([`spiffe::serve_unix`]).
@@ -25,6 +26,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod aws_instance;
+pub mod aws_outbound;
 pub mod aws_sts;
 pub mod chaos;
 pub mod expiring;
@@ -64,6 +66,8 @@ pub struct Ports {
     pub spiffe_oidc: u16,
     /// IAM Roles Anywhere.
     pub roles_anywhere: u16,
+    /// AWS IAM (outbound federation).
+    pub aws_iam: u16,
 }
 
 /// Options of [`serve_with`] beyond the TCP ports.
@@ -93,6 +97,8 @@ pub struct Running {
     pub spiffe_oidc: SocketAddr,
     /// IAM Roles Anywhere address.
     pub roles_anywhere: SocketAddr,
+    /// AWS IAM address.
+    pub aws_iam: SocketAddr,
     /// The SPIFFE Workload API socket (absolute), when the world has `[spiffe]`.
     pub spiffe_socket: Option<PathBuf>,
     /// The default socket's temp directory (removed when dropped).
@@ -123,6 +129,10 @@ impl Running {
             (
                 "AWS_ENDPOINT_URL_ROLESANYWHERE".into(),
                 format!("http://{}", self.roles_anywhere),
+            ),
+            (
+                "AWS_ENDPOINT_URL_IAM".into(),
+                format!("http://{}", self.aws_iam),
             ),
         ]
         .into_iter()
@@ -200,6 +210,8 @@ pub async fn serve_with(
     let spiffe_oidc = TcpListener::bind((ip, ports.spiffe_oidc)).await?;
     let roles_anywhere = TcpListener::bind((ip, ports.roles_anywhere)).await?;
     let roles_anywhere_addr = roles_anywhere.local_addr()?;
+    let aws_iam = TcpListener::bind((ip, ports.aws_iam)).await?;
+    let aws_iam_addr = aws_iam.local_addr()?;
     let (imds_addr, ecs_addr, spiffe_oidc_addr) = (
         imds.local_addr()?,
         ecs.local_addr()?,
@@ -215,6 +227,7 @@ pub async fn serve_with(
             aws_sts: format!("http://{aws_addr}"),
             google: format!("http://{google_addr}"),
             metadata: format!("http://{md_addr}"),
+            aws_iam: format!("http://{aws_iam_addr}"),
         };
     }
     let (tx, rx) = watch::channel(false);
@@ -247,6 +260,11 @@ pub async fn serve_with(
             roles_anywhere,
             roles_anywhere::router(emulator.clone()),
             Listener::RolesAnywhere,
+        ),
+        (
+            aws_iam,
+            aws_outbound::iam_router(emulator.clone()),
+            Listener::AwsIam,
         ),
     ] {
         let router = chaos::layer(router, emulator.clone(), name);
@@ -293,6 +311,7 @@ pub async fn serve_with(
         ecs: ecs_addr,
         spiffe_oidc: spiffe_oidc_addr,
         roles_anywhere: roles_anywhere_addr,
+        aws_iam: aws_iam_addr,
         spiffe_socket,
         spiffe_dir,
         shutdown: tx,

@@ -109,6 +109,8 @@ pub struct Endpoints {
     pub google: String,
     /// GCE metadata server, e.g. `http://127.0.0.1:4003`.
     pub metadata: String,
+    /// IAM (outbound federation) and the outbound issuers' discovery.
+    pub aws_iam: String,
 }
 
 /// The emulated clouds.
@@ -137,6 +139,8 @@ pub struct Emulator {
     pub aws_instance: crate::aws_instance::InstanceState,
     /// Fault injection in front of every listener ([`crate::chaos`]).
     pub chaos: crate::chaos::Chaos,
+    /// Outbound identity federation: the switch per account, the ES384 keys.
+    pub aws_outbound: crate::aws_outbound::OutboundState,
     /// The SPIFFE trust domain's X.509 CA (when the world has `[spiffe]`).
     pub spiffe_ca: Option<crate::spiffe::x509::SpiffeCa>,
     /// The VM's instance attributes (set through `/_emulator/metadata/…`) and the metadata
@@ -185,6 +189,7 @@ impl Emulator {
             })?;
             issuer_jwks.insert(issuer.clone(), set);
         }
+        let aws_outbound = crate::aws_outbound::OutboundState::new(&world, &mut issuer_jwks)?;
         let chaos = crate::chaos::Chaos::new(world.chaos.clone());
         let spiffe_ca = match &world.spiffe {
             Some(cfg) => Some(crate::spiffe::x509::SpiffeCa::generate(
@@ -206,6 +211,7 @@ impl Emulator {
             endpoints: RwLock::default(),
             aws_instance: Default::default(),
             spiffe_ca,
+            aws_outbound,
             vm_metadata: Default::default(),
         }))
     }

@@ -38,6 +38,7 @@ pub(crate) async fn run(a: EmulateArgs) -> Result<ExitCode, CliError> {
     eprintln!("  ECS endpoint   http://{}", running.ecs);
     eprintln!("  SPIFFE OIDC    http://{}", running.spiffe_oidc);
     eprintln!("  Roles Anywhere http://{}", running.roles_anywhere);
+    eprintln!("  AWS IAM        http://{}", running.aws_iam);
     if let Some(p) = &running.spiffe_socket {
         eprintln!("  SPIFFE         unix://{}", p.display());
     }

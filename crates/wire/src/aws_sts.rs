@@ -125,6 +125,41 @@ pub struct AssumeRoleResponse {
     pub response_metadata: ResponseMetadata,
 }
 
+/// `GetWebIdentityTokenResult`. Its `Debug` shows the token's length only.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GetWebIdentityTokenResult {
+    /// The JWT.
+    pub web_identity_token: String,
+    /// `YYYY-MM-DDTHH:MM:SSZ`.
+    pub expiration: String,
+}
+
+impl std::fmt::Debug for GetWebIdentityTokenResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GetWebIdentityTokenResult")
+            .field(
+                "web_identity_token",
+                &crate::redact::redacted(&self.web_identity_token),
+            )
+            .field("expiration", &self.expiration)
+            .finish()
+    }
+}
+
+/// `GetWebIdentityTokenResponse` document.
+#[derive(Debug, Serialize)]
+#[serde(rename = "GetWebIdentityTokenResponse", rename_all = "PascalCase")]
+pub struct GetWebIdentityTokenResponse {
+    /// Namespace attribute.
+    #[serde(rename = "@xmlns")]
+    pub xmlns: &'static str,
+    /// Result.
+    pub get_web_identity_token_result: GetWebIdentityTokenResult,
+    /// Metadata.
+    pub response_metadata: ResponseMetadata,
+}
+
 /// `GetCallerIdentityResult`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]

@@ -2,7 +2,7 @@
 //! `FetchX509Bundles`.
 //!
 //! The CA (ECDSA P-256, generated at start-up, URI SAN `spiffe://<trust domain>`) signs one leaf
-//! per workload and fetch: URI SAN = the SPIFFE ID, subject `C=US, O=SPIFFE`, not a CA, key usage
+//! per workload and fetch: URI SAN = the SPIFFE ID, subject `C=US, O=SPIFFE`, `CA:false`, key usage
 //! digital signature / key encipherment / key agreement, extended key usage server and client
 //! auth, valid from 10 seconds before issue for `x509_svid_ttl_seconds`, with a fresh P-256 key
 //! (sent PKCS#8 DER, never logged).
@@ -122,6 +122,7 @@ impl SpiffeCa {
             .distinguished_name
             .push(DnType::OrganizationName, "SPIFFE");
         params.subject_alt_names = vec![SanType::URI(spiffe_id.try_into().map_err(key_error)?)];
+        params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
