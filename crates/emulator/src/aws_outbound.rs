@@ -1,7 +1,7 @@
 //! AWS outbound identity federation: IAM's switch (`EnableOutboundWebIdentityFederation`,
 //! `GetOutboundWebIdentityFederationInfo`, `DisableOutboundWebIdentityFederation`, query
 //! protocol `2010-05-08` on the IAM listener), the per-account issuer's discovery document and
-//! JWKS, and the tokens STS's `GetWebIdentityToken` mints ([`mint`], called from
+//! JWKS, and the tokens STS's `GetWebIdentityToken` mints (`mint`, called from
 //! [`crate::aws_sts`]).
 //!
 //! An account takes part when its `[[aws_account]]` names `outbound_issuer`, an

@@ -1569,6 +1569,85 @@ mod tests {
         assert_eq!(env.state.count("aws_sts.GetCallerIdentity"), 4);
     }
 
+    fn signed_form(c: &Client<'_>, body: String) -> Request<Body> {
+        let mut req = Request::post("/")
+            .header("host", STS_HOST)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body.into_bytes())
+            .unwrap();
+        c.sign(&mut req, None, false);
+        into_axum(req)
+    }
+
+    #[tokio::test]
+    async fn assume_role_chains_with_external_id_tags_and_the_one_hour_limit() {
+        let env = env();
+        let creds = assume(&env).await;
+        let c = client(&creds, NOW + 10);
+        let chained = "arn:aws:iam::111122223333:role/chained-reader";
+        let call = |extra: &[(&str, &str)]| {
+            let mut params = vec![
+                ("Action", "AssumeRole"),
+                ("Version", API_VERSION),
+                ("RoleArn", chained),
+                ("RoleSessionName", "chain"),
+            ];
+            params.extend_from_slice(extra);
+            form(&params)
+        };
+        let ok = send(
+            &env,
+            signed_form(
+                &c,
+                call(&[
+                    ("ExternalId", "tenant-7"),
+                    ("SourceIdentity", "alice"),
+                    ("Tags.member.1.Key", "team"),
+                    ("Tags.member.1.Value", "billing"),
+                    ("TransitiveTagKeys.member.1", "team"),
+                ]),
+            ),
+        )
+        .await;
+        assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+        assert!(ok.body.starts_with("<AssumeRoleResponse"), "{}", ok.body);
+        assert_eq!(
+            ok.tag("Arn").as_deref(),
+            Some("arn:aws:sts::111122223333:assumed-role/chained-reader/chain")
+        );
+        assert_eq!(ok.tag("SourceIdentity").as_deref(), Some("alice"));
+        let session = env.state.session(&ok.tag("AccessKeyId").unwrap()).unwrap();
+        assert!(session.context.chained);
+        assert_eq!(
+            session.context.tags,
+            [("team".to_owned(), "billing".to_owned())]
+        );
+        assert_eq!(session.context.transitive_tag_keys, ["team"]);
+        assert_eq!(session.expires_at.unix_timestamp(), NOW + 3600);
+
+        let denied = send(&env, signed_form(&c, call(&[("ExternalId", "tenant-8")]))).await;
+        denied.assert_error(403, "AccessDenied");
+        assert_eq!(
+            denied.message(),
+            "User: arn:aws:sts::111122223333:assumed-role/psoxy-tenant-access/gci is not authorized to perform: sts:AssumeRole on resource: arn:aws:iam::111122223333:role/chained-reader"
+        );
+        let long = send(
+            &env,
+            signed_form(
+                &c,
+                call(&[("ExternalId", "tenant-7"), ("DurationSeconds", "7200")]),
+            ),
+        )
+        .await;
+        long.assert_error(400, "ValidationError");
+        assert_eq!(
+            long.message(),
+            "The requested DurationSeconds exceeds the 1 hour session limit for roles assumed by role chaining."
+        );
+        let unsigned = post(&env, &[("Action", "AssumeRole"), ("Version", API_VERSION)]).await;
+        unsigned.assert_error(403, "MissingAuthenticationToken");
+    }
+
     #[tokio::test]
     async fn get_caller_identity_rejections() {
         let env = env();

@@ -256,7 +256,6 @@ pub(super) fn assume_role(
         source_identity: caller
             .context
             .source_identity
-            .clone()
             .or_else(|| p.source_identity.map(str::to_owned)),
         tags,
         transitive_tag_keys: transitive,
