@@ -5,8 +5,10 @@
 
 use std::process::ExitCode;
 
-use idbridge_broker::config::{ExchangeConfig, RouteConfig, SourceConfig};
-use idbridge_broker::exchange::aws_sts;
+use idbridge_broker::config::RouteConfig;
+use idbridge_broker::exchange::{aws_sts, google_sts, iam_credentials};
+use idbridge_broker::proof;
+use idbridge_broker::step::Input;
 use idbridge_broker::{BrokerError, Config, Context, ErrorKind, Route, StepOutcome};
 use idbridge_core::Credential;
 use idbridge_core::jwt::UnverifiedJwt;
@@ -30,11 +32,12 @@ pub(crate) async fn run(a: DoctorArgs) -> Result<ExitCode, CliError> {
         .map(explain::load_trust_policy)
         .transpose()?;
     // In a world file with several providers, the one the route's google-sts hop names.
-    let select = route_cfg.exchange.iter().find_map(|e| match e {
-        ExchangeConfig::GoogleSts { audience, .. } => ProviderName::parse_audience(audience)
-            .map(|n| format!("{}/{}", n.pool.pool, n.provider)),
-        _ => None,
-    });
+    let select = route_cfg
+        .exchange
+        .iter()
+        .find_map(|e| e.facts().google_sts)
+        .and_then(|g| ProviderName::parse_audience(g.provider))
+        .map(|n| format!("{}/{}", n.pool.pool, n.provider));
     let provider = a
         .gcp_provider
         .as_deref()
@@ -98,57 +101,11 @@ fn round1(ms: f64) -> f64 {
 
 /// What a step is about: the role, the provider, the account, or the source's token.
 fn step_target(route: &RouteConfig, index: usize) -> String {
-    if index == 0 {
-        return match &route.source {
-            SourceConfig::GceMetadata {
-                service_account,
-                audience,
-                ..
-            } => match audience {
-                Some(a) => format!("ID token of {service_account} for {a}"),
-                None => format!("access token of {service_account}"),
-            },
-            SourceConfig::ServiceAccountKey {
-                key_file,
-                target_audience,
-                ..
-            } => match target_audience {
-                Some(a) => format!("ID token for {a} with key {}", key_file.display()),
-                None => format!("access token with key {}", key_file.display()),
-            },
-            SourceConfig::Impersonate {
-                service_account,
-                audience,
-                ..
-            } => match audience {
-                Some(a) => format!("ID token of {service_account} for {a}"),
-                None => format!("access token of {service_account}"),
-            },
-            SourceConfig::OidcFile { path, .. } => format!("token file {}", path.display()),
-            SourceConfig::OidcUrl { url, .. } => format!("token URL {url}"),
-            SourceConfig::Executable { command, .. } => format!("program {command}"),
-            SourceConfig::Aws { provider, .. } => {
-                format!(
-                    "AWS credentials ({})",
-                    provider.as_deref().unwrap_or("chain")
-                )
-            }
-            SourceConfig::Spiffe { audience, .. } => format!("JWT-SVID for {audience}"),
-        };
-    }
-    match route.exchange.get(index - 1) {
-        Some(ExchangeConfig::AwsSts { role_arn, .. }) => format!("role {role_arn}"),
-        Some(ExchangeConfig::GoogleSts { audience, .. }) => format!("provider {audience}"),
-        Some(ExchangeConfig::Impersonate {
-            service_account,
-            audience,
-            ..
-        }) => match audience {
-            Some(a) => format!("ID token of {service_account} for {a}"),
-            None => format!("access token of {service_account}"),
-        },
-        None => String::new(),
-    }
+    route
+        .steps()
+        .nth(index)
+        .map(|s| s.describe())
+        .unwrap_or_default()
 }
 
 async fn step_json(ctx: &Context, route: &RouteConfig, o: &StepOutcome) -> Value {
@@ -203,7 +160,7 @@ async fn describe(ctx: &Context, c: &Credential) -> Value {
         Credential::Aws(creds) => {
             let mut v = json!({"kind": "aws", "access_key_id": creds.access_key_id,
                 "expires": creds.expiration.map(rfc3339_seconds)});
-            match aws_sts::get_caller_identity(ctx, creds, None).await {
+            match proof::get_caller_identity(ctx, creds, None).await {
                 Ok(h) => {
                     v["arn"] = json!(h.identity.trim_start_matches("caller: "));
                     v["proof"] = json!(format!("GetCallerIdentity at {}", h.endpoint));
@@ -215,7 +172,7 @@ async fn describe(ctx: &Context, c: &Credential) -> Value {
         Credential::GoogleAccessToken(t) => {
             let mut v = json!({"kind": "google-access-token", "principal": t.principal,
                 "scopes": t.scopes, "expires": rfc3339_seconds(t.expires_at)});
-            match idbridge_broker::source::impersonate::tokeninfo(ctx, t).await {
+            match proof::tokeninfo(ctx, t).await {
                 Ok(h) => {
                     v["owner"] = json!(h.identity.trim_start_matches("token of "));
                     v["proof"] = json!(format!("tokeninfo at {}", h.endpoint));
@@ -233,26 +190,6 @@ async fn describe(ctx: &Context, c: &Credential) -> Value {
             v
         }
         other => json!({"kind": other.kind()}),
-    }
-}
-
-/// The environment variable (or config field) that points a hop at its endpoint.
-fn endpoint_variable(hop: &str) -> &'static str {
-    match hop {
-        h if h.starts_with("aws-sts") => {
-            "AWS_ENDPOINT_URL_STS (or AWS_ENDPOINT_URL, or [endpoints] aws_sts in the config)"
-        }
-        "gce-metadata" => "GCE_METADATA_HOST (or [endpoints] gce_metadata_host)",
-        "impersonate" => {
-            "IDBRIDGE_GOOGLE_IAMCREDENTIALS_URL (or [endpoints] google_iamcredentials, or the hop's `endpoint`)"
-        }
-        "google-sts" => "IDBRIDGE_GOOGLE_STS_URL (or the exchange's `token_url`)",
-        "service-account-key" => "IDBRIDGE_GOOGLE_OAUTH2_URL (or [endpoints] google_oauth2)",
-        "google tokeninfo" => "IDBRIDGE_GOOGLE_OAUTH2_URL (tokeninfo is next to the token URL)",
-        "aws" => "AWS_EC2_METADATA_SERVICE_ENDPOINT (or the source's `imds_endpoint`)",
-        "aws ecs" => "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        "spiffe" => "SPIFFE_ENDPOINT_SOCKET (or the source's `socket`)",
-        _ => "the endpoint in the route config",
     }
 }
 
@@ -279,7 +216,7 @@ async fn aws_caller(ctx: &Context, outcomes: &[StepOutcome]) -> Option<String> {
             if let Some(arn) = &c.arn {
                 return Some(arn.clone());
             }
-            return aws_sts::get_caller_identity(ctx, c, None)
+            return proof::get_caller_identity(ctx, c, None)
                 .await
                 .ok()
                 .map(|h| h.identity.trim_start_matches("caller: ").to_owned());
@@ -337,26 +274,20 @@ async fn diagnose(
     let cause: String = if e.kind == ErrorKind::Transient
         && (e.message.contains("could not connect") || e.message.contains("timed out"))
     {
-        fix.push(format!("check {}", endpoint_variable(&e.hop)));
+        fix.push(format!("check {}", e.hop.endpoint_variable()));
         fix.push("against the emulator: `idbridge emulate --env-file emulator.env`, then `set -a; . ./emulator.env; set +a` in this shell".into());
         format!("the {} endpoint is unreachable: {}", e.hop, e.message)
-    } else if e.hop == "aws-sts" {
-        let role = match exchange {
-            Some(ExchangeConfig::AwsSts { role_arn, .. }) => role_arn.clone(),
-            _ => "the role".into(),
-        };
+    } else if e.hop == aws_sts::HOP {
+        let aws_role = exchange.and_then(|x| x.facts().aws_role);
+        let role = aws_role.map_or_else(|| "the role".to_owned(), |r| r.arn.to_string());
         let account = role.split(':').nth(4).unwrap_or("ACCOUNT").to_owned();
         let jwt = input_jwt(input);
         match code {
             "AccessDenied" => {
                 if let (Some(policy), Some(jwt)) = (policy, &jwt) {
-                    let session = match exchange {
-                        Some(ExchangeConfig::AwsSts {
-                            session_name: Some(s),
-                            ..
-                        }) => s.clone(),
-                        _ => format!("idbridge-{}", route.name),
-                    };
+                    let session = aws_role
+                        .and_then(|r| r.session_name)
+                        .map_or_else(|| format!("idbridge-{}", route.name), str::to_owned);
                     #[expect(
                         clippy::disallowed_methods,
                         reason = "doctor evaluates at the wall time"
@@ -511,11 +442,11 @@ async fn diagnose(
                 }
             ),
         }
-    } else if e.hop == "google-sts" {
-        let audience = match exchange {
-            Some(ExchangeConfig::GoogleSts { audience, .. }) => audience.clone(),
-            _ => String::new(),
-        };
+    } else if e.hop == google_sts::HOP {
+        let audience = exchange
+            .and_then(|x| x.facts().google_sts)
+            .map(|g| g.provider.to_string())
+            .unwrap_or_default();
         let name = ProviderName::parse_audience(&audience);
         let aws_input = matches!(input, Some(Credential::Aws(_)));
         let arn = if aws_input {
@@ -649,22 +580,12 @@ async fn diagnose(
                 }
             ),
         }
-    } else if e.hop == "impersonate" {
-        let sa = match (exchange, &route.source) {
-            (
-                Some(ExchangeConfig::Impersonate {
-                    service_account, ..
-                }),
-                _,
-            ) => service_account.clone(),
-            (
-                None,
-                SourceConfig::Impersonate {
-                    service_account, ..
-                },
-            ) => service_account.clone(),
-            _ => "SERVICE_ACCOUNT".into(),
-        };
+    } else if e.hop == iam_credentials::HOP {
+        let step = exchange.map_or(route.source.as_ref(), AsRef::as_ref);
+        let sa = step.facts().impersonation.map_or_else(
+            || "SERVICE_ACCOUNT".to_owned(),
+            |i| i.service_account.to_owned(),
+        );
         match code {
             "PERMISSION_DENIED" if e.message.contains("scopes") => {
                 fix.push("the caller's access token lacks the cloud-platform scope: request https://www.googleapis.com/auth/cloud-platform (on a VM, the instance's scopes must include it)".into());
@@ -745,10 +666,11 @@ async fn federated_principal(
     outcomes: &[StepOutcome],
     provider: Option<&GcpProvider>,
 ) -> Vec<(String, String)> {
-    let audience = route.exchange.iter().find_map(|e| match e {
-        ExchangeConfig::GoogleSts { audience, .. } => Some(audience.clone()),
-        _ => None,
-    });
+    let audience = route
+        .exchange
+        .iter()
+        .find_map(|e| e.facts().google_sts)
+        .map(|g| g.provider.to_string());
     let Some(name) = audience.as_deref().and_then(ProviderName::parse_audience) else {
         return Vec::new();
     };
@@ -792,20 +714,14 @@ pub(crate) async fn caller_email(
     if let Some(Credential::GoogleAccessToken(t)) = input {
         return t.principal.clone();
     }
-    let SourceConfig::Impersonate { caller, .. } = &route.source else {
-        return None;
+    let caller = route.source.facts().caller?;
+    let input = Input {
+        credential: None,
+        route: &route.name,
+        region: None,
     };
-    let default = SourceConfig::GceMetadata {
-        service_account: "default".into(),
-        audience: None,
-        scopes: Some(vec![
-            idbridge_broker::source::impersonate::CLOUD_PLATFORM.to_owned(),
-        ]),
-        format: None,
-    };
-    let cfg = caller.as_deref().unwrap_or(&default);
     let mut hops = Vec::new();
-    match idbridge_broker::source::fetch(cfg, ctx, &mut hops).await {
+    match caller.run(input, ctx, &mut hops).await {
         Ok(Credential::GoogleAccessToken(t)) => t.principal,
         _ => None,
     }

@@ -22,9 +22,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
-use idbridge_broker::config::{ExchangeConfig, RouteConfig, SourceConfig};
+use idbridge_broker::config::RouteConfig;
 use idbridge_broker::exchange::aws_sts;
 use idbridge_broker::{Config, Context, Route};
+use idbridge_broker::{Step, Yields};
 use idbridge_core::Credential;
 use idbridge_core::jwt::UnverifiedJwt;
 use idbridge_policy::aws::TrustPolicy;
@@ -153,22 +154,15 @@ pub(crate) async fn run(a: SetupArgs) -> Result<ExitCode, CliError> {
 /// The service account whose `generateIdToken` makes the ID token that aws-sts hop `i` sends,
 /// when it is made that way (an `impersonate` source or exchange with an audience).
 fn id_token_from_generate_id_token(route: &RouteConfig, i: usize) -> Option<&str> {
-    let from_exchange = route.exchange[..i].iter().rev().find_map(|ex| match ex {
-        ExchangeConfig::Impersonate {
-            service_account,
-            audience: Some(_),
-            ..
-        } => Some(service_account.as_str()),
-        _ => None,
-    });
-    from_exchange.or(match &route.source {
-        SourceConfig::Impersonate {
-            service_account,
-            audience: Some(_),
-            ..
-        } => Some(service_account.as_str()),
-        _ => None,
-    })
+    fn minted_by(step: &dyn Step) -> Option<&str> {
+        let f = step.facts();
+        f.service_account.filter(|_| f.generate_id_token)
+    }
+    route.exchange[..i]
+        .iter()
+        .rev()
+        .find_map(|ex| minted_by(ex.as_ref()))
+        .or_else(|| minted_by(route.source.as_ref()))
 }
 
 /// Warns (stderr) where clients of the same account get the other `azp` form than the one the
@@ -234,36 +228,22 @@ fn first_aud(jwt: &UnverifiedJwt) -> Option<String> {
     }
 }
 
+/// The step before exchange `i`.
+fn step_before(route: &RouteConfig, i: usize) -> &dyn Step {
+    match i.checked_sub(1).and_then(|j| route.exchange.get(j)) {
+        Some(ex) => ex.as_ref(),
+        None => route.source.as_ref(),
+    }
+}
+
 /// Whether the step before exchange `i` yields a Google-issued ID token.
 fn google_token_before(route: &RouteConfig, i: usize) -> bool {
-    match i.checked_sub(1).and_then(|j| route.exchange.get(j)) {
-        Some(ExchangeConfig::Impersonate { audience, .. }) => audience.is_some(),
-        Some(_) => false,
-        None => matches!(
-            route.source,
-            SourceConfig::GceMetadata { .. }
-                | SourceConfig::ServiceAccountKey { .. }
-                | SourceConfig::Impersonate { .. }
-        ),
-    }
+    step_before(route, i).facts().google_id_token
 }
 
 /// The audience the route asks for in the token handed to exchange `i`.
 fn configured_audience(route: &RouteConfig, i: usize) -> Option<String> {
-    match i.checked_sub(1).and_then(|j| route.exchange.get(j)) {
-        Some(ExchangeConfig::Impersonate { audience, .. }) => audience.clone(),
-        Some(_) => None,
-        None => match &route.source {
-            SourceConfig::GceMetadata { audience, .. }
-            | SourceConfig::Impersonate { audience, .. } => audience.clone(),
-            SourceConfig::ServiceAccountKey {
-                target_audience, ..
-            } => target_audience.clone(),
-            SourceConfig::Spiffe { audience, .. } => Some(audience.clone()),
-            SourceConfig::Executable { audience, .. } => audience.clone(),
-            _ => None,
-        },
-    }
+    step_before(route, i).facts().audience.map(str::to_owned)
 }
 
 /// The project id in a service account's email (`NAME@PROJECT.iam.gserviceaccount.com`).
@@ -291,12 +271,9 @@ async fn plan(a: &SetupArgs, route: &RouteConfig, ctx: Option<&Context>) -> Resu
     let usage = |m: String| CliError::Usage(format!("setup: route {:?}: {m}", route.name));
     let mut plan = Plan::default();
     for (i, ex) in route.exchange.iter().enumerate() {
-        match ex {
-            ExchangeConfig::AwsSts {
-                role_arn,
-                duration_seconds,
-                ..
-            } => {
+        let facts = ex.facts();
+        if let Some(role) = facts.aws_role {
+            {
                 let google = google_token_before(route, i);
                 let need_probe = if google {
                     a.sa_unique_id.is_none()
@@ -376,27 +353,28 @@ async fn plan(a: &SetupArgs, route: &RouteConfig, ctx: Option<&Context>) -> Resu
                     }
                 };
                 plan.aws.push(AwsRolePlan {
-                    role_arn: role_arn.clone(),
-                    max_session: duration_seconds.filter(|d| *d > 3600),
+                    role_arn: role.arn.to_string(),
+                    max_session: role.duration_seconds.filter(|d| *d > 3600),
                     trust,
                 });
                 plan.aws_tokens.push(token);
             }
-            ExchangeConfig::GoogleSts { audience, .. } => {
+        } else if let Some(sts) = facts.google_sts {
+            {
+                let audience = sts.provider.as_str();
                 let name = ProviderName::parse_audience(audience).ok_or_else(|| {
                     usage(format!("exchange[{i}]: audience {audience:?} is not //iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER"))
                 })?;
-                let service_account = match route.exchange.get(i + 1) {
-                    Some(ExchangeConfig::Impersonate {
-                        service_account, ..
-                    }) => Some(service_account.clone()),
-                    _ => None,
-                };
+                let service_account = route
+                    .exchange
+                    .get(i + 1)
+                    .and_then(|x| x.facts().impersonation)
+                    .map(|imp| imp.service_account.to_owned());
                 let project_id = a
                     .project_id
                     .clone()
                     .or_else(|| service_account.as_deref().and_then(sa_project));
-                let aws_source = matches!(route.source, SourceConfig::Aws { .. }) && i == 0;
+                let aws_source = route.source.yields() == Yields::AwsCredentials && i == 0;
                 let (source, condition, member, subject) = if aws_source {
                     let arn = match &a.aws_caller_arn {
                         Some(arn) => arn.clone(),
@@ -501,21 +479,21 @@ async fn plan(a: &SetupArgs, route: &RouteConfig, ctx: Option<&Context>) -> Resu
                     subject,
                 });
             }
-            ExchangeConfig::Impersonate {
-                service_account, ..
-            } => {
+        } else if let Some(imp) = facts.impersonation {
+            {
+                let service_account = imp.service_account;
                 let federated = i > 0
-                    && matches!(
-                        route.exchange.get(i - 1),
-                        Some(ExchangeConfig::GoogleSts { .. })
-                    );
+                    && route
+                        .exchange
+                        .get(i - 1)
+                        .is_some_and(|x| x.facts().google_sts.is_some());
                 if !federated {
                     let caller = match probe(ctx, route, i).await {
                         Some(Credential::GoogleAccessToken(t)) => t.principal,
                         _ => None,
                     };
                     plan.creators.push(TokenCreator {
-                        target: service_account.clone(),
+                        target: service_account.to_owned(),
                         target_unique_id: None,
                         caller,
                     });
@@ -523,10 +501,8 @@ async fn plan(a: &SetupArgs, route: &RouteConfig, ctx: Option<&Context>) -> Resu
             }
         }
     }
-    if let SourceConfig::Impersonate {
-        service_account, ..
-    } = &route.source
-    {
+    if let Some(imp) = route.source.facts().impersonation {
+        let service_account = imp.service_account;
         let caller = match ctx {
             Some(ctx) => caller_email(ctx, route, None).await,
             None => None,
@@ -539,7 +515,7 @@ async fn plan(a: &SetupArgs, route: &RouteConfig, ctx: Option<&Context>) -> Resu
         plan.creators.insert(
             0,
             TokenCreator {
-                target: service_account.clone(),
+                target: service_account.to_owned(),
                 target_unique_id,
                 caller,
             },
@@ -1179,86 +1155,24 @@ fn external_account(
     if g.exchange_index != 0 {
         return Err(usage("an external_account file starts at Google STS: the route must begin with its subject token's source".into()));
     }
-    let (token_url, sts_type) = match route.exchange.first() {
-        Some(ExchangeConfig::GoogleSts {
-            token_url,
-            subject_token_type,
-            ..
-        }) => (token_url.clone(), subject_token_type.clone()),
-        _ => (None, None),
+    let sts = route.exchange.first().and_then(|x| x.facts().google_sts);
+    let token_url = sts.and_then(|g| g.token_url).map(str::to_owned);
+    let sts_type = sts.and_then(|g| g.subject_token_type).map(str::to_owned);
+    let Some(source) = route.source.credential_source(&urls.imds) else {
+        return Err(usage(format!(
+            "a {} source has no external_account credential_source (aws, file, url and executable do): give Google's libraries a route that ends in the subject token through an executable source running `idbridge token --format google-executable`",
+            route.source.kind()
+        )));
     };
-    let (credential_source, subject_token_type) = match &route.source {
-        SourceConfig::Aws {
-            provider,
-            imds_endpoint,
-            ..
-        } => {
-            if provider.as_deref() == Some("ecs") {
-                eprintln!(
-                    "idbridge setup: note: Google's libraries read AWS credentials from the environment or IMDSv2, not from the ECS endpoint: on ECS, export the task's credentials or use idbridge itself"
-                );
-            }
-            let base = imds_endpoint
-                .as_deref()
-                .unwrap_or(&urls.imds)
-                .trim_end_matches('/');
-            (
-                json!({
-                    "environment_id": "aws1",
-                    "region_url": format!("{base}/latest/meta-data/placement/availability-zone"),
-                    "url": format!("{base}/latest/meta-data/iam/security-credentials"),
-                    "regional_cred_verification_url": "https://sts.{region}.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15",
-                    "imdsv2_session_token_url": format!("{base}/latest/api/token"),
-                }),
-                AWS4_REQUEST.to_owned(),
-            )
-        }
-        SourceConfig::OidcFile { path, json_field } => {
-            let mut src = json!({"file": path.display().to_string()});
-            if let Some(f) = json_field {
-                src["format"] = json!({"type": "json", "subject_token_field_name": f});
-            }
-            (src, sts_type.unwrap_or_else(|| JWT_TYPE.into()))
-        }
-        SourceConfig::OidcUrl {
-            url,
-            headers,
-            json_field,
-        } => {
-            let mut src = json!({"url": url});
-            if !headers.is_empty() {
-                src["headers"] = json!(headers);
-            }
-            if let Some(f) = json_field {
-                src["format"] = json!({"type": "json", "subject_token_field_name": f});
-            }
-            (src, sts_type.unwrap_or_else(|| JWT_TYPE.into()))
-        }
-        SourceConfig::Executable {
-            command,
-            timeout_millis,
-            output_file,
-            ..
-        } => {
-            let mut exe = json!({"command": command});
-            if let Some(t) = timeout_millis {
-                exe["timeout_millis"] = json!(t);
-            }
-            if let Some(f) = output_file {
-                exe["output_file"] = json!(f.display().to_string());
-            }
-            (
-                json!({"executable": exe}),
-                sts_type.unwrap_or_else(|| JWT_TYPE.into()),
-            )
-        }
-        other => {
-            return Err(usage(format!(
-                "a {} source has no external_account credential_source (aws, file, url and executable do): give Google's libraries a route that ends in the subject token through an executable source running `idbridge token --format google-executable`",
-                other.kind()
-            )));
-        }
+    if let Some(note) = source.note {
+        eprintln!("idbridge setup: note: {note}");
+    }
+    let subject_token_type = if source.aws {
+        AWS4_REQUEST.to_owned()
+    } else {
+        sts_type.unwrap_or_else(|| JWT_TYPE.into())
     };
+    let credential_source = source.credential_source;
     let mut doc = json!({
         "type": "external_account",
         "audience": g.name.canonical(),
@@ -1266,16 +1180,16 @@ fn external_account(
         "token_url": token_url.unwrap_or_else(|| urls.sts_token_url.clone()),
         "credential_source": credential_source,
     });
-    if let Some(ExchangeConfig::Impersonate {
-        service_account,
-        lifetime_seconds,
-        endpoint,
-        audience: None,
-        ..
-    }) = route.exchange.get(1)
-    {
-        let base = endpoint
-            .as_deref()
+    let impersonation = route
+        .exchange
+        .get(1)
+        .map(|x| x.facts())
+        .filter(|f| f.audience.is_none())
+        .and_then(|f| f.impersonation);
+    if let Some(imp) = impersonation {
+        let (service_account, lifetime_seconds) = (imp.service_account, imp.lifetime_seconds);
+        let base = imp
+            .endpoint
             .unwrap_or(&urls.iamcredentials)
             .trim_end_matches('/');
         doc["service_account_impersonation_url"] = json!(format!(
