@@ -6,16 +6,25 @@
 //! can be overridden by config or environment ([`context`]), which is how the emulator, moto or
 //! private endpoints plug in.
 //!
+//! Each source and exchange kind is one type implementing [`step::Step`] in its own module,
+//! listed once in [`source::KINDS`] or [`exchange::KINDS`]:
+//!
 //! | source | what it yields | protocol |
 //! |---|---|---|
 //! | `gce-metadata` | Google ID token or access token of the VM's account | GCE metadata server |
 //! | `service-account-key` | Google ID token or access token | self-signed JWT → OAuth2 jwt-bearer |
-//! | `impersonate` | ID token or access token of another account | IAM Credentials generateIdToken / generateAccessToken |
+//! | `impersonate` | ID token or access token of another account | a caller source, then IAM Credentials generateIdToken / generateAccessToken |
 //! | `oidc-file` | any OIDC token in a file (Kubernetes projected token) | re-read on every refresh |
+//! | `oidc-url` | an OIDC token served over HTTP | GET, whole body or a JSON field |
+//! | `executable` | an OIDC token printed by a program | Google's executable-sourced response |
+//! | `aws` | AWS credentials | aws-config's chain, IMDSv2, the ECS container endpoint |
+//! | `spiffe` | a JWT-SVID | SPIFFE Workload API |
 //!
-//! | exchange | consumes | yields |
+//! | exchange | takes | yields |
 //! |---|---|---|
-//! | `aws-sts` | an OIDC ID token | AWS session credentials (AssumeRoleWithWebIdentity) |
+//! | `aws-sts` | an ID token | AWS session credentials (AssumeRoleWithWebIdentity) |
+//! | `google-sts` | an ID token or AWS credentials | a federated Google access token (token exchange) |
+//! | `impersonate` | a Google access token | an ID token or access token of a service account (IAM Credentials) |
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod cache;

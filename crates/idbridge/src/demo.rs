@@ -201,9 +201,7 @@ async fn run_flow(
             }
             let proof = match &out.credential {
                 Credential::Aws(c) => Some(proof::get_caller_identity(&ctx, c, None).await),
-                Credential::GoogleAccessToken(t) => {
-                    Some(idbridge_broker::proof::tokeninfo(&ctx, t).await)
-                }
+                Credential::GoogleAccessToken(t) => Some(proof::tokeninfo(&ctx, t).await),
                 _ => None,
             };
             match proof {
