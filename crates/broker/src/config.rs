@@ -156,7 +156,7 @@ impl RouteConfig {
     }
 
     /// Checks that each exchange takes what the step before it yields; the error names the
-    /// exchange (`field `exchange[i]`: …`).
+    /// exchange (``field `exchange[i]`: …``).
     pub fn check_inputs(&self) -> Result<(), String> {
         let mut yields = self.source.yields();
         for (i, ex) in self.exchange.iter().enumerate() {

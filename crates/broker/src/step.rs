@@ -233,21 +233,21 @@ impl Clone for Box<dyn Step> {
     }
 }
 
+/// A kind's parser: reads its TOML table (`kind` removed) into the step.
+pub type ParseFn = fn(toml::Value, &Parse<'_>) -> Result<Box<dyn Step>, KindError>;
+
 /// A registered kind: the name written in `kind = "…"` and the function that reads its table.
 #[derive(Clone, Copy)]
 pub struct Kind {
     /// The name.
     pub name: &'static str,
     /// Reads the kind's TOML table (`kind` removed) into the step.
-    pub parse: fn(toml::Value, &Parse<'_>) -> Result<Box<dyn Step>, KindError>,
+    pub parse: ParseFn,
 }
 
 impl Kind {
     /// A kind.
-    pub const fn new(
-        name: &'static str,
-        parse: fn(toml::Value, &Parse<'_>) -> Result<Box<dyn Step>, KindError>,
-    ) -> Self {
+    pub const fn new(name: &'static str, parse: ParseFn) -> Self {
         Self { name, parse }
     }
 }
