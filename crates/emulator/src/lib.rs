@@ -13,6 +13,7 @@
 //! | EC2 IMDSv2 | [`aws_instance`] | `/latest/api/token`, `/latest/meta-data/…` of the world's EC2 instance |
 //! | ECS credentials | [`aws_instance`] | the `[[ecs_task]]` container credential endpoints |
 //! | SPIFFE OIDC | [`spiffe`] | discovery and JWKS of the JWT-SVID issuer |
+//! | Kubernetes API | [`kubernetes`] | pods (list, get, watch by field selector), namespaces, service accounts, TokenRequest, the cluster issuer's OIDC discovery |
 //!
 //! plus, when the world has a `[spiffe]` section, the SPIFFE Workload API (gRPC) on a unix
 //! socket ([`spiffe::serve_unix`]).
@@ -30,6 +31,7 @@ pub mod expiring;
 pub mod gce_metadata;
 pub mod google;
 pub mod keys;
+pub mod kubernetes;
 pub mod sigv4;
 pub mod spiffe;
 pub mod state;
@@ -60,6 +62,8 @@ pub struct Ports {
     pub ecs: u16,
     /// OIDC discovery of the SPIFFE JWT issuer.
     pub spiffe_oidc: u16,
+    /// The Kubernetes API server.
+    pub kubernetes: u16,
 }
 
 /// Options of [`serve_with`] beyond the TCP ports.
@@ -87,6 +91,8 @@ pub struct Running {
     pub ecs: SocketAddr,
     /// SPIFFE issuer OIDC discovery address.
     pub spiffe_oidc: SocketAddr,
+    /// Kubernetes API server address.
+    pub kubernetes: SocketAddr,
     /// The SPIFFE Workload API socket (absolute), when the world has `[spiffe]`.
     pub spiffe_socket: Option<PathBuf>,
     /// The default socket's temp directory (removed when dropped).
@@ -152,6 +158,12 @@ impl Running {
                 format!("http://{}", self.spiffe_oidc),
             ));
         }
+        if world.kubernetes.is_some() {
+            out.push((
+                "IDBRIDGE_EMULATOR_KUBERNETES_URL".into(),
+                format!("http://{}", self.kubernetes),
+            ));
+        }
         out
     }
 
@@ -159,6 +171,7 @@ impl Running {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         self.emulator.chaos.release_hangs();
+        self.emulator.kubernetes.close_watches();
         for t in self.tasks {
             let _ = t.await;
         }
@@ -208,6 +221,10 @@ pub async fn serve_with(
     let (tx, rx) = watch::channel(false);
     let mut tasks = Vec::new();
     use chaos::Listener;
+    // The Kubernetes API server.
+    let kubernetes = TcpListener::bind((ip, ports.kubernetes)).await?;
+    let kubernetes_addr = kubernetes.local_addr()?;
+    let kubernetes_router = kubernetes::router(emulator.clone());
     for (listener, router, name) in [
         (aws, aws_sts::router(emulator.clone()), Listener::AwsSts),
         (google, google::router(emulator.clone()), Listener::Google),
@@ -231,6 +248,7 @@ pub async fn serve_with(
             spiffe::oidc_router(emulator.clone()),
             Listener::SpiffeOidc,
         ),
+        (kubernetes, kubernetes_router, Listener::Kubernetes),
     ] {
         let router = chaos::layer(router, emulator.clone(), name);
         let mut rx = rx.clone();
@@ -275,6 +293,7 @@ pub async fn serve_with(
         imds: imds_addr,
         ecs: ecs_addr,
         spiffe_oidc: spiffe_oidc_addr,
+        kubernetes: kubernetes_addr,
         spiffe_socket,
         spiffe_dir,
         shutdown: tx,

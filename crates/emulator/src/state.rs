@@ -125,6 +125,8 @@ pub struct Emulator {
     /// The VM's instance attributes (set through `/_emulator/metadata/…`) and the metadata
     /// server's hanging GETs.
     pub vm_metadata: crate::gce_metadata::VmMetadata,
+    /// The Kubernetes cluster's pods and watches ([`crate::kubernetes`]).
+    pub kubernetes: crate::kubernetes::Cluster,
 }
 
 /// Why an emulator could not start.
@@ -169,7 +171,9 @@ impl Emulator {
             issuer_jwks.insert(issuer.clone(), set);
         }
         let chaos = crate::chaos::Chaos::new(world.chaos.clone());
+        let kubernetes = crate::kubernetes::Cluster::new(&world, clock.now());
         Ok(Arc::new(Self {
+            kubernetes,
             chaos,
             world,
             clock,

@@ -28,6 +28,12 @@
 //!   `attribute_mapping`, `attribute_condition`; `[google_sts]` — `aws_sts_endpoint`
 //!   ([`crate::google::sts`]). Service accounts' `workload_identity_users` grant federated
 //!   principals `roles/iam.workloadIdentityUser`.
+//! * `[kubernetes]` — the emulated cluster: `issuer` (an `[[oidc_issuer]]` with
+//!   `generate_key = true`), `api_audiences`, `[[kubernetes.namespace]]`,
+//!   `[[kubernetes.service_account]]`, `[[kubernetes.pod]]` (`namespace`, `name`,
+//!   `service_account`, `pod_ip`, `node`, `host_network`, `phase`, `labels`, `annotations`,
+//!   `uid`), `[[kubernetes.user]]` (`name`, `token`, `groups`) and `[[kubernetes.grant]]`
+//!   (`user` or `group`, `verbs`, `resources`, `namespaces`) ([`crate::kubernetes`]).
 //! * `[chaos]` — fault injection per listener: `seed` and `[[chaos.rule]]` ([`crate::chaos`]).
 //!
 //! Loading never panics: syntax errors and unknown fields name the file, line and field;
@@ -44,6 +50,7 @@ pub use crate::google::sts::{
     AwsProviderConfig, GoogleStsConfig, OidcProviderConfig, WorkloadIdentityPool,
     WorkloadIdentityProvider,
 };
+pub use crate::kubernetes::KubernetesConfig;
 pub use crate::spiffe::{SpiffeConfig, SpiffeWorkload};
 
 /// The built-in world's TOML.
@@ -278,6 +285,9 @@ pub struct World {
     /// Google STS settings.
     #[serde(default)]
     pub google_sts: GoogleStsConfig,
+    /// The emulated Kubernetes cluster.
+    #[serde(default)]
+    pub kubernetes: Option<KubernetesConfig>,
     /// Fault injection.
     #[serde(default)]
     pub chaos: crate::chaos::ChaosConfig,
@@ -416,6 +426,7 @@ impl World {
         crate::aws_instance::validate_world(self).map_err(invalid)?;
         crate::spiffe::validate_world(self).map_err(invalid)?;
         crate::google::sts::validate_world(self).map_err(invalid)?;
+        crate::kubernetes::validate_world(self).map_err(invalid)?;
         self.chaos.validate().map_err(invalid)?;
         Ok(())
     }
