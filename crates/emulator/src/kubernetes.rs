@@ -1264,8 +1264,13 @@ async fn pods_in(
     list_or_watch_pods(state, headers, Some(ns), q).await
 }
 
+/// A boolean query parameter as the API server parses it (Go's `strconv.ParseBool`: the
+/// Python client sends `watch=True`).
 fn is_true(v: &Option<String>) -> bool {
-    matches!(v.as_deref(), Some("true" | "1"))
+    matches!(
+        v.as_deref(),
+        Some("1" | "t" | "T" | "true" | "TRUE" | "True")
+    )
 }
 
 async fn list_or_watch_pods(
@@ -2319,7 +2324,7 @@ mod tests {
             .as_str()
             .unwrap()
             .to_owned();
-        let req = Request::get(format!("/api/v1/pods?watch=true&fieldSelector=spec.nodeName%3Dnode-2&resourceVersion={rv}&timeoutSeconds=5"))
+        let req = Request::get(format!("/api/v1/pods?watch=True&fieldSelector=spec.nodeName%3Dnode-2&resourceVersion={rv}&timeoutSeconds=5"))
             .header("authorization", format!("Bearer {TOKEN}"))
             .body(Body::empty())
             .unwrap();
