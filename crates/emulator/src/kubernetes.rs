@@ -719,6 +719,9 @@ async fn method_not_allowed() -> Response {
 // Authentication and authorization
 // ---------------------------------------------------------------------------------------------
 
+/// A refusal: the `Status` response, boxed (it is large beside the `Ok` values).
+type Refusal = Box<Response>;
+
 /// An authenticated API caller.
 #[derive(Debug, Clone)]
 struct Caller {
@@ -731,7 +734,7 @@ fn authenticate(
     state: &Emulator,
     cfg: &KubernetesConfig,
     headers: &HeaderMap,
-) -> Result<Caller, Response> {
+) -> Result<Caller, Refusal> {
     let Some(token) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -739,7 +742,7 @@ fn authenticate(
         .map(str::trim)
         .filter(|t| !t.is_empty())
     else {
-        return Err(unauthorized());
+        return Err(Box::new(unauthorized()));
     };
     let digest = Sha256::digest(token.as_bytes());
     for u in &cfg.users {
@@ -757,7 +760,7 @@ fn authenticate(
         return authenticate_service_account(state, cfg, token);
     }
     tracing::info!("kubernetes: bearer token not recognised");
-    Err(unauthorized())
+    Err(Box::new(unauthorized()))
 }
 
 /// A service-account token of this cluster: signature, expiry, an API audience, and the objects
@@ -766,9 +769,9 @@ fn authenticate_service_account(
     state: &Emulator,
     cfg: &KubernetesConfig,
     token: &str,
-) -> Result<Caller, Response> {
+) -> Result<Caller, Refusal> {
     let Some(jwks) = state.issuer_jwks.get(&cfg.issuer) else {
-        return Err(unauthorized());
+        return Err(Box::new(unauthorized()));
     };
     let opts = VerifyOptions {
         algorithms: vec![Algorithm::RS256],
@@ -785,12 +788,12 @@ fn authenticate_service_account(
     )
     .map_err(|e| {
         tracing::info!(error = %e, "kubernetes: service-account token refused");
-        unauthorized()
+        Box::new(unauthorized())
     })?;
     let audiences = cfg.audiences();
     if !verified.audiences.iter().any(|a| audiences.contains(a)) {
         tracing::info!("kubernetes: service-account token not for this API server");
-        return Err(unauthorized());
+        return Err(Box::new(unauthorized()));
     }
     let private = verified.claims.get("kubernetes.io");
     let text = |path: &[&str]| -> Option<String> {
@@ -805,19 +808,19 @@ fn authenticate_service_account(
         text(&["serviceaccount", "name"]),
         text(&["serviceaccount", "uid"]),
     ) else {
-        return Err(unauthorized());
+        return Err(Box::new(unauthorized()));
     };
     if verified.subject != format!("system:serviceaccount:{ns}:{sa}")
         || service_account_uid(cfg, &ns, &sa).as_deref() != Some(sa_uid.as_str())
     {
         tracing::info!("kubernetes: the token's service account is gone");
-        return Err(unauthorized());
+        return Err(Box::new(unauthorized()));
     }
     if let (Some(pod), Some(pod_uid)) = (text(&["pod", "name"]), text(&["pod", "uid"]))
         && state.kubernetes.pod(&ns, &pod).map(|p| p.uid) != Some(pod_uid)
     {
         tracing::info!("kubernetes: the token's pod is gone");
-        return Err(unauthorized());
+        return Err(Box::new(unauthorized()));
     }
     Ok(Caller {
         name: verified.subject,
@@ -839,7 +842,7 @@ struct Attributes<'a> {
 }
 
 /// `Ok` when a grant allows the request, else the API server's 403.
-fn authorize(cfg: &KubernetesConfig, caller: &Caller, a: &Attributes<'_>) -> Result<(), Response> {
+fn authorize(cfg: &KubernetesConfig, caller: &Caller, a: &Attributes<'_>) -> Result<(), Refusal> {
     let full = match a.subresource {
         Some(sub) => format!("{}/{sub}", a.resource),
         None => a.resource.to_owned(),
@@ -879,23 +882,23 @@ fn authorize(cfg: &KubernetesConfig, caller: &Caller, a: &Attributes<'_>) -> Res
             json!({"kind": a.resource}),
         ),
     };
-    Err(status(
+    Err(Box::new(status(
         StatusCode::FORBIDDEN,
         "Forbidden",
         message,
         Some(details),
-    ))
+    )))
 }
 
 /// The cluster config, or the API's 404 when the world has none.
-fn config(state: &Emulator) -> Result<&KubernetesConfig, Response> {
+fn config(state: &Emulator) -> Result<&KubernetesConfig, Refusal> {
     state.world.kubernetes.as_ref().ok_or_else(|| {
-        status(
+        Box::new(status(
             StatusCode::NOT_FOUND,
             "NotFound",
             "the server could not find the requested resource".to_owned(),
             Some(json!({})),
-        )
+        ))
     })
 }
 
@@ -904,7 +907,7 @@ fn admit<'s>(
     state: &'s Emulator,
     headers: &HeaderMap,
     a: &Attributes<'_>,
-) -> Result<&'s KubernetesConfig, Response> {
+) -> Result<&'s KubernetesConfig, Refusal> {
     let cfg = config(state)?;
     let caller = authenticate(state, cfg, headers)?;
     authorize(cfg, &caller, a)?;
@@ -1091,10 +1094,10 @@ fn split_terms(s: &str) -> Vec<String> {
     while let Some(c) = chars.next() {
         match c {
             '\\' => {
-                if let Some(n) = chars.next() {
-                    if let Some(last) = out.last_mut() {
-                        last.push(n);
-                    }
+                if let Some(n) = chars.next()
+                    && let Some(last) = out.last_mut()
+                {
+                    last.push(n);
                 }
             }
             ',' => out.push(String::new()),
@@ -1293,7 +1296,7 @@ async fn list_or_watch_pods(
             name: None,
         },
     ) {
-        return r;
+        return *r;
     }
     let mut selector = Selector {
         namespace,
@@ -1495,7 +1498,7 @@ async fn pod(
             name: Some(&name),
         },
     ) {
-        return r;
+        return *r;
     }
     match state.kubernetes.pod(&ns, &name) {
         Some(p) => json_response(StatusCode::OK, &pod_json(&p, true)),
@@ -1517,7 +1520,7 @@ async fn namespaces(State(state): State<Arc<Emulator>>, headers: HeaderMap) -> R
         },
     ) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let items = cfg
         .namespaces
@@ -1545,7 +1548,7 @@ async fn namespace(
         },
     ) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if has_namespace(cfg, &ns) {
         json_response(
@@ -1575,7 +1578,7 @@ async fn service_accounts(
         },
     ) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let items = if has_namespace(cfg, &ns) {
         service_accounts_of(cfg, &ns)
@@ -1606,7 +1609,7 @@ async fn service_account(
         },
     ) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if service_account_uid(cfg, &ns, &name).is_some() {
         json_response(
@@ -1679,7 +1682,7 @@ async fn token_request(
         },
     ) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if body.len() > MAX_BODY {
         return status(
@@ -1867,7 +1870,7 @@ async fn token_request(
 async fn discovery(State(state): State<Arc<Emulator>>, headers: HeaderMap) -> Response {
     let cfg = match config(&state) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     state.bump("kubernetes.discovery");
     let host = headers
@@ -1889,7 +1892,7 @@ async fn discovery(State(state): State<Arc<Emulator>>, headers: HeaderMap) -> Re
 async fn jwks(State(state): State<Arc<Emulator>>) -> Response {
     let cfg = match config(&state) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     state.bump("kubernetes.jwks");
     match state.issuer_jwks.get(&cfg.issuer) {
@@ -1909,7 +1912,7 @@ async fn control_put_pod(
 ) -> Response {
     let cfg = match config(&state) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if body.len() > MAX_BODY {
         return bad_request("the pod entry is too large".to_owned());
