@@ -20,7 +20,10 @@ fuzz_target!(|data: &[u8]| {
     if data.windows(5).any(|w| w.eq_ignore_ascii_case(b"watch")) {
         return;
     }
-    if let Some(req) = common::request(data, &[("authorization", "Bearer emulator-kubernetes-token")]) {
+    if let Some(req) = common::request(
+        data,
+        &[("authorization", "Bearer emulator-kubernetes-token")],
+    ) {
         common::drive(router(), req);
     }
 });
