@@ -20,7 +20,8 @@
 //! seed = 7                    # decisions come from a PRNG seeded with this (omit: random)
 //!
 //! [[chaos.rule]]
-//! listener = "aws_sts"        # aws_sts, google, metadata, imds, ecs, spiffe_oidc, roles_anywhere, aws_iam, or "*"
+//! listener = "aws_sts"        # aws_sts, google, metadata, imds, ecs, spiffe_oidc, roles_anywhere,
+//!                             # aws_iam, kubernetes, or "*"
 //! path_prefix = "/"           # optional: only requests whose path starts with it
 //! error_500 = 0.05            # probabilities per request, summing to at most 1:
 //! error_502 = 0.05            #   5xx with a load balancer's HTML page (not the cloud's body)
@@ -87,6 +88,8 @@ pub enum Listener {
     RolesAnywhere,
     /// AWS IAM (outbound federation) and the outbound issuers' discovery.
     AwsIam,
+    /// The Kubernetes API server.
+    Kubernetes,
     /// Every listener.
     #[serde(rename = "*")]
     Any,
@@ -104,6 +107,7 @@ impl Listener {
             Listener::SpiffeOidc => "spiffe_oidc",
             Listener::RolesAnywhere => "roles_anywhere",
             Listener::AwsIam => "aws_iam",
+            Listener::Kubernetes => "kubernetes",
             Listener::Any => "*",
         }
     }

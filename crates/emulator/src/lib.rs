@@ -15,6 +15,7 @@
 //! | SPIFFE OIDC | [`spiffe`] | discovery and JWKS of the JWT-SVID issuer |
 //! | IAM Roles Anywhere | [`roles_anywhere`] | `POST /sessions` (`CreateSession`, certificate-signed) |
 //! | AWS IAM | [`aws_outbound`] | the outbound identity federation switch; the outbound issuers' discovery and JWKS |
+//! | Kubernetes API | [`kubernetes`] | pods (list, get, watch by field selector), namespaces, service accounts, TokenRequest, the cluster issuer's OIDC discovery |
 //!
 //! plus, when the world has a `[spiffe]` section, the SPIFFE Workload API (gRPC) on a unix
 //! socket ([`spiffe::serve_unix`]).
@@ -33,6 +34,7 @@ pub mod expiring;
 pub mod gce_metadata;
 pub mod google;
 pub mod keys;
+pub mod kubernetes;
 pub mod roles_anywhere;
 pub mod sigv4;
 pub mod spiffe;
@@ -70,6 +72,8 @@ pub struct Ports {
     pub roles_anywhere: u16,
     /// AWS IAM (outbound federation).
     pub aws_iam: u16,
+    /// The Kubernetes API server.
+    pub kubernetes: u16,
 }
 
 /// Options of [`serve_with`] beyond the TCP ports.
@@ -101,6 +105,8 @@ pub struct Running {
     pub roles_anywhere: SocketAddr,
     /// AWS IAM address.
     pub aws_iam: SocketAddr,
+    /// Kubernetes API server address.
+    pub kubernetes: SocketAddr,
     /// The SPIFFE Workload API socket (absolute), when the world has `[spiffe]`.
     pub spiffe_socket: Option<PathBuf>,
     /// The default socket's temp directory (removed when dropped).
@@ -174,6 +180,12 @@ impl Running {
                 format!("http://{}", self.spiffe_oidc),
             ));
         }
+        if world.kubernetes.is_some() {
+            out.push((
+                "IDBRIDGE_EMULATOR_KUBERNETES_URL".into(),
+                format!("http://{}", self.kubernetes),
+            ));
+        }
         out
     }
 
@@ -181,6 +193,7 @@ impl Running {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         self.emulator.chaos.release_hangs();
+        self.emulator.kubernetes.close_watches();
         for t in self.tasks {
             let _ = t.await;
         }
@@ -235,6 +248,10 @@ pub async fn serve_with(
     let (tx, rx) = watch::channel(false);
     let mut tasks = Vec::new();
     use chaos::Listener;
+    // The Kubernetes API server.
+    let kubernetes = TcpListener::bind((ip, ports.kubernetes)).await?;
+    let kubernetes_addr = kubernetes.local_addr()?;
+    let kubernetes_router = kubernetes::router(emulator.clone());
     for (listener, router, name) in [
         (aws, aws_sts::router(emulator.clone()), Listener::AwsSts),
         (google, google::router(emulator.clone()), Listener::Google),
@@ -268,6 +285,7 @@ pub async fn serve_with(
             aws_outbound::iam_router(emulator.clone()),
             Listener::AwsIam,
         ),
+        (kubernetes, kubernetes_router, Listener::Kubernetes),
     ] {
         let router = chaos::layer(router, emulator.clone(), name);
         let mut rx = rx.clone();
@@ -314,6 +332,7 @@ pub async fn serve_with(
         spiffe_oidc: spiffe_oidc_addr,
         roles_anywhere: roles_anywhere_addr,
         aws_iam: aws_iam_addr,
+        kubernetes: kubernetes_addr,
         spiffe_socket,
         spiffe_dir,
         shutdown: tx,

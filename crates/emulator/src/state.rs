@@ -146,6 +146,8 @@ pub struct Emulator {
     /// The VM's instance attributes (set through `/_emulator/metadata/…`) and the metadata
     /// server's hanging GETs.
     pub vm_metadata: crate::gce_metadata::VmMetadata,
+    /// The Kubernetes cluster's pods and watches ([`crate::kubernetes`]).
+    pub kubernetes: crate::kubernetes::Cluster,
 }
 
 /// Why an emulator could not start.
@@ -198,7 +200,9 @@ impl Emulator {
             )?),
             None => None,
         };
+        let kubernetes = crate::kubernetes::Cluster::new(&world, clock.now());
         Ok(Arc::new(Self {
+            kubernetes,
             chaos,
             world,
             clock,

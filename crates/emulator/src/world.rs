@@ -32,6 +32,12 @@
 //! * `[roles_anywhere]` — IAM Roles Anywhere: `[[roles_anywhere.trust_anchor]]` (`arn`, CA
 //!   bundle), `[[roles_anywhere.profile]]` (`arn`, `role_arns`, `duration_seconds`),
 //!   `[[roles_anywhere.crl]]` ([`crate::roles_anywhere`]).
+//! * `[kubernetes]` — the emulated cluster: `issuer` (an `[[oidc_issuer]]` with
+//!   `generate_key = true`), `api_audiences`, `[[kubernetes.namespace]]`,
+//!   `[[kubernetes.service_account]]`, `[[kubernetes.pod]]` (`namespace`, `name`,
+//!   `service_account`, `pod_ip`, `node`, `host_network`, `phase`, `labels`, `annotations`,
+//!   `uid`), `[[kubernetes.user]]` (`name`, `token`, `groups`) and `[[kubernetes.grant]]`
+//!   (`user` or `group`, `verbs`, `resources`, `namespaces`) ([`crate::kubernetes`]).
 //! * `[chaos]` — fault injection per listener: `seed` and `[[chaos.rule]]` ([`crate::chaos`]).
 //!
 //! Loading never panics: syntax errors and unknown fields name the file, line and field;
@@ -48,6 +54,7 @@ pub use crate::google::sts::{
     AwsProviderConfig, GoogleStsConfig, OidcProviderConfig, WorkloadIdentityPool,
     WorkloadIdentityProvider,
 };
+pub use crate::kubernetes::KubernetesConfig;
 pub use crate::spiffe::{SpiffeConfig, SpiffeWorkload};
 
 /// The built-in world's TOML.
@@ -292,6 +299,9 @@ pub struct World {
     /// IAM Roles Anywhere trust anchors, profiles and CRLs.
     #[serde(default)]
     pub roles_anywhere: crate::roles_anywhere::RolesAnywhereConfig,
+    /// The emulated Kubernetes cluster.
+    #[serde(default)]
+    pub kubernetes: Option<KubernetesConfig>,
     /// Fault injection.
     #[serde(default)]
     pub chaos: crate::chaos::ChaosConfig,
@@ -432,6 +442,7 @@ impl World {
         crate::google::sts::validate_world(self).map_err(invalid)?;
         crate::roles_anywhere::resolve_world(self, base).map_err(invalid)?;
         crate::aws_outbound::validate_world(self).map_err(invalid)?;
+        crate::kubernetes::validate_world(self).map_err(invalid)?;
         self.chaos.validate().map_err(invalid)?;
         Ok(())
     }

@@ -40,6 +40,7 @@ pub(crate) async fn run(a: EmulateArgs) -> Result<ExitCode, CliError> {
     eprintln!("  SPIFFE OIDC    http://{}", running.spiffe_oidc);
     eprintln!("  Roles Anywhere http://{}", running.roles_anywhere);
     eprintln!("  AWS IAM        http://{}", running.aws_iam);
+    eprintln!("  Kubernetes API http://{}", running.kubernetes);
     if let Some(p) = &running.spiffe_socket {
         eprintln!("  SPIFFE         unix://{}", p.display());
     }
