@@ -5,19 +5,28 @@ the emulated IAM Roles Anywhere (whose built-in trust anchor is the trust domain
 * py-spiffe's own SVID checks (leaf constraints, SPIFFE ID from the URI SAN) and the leaf verified
   against the bundle's authority with `cryptography`;
 * the SVID's key signs a CreateSession request (tests/peers/x509_sigv4_ref.py, botocore's
-  canonicalisation), and boto3 uses the session it returns.
+  canonicalisation), and boto3 uses the session it returns;
+* rotation: with a 4-second X.509-SVID lifetime, the source's update callback sees a new SVID
+  (a new serial, still valid) before the first one expires.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 import x509_sigv4_ref as ref
-from conftest import ACCOUNT, HTTP, PYTHON, describe
+from conftest import (ACCOUNT, EMULATOR_START_TIMEOUT, HTTP, PYTHON, REPO, _SERVER_LOGS, clean_env, describe,
+                      parse_env_file, stop_process, tail)
 
 BILLING = "spiffe://example.org/ns/prod/sa/billing"
 REGION = "us-east-1"
@@ -92,3 +101,63 @@ print(json.dumps(sts.get_caller_identity()))
                     env=sandbox.env())
     assert r.returncode == 0, describe(r)
     assert json.loads(r.stdout)["Arn"] == cs["assumedRoleUser"]["arn"]
+
+
+ROTATION_SCRIPT = r"""
+import json, sys, threading
+from spiffe import X509Source
+
+serials = []
+seen = threading.Event()
+with X509Source(socket_path=sys.argv[1], timeout_in_seconds=10) as source:
+    first = source.svid.leaf
+    def on_update():
+        leaf = source.svid.leaf
+        if leaf.serial_number != first.serial_number:
+            serials.append(leaf.serial_number)
+            seen.set()
+    source.subscribe_for_updates(on_update)
+    seen.wait(timeout=20)
+    second = source.svid.leaf
+print(json.dumps({"rotated": bool(serials), "first_not_after": first.not_valid_after_utc.timestamp(),
+                  "second_not_before": second.not_valid_before_utc.timestamp(),
+                  "second_not_after": second.not_valid_after_utc.timestamp()}))
+"""
+
+
+@pytest.fixture(scope="module")
+def short_lived_svids(idbridge_bin: Path, tmp_path_factory):
+    """`idbridge emulate` with the built-in world, X.509-SVIDs living 4 seconds."""
+    d = tmp_path_factory.mktemp("x509-rotation")
+    world_dir = REPO / "crates" / "emulator" / "world"
+    text = (world_dir / "builtin.toml").read_text()
+    assert "svid_ttl_seconds = 300\n" in text
+    (d / "world.toml").write_text(text.replace("svid_ttl_seconds = 300\n",
+                                               "svid_ttl_seconds = 300\nx509_svid_ttl_seconds = 4\n", 1))
+    shutil.copy(world_dir / "seed004-sa-key.pub.pem", d)
+    env_file, log = d / "emulator.env", d / "emulator.log"
+    _SERVER_LOGS["idbridge emulate (short-lived X.509-SVIDs)"] = log
+    with open(log, "wb") as logf:
+        proc = subprocess.Popen([str(idbridge_bin), "emulate", "--world", str(d / "world.toml"), "--env-file",
+                                 str(env_file)], stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                                env=clean_env(d / "home"), cwd=d)
+    try:
+        deadline = time.monotonic() + EMULATOR_START_TIMEOUT
+        while not env_file.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"idbridge emulate did not start:\n{tail(log)}", pytrace=False)
+            time.sleep(0.05)
+        yield parse_env_file(env_file.read_text())
+    finally:
+        stop_process(proc)
+
+
+def test_x509_source_receives_a_rotated_svid_before_expiry(sandbox, short_lived_svids):
+    socket = short_lived_svids["SPIFFE_ENDPOINT_SOCKET"]
+    r = sandbox.run([PYTHON, "-c", ROTATION_SCRIPT, socket], env=sandbox.env(short_lived_svids))
+    assert r.returncode == 0, describe(r)
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["rotated"], out
+    # The replacement was issued while the first was still valid, and lives longer.
+    assert out["second_not_before"] < out["first_not_after"], out
+    assert out["second_not_after"] > out["first_not_after"], out

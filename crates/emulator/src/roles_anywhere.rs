@@ -14,7 +14,7 @@
 //! | the trust anchor exists in the region and is enabled; the scope's region is the anchor's | 403 `AccessDeniedException` |
 //! | the chain (`X-Amz-X509-Chain` intermediates) leads to a CA of the anchor's bundle, every certificate valid now, none on the anchor's enabled CRLs | 403 `AccessDeniedException` |
 //! | the profile exists, is enabled, and lists the role; the role exists | 404 `ResourceNotFoundException` / 403 |
-//! | the role's trust policy allows `sts:AssumeRole`, `sts:TagSession` and `sts:SetSourceIdentity` for `rolesanywhere.amazonaws.com`, with `aws:PrincipalTag/x509Subject/…`, `x509Issuer/…`, `x509SAN/DNS`, `x509SAN/URI`, `x509SAN/Name/…` (also as `aws:RequestTag/…`), `aws:SourceArn` (the anchor), `aws:SourceAccount`, `aws:SourceIdentity` (the subject CN) in the context ([`idbridge_policy::aws`]) | 403 `AccessDeniedException` |
+//! | the role's trust policy allows `sts:AssumeRole`, `sts:TagSession` and `sts:SetSourceIdentity` for `rolesanywhere.amazonaws.com`, with `aws:PrincipalTag/x509Subject/…`, `x509Issuer/…`, `x509SAN/DNS`, `x509SAN/URI`, `x509SAN/Name/…` (also as `aws:RequestTag/…`), `aws:SourceArn` (the anchor), `aws:SourceAccount`, `aws:SourceIdentity` and `sts:SourceIdentity` (the subject CN) in the context ([`idbridge_policy::aws`]) | 403 `AccessDeniedException` |
 //! | `roleSessionName` only when the profile accepts one; the duration within the profile's and the role's maximum | 400 `ValidationException` |
 //!
 //! On success: 201 with `credentialSet[0]` (the session is an ordinary STS session of the
@@ -681,7 +681,9 @@ fn create_session(
             .with_key(&format!("aws:RequestTag/{k}"), v.clone());
     }
     if let Some(cn) = &attrs.common_name {
-        ctx = ctx.with_key("aws:SourceIdentity", cn.clone());
+        ctx = ctx
+            .with_key("aws:SourceIdentity", cn.clone())
+            .with_key("sts:SourceIdentity", cn.clone());
     }
     let policy = TrustPolicy::parse(&role.trust_policy)
         .map_err(|_| RaError::denied("Unable to assume role"))?;
