@@ -26,6 +26,7 @@ pub mod exchange;
 pub mod external_account;
 pub mod http_client;
 pub mod route;
+pub mod shared_cache;
 pub mod sigv4;
 pub mod source;
 mod upstream;

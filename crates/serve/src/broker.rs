@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use idbridge_broker::cache::{Cache, CacheSnapshot, Loader};
+use idbridge_broker::shared_cache;
 use idbridge_broker::{BrokerError, Context, ErrorKind, Overrides, Route};
 use idbridge_core::Credential;
 use idbridge_core::clock::SharedClock;
@@ -205,6 +206,17 @@ impl Broker {
             let ctx = ctx.clone();
             async move { run_route(&routes, &ctx, &key).await }
         };
+        // Through the fleet's Redis when `[cache]` has one: one exchange per refresh per fleet.
+        let loader = shared_cache::FleetLoader::new(
+            shared_cache::Fleet::new(
+                &config.cache,
+                Arc::clone(&clock),
+                shared_cache::holder_name(),
+            )
+            .map(Arc::new),
+            loader,
+            |k: &CredentialKey| shared_cache::SharedName::for_overrides(&k.route, &k.overrides),
+        );
         let mut broker = Self::with_loader(
             loader,
             clock,
