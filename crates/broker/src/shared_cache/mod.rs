@@ -394,8 +394,16 @@ pub struct Keyring {
     kek: Arc<dyn KeyEncryptionKey>,
     namespace: String,
     rotation: Duration,
-    current: tokio::sync::Mutex<Option<(Arc<DataKey>, Instant)>>,
+    current: tokio::sync::Mutex<Option<CurrentKey>>,
     known: Mutex<VecDeque<Arc<DataKey>>>,
+}
+
+struct CurrentKey {
+    key: Arc<DataKey>,
+    wrapped: Vec<u8>,
+    born: Instant,
+    /// The store's connection generation when the key was last published.
+    generation: u64,
 }
 
 impl fmt::Debug for Keyring {
@@ -445,13 +453,22 @@ impl Keyring {
     }
 
     /// The data key new entries are sealed with: the current one, or a new one (published to
-    /// the store, wrapped) once the current one is a rotation period old.
+    /// the store, wrapped) once the current one is a rotation period old. The current key is
+    /// published again after a reconnect, in case the server restarted without it.
     pub(crate) async fn current(&self, store: &RedisStore) -> Result<Arc<DataKey>, KeyError> {
         let mut current = self.current.lock().await;
-        if let Some((key, born)) = current.as_ref()
-            && born.elapsed() < self.rotation
+        if let Some(c) = current.as_mut()
+            && c.born.elapsed() < self.rotation
         {
-            return Ok(Arc::clone(key));
+            let generation = store.generation();
+            if c.generation != generation {
+                store
+                    .set(&self.dek_key(c.key.id()), &c.wrapped, self.rotation + DATA_KEY_GRACE)
+                    .await?;
+                // The set itself may have reconnected: record the generation it ran in.
+                c.generation = store.generation();
+            }
+            return Ok(Arc::clone(&c.key));
         }
         let (key, bytes) = DataKey::generate()?;
         let context = seal::data_key_context(&self.namespace, key.id());
@@ -466,7 +483,12 @@ impl Keyring {
         let key = Arc::new(key);
         tracing::debug!(data_key = key.id(), "new shared cache data key");
         self.remember(Arc::clone(&key));
-        *current = Some((Arc::clone(&key), Instant::now()));
+        *current = Some(CurrentKey {
+            key: Arc::clone(&key),
+            wrapped,
+            born: Instant::now(),
+            generation: store.generation(),
+        });
         Ok(key)
     }
 

@@ -151,6 +151,8 @@ pub struct RedisStore {
     display: String,
     conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     health: Mutex<Health>,
+    /// Connections made so far: a new one may be to a restarted, empty server.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for RedisStore {
@@ -174,7 +176,14 @@ impl RedisStore {
             display,
             conn: tokio::sync::Mutex::new(None),
             health: Mutex::new(Health::default()),
+            generation: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// How many connections were made so far. What was written before a reconnect may be gone
+    /// (the server restarted empty), so writers of long-lived keys write them again.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The server's address, without credentials.
@@ -226,6 +235,8 @@ impl RedisStore {
         match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
             Ok(Ok(c)) => {
                 *slot = Some(c.clone());
+                self.generation
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 Ok(c)
             }
             Ok(Err(e)) => {
