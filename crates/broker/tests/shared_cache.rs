@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use idbridge_broker::shared_cache::redis_store::RedisStore;
 use idbridge_broker::shared_cache::seal::{KeyEncryptionKey, LocalKek};
 use idbridge_broker::shared_cache::{CacheSettings, Fleet, SharedName};
-use idbridge_broker::shared_cache::redis_store::RedisStore;
 use idbridge_broker::{BrokerError, ErrorKind};
 use idbridge_core::clock;
 use idbridge_core::{Credential, IdToken};
@@ -30,21 +30,38 @@ struct Redis {
 
 impl Redis {
     fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         Self::start_on(port)
     }
 
     fn start_on(port: u16) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .current_dir(dir.path())
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (scripts/test installs it)");
         for _ in 0..200 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Self { child, port, _dir: dir };
+                return Self {
+                    child,
+                    port,
+                    _dir: dir,
+                };
             }
             std::thread::sleep(Duration::from_millis(25));
         }
@@ -80,7 +97,9 @@ fn replica(s: &CacheSettings, name: &str) -> Fleet {
 }
 
 /// A fetch that counts its calls and mints `tok-<n>`, valid for an hour.
-fn minter(calls: &Arc<AtomicUsize>) -> impl FnOnce() -> std::future::Ready<Result<Credential, BrokerError>> {
+fn minter(
+    calls: &Arc<AtomicUsize>,
+) -> impl FnOnce() -> std::future::Ready<Result<Credential, BrokerError>> {
     let calls = Arc::clone(calls);
     move || {
         let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
@@ -99,7 +118,11 @@ fn token(c: &Credential) -> String {
 }
 
 async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap()
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -112,34 +135,71 @@ async fn replicas_share_and_reject_tampered_swapped_and_foreign_entries() {
     let two = SharedName::new("route", "audience=y");
 
     assert_eq!(token(&a.load(&one, minter(&calls)).await.unwrap()), "tok-1");
-    assert_eq!(token(&b.load(&one, minter(&calls)).await.unwrap()), "tok-1", "shared");
+    assert_eq!(
+        token(&b.load(&one, minter(&calls)).await.unwrap()),
+        "tok-1",
+        "shared"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(b.stats().shared_hits, 1);
 
     let mut conn = raw(&redis.url()).await;
     let keys = a.keys(&one);
-    let sealed: Vec<u8> = redis::cmd("GET").arg(keys.entry()).query_async(&mut conn).await.unwrap();
-    assert!(!String::from_utf8_lossy(&sealed).contains("tok-1"), "sealed, not in clear");
+    let sealed: Vec<u8> = redis::cmd("GET")
+        .arg(keys.entry())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&sealed).contains("tok-1"),
+        "sealed, not in clear"
+    );
 
     // Tampered: one flipped byte.
     let mut tampered = sealed.clone();
     let last = tampered.len() - 1;
     tampered[last] ^= 1;
-    let _: () = redis::cmd("SET").arg(keys.entry()).arg(&tampered).query_async(&mut conn).await.unwrap();
-    assert_eq!(token(&b.load(&one, minter(&calls)).await.unwrap()), "tok-2", "refetched");
+    let _: () = redis::cmd("SET")
+        .arg(keys.entry())
+        .arg(&tampered)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        token(&b.load(&one, minter(&calls)).await.unwrap()),
+        "tok-2",
+        "refetched"
+    );
     let rejected = b.stats().rejected;
     assert!(rejected >= 1, "{rejected}");
 
     // Swapped: another key's valid entry copied over this one's.
     assert_eq!(token(&a.load(&two, minter(&calls)).await.unwrap()), "tok-3");
-    let other: Vec<u8> = redis::cmd("GET").arg(a.keys(&two).entry()).query_async(&mut conn).await.unwrap();
-    let _: () = redis::cmd("SET").arg(keys.entry()).arg(&other).query_async(&mut conn).await.unwrap();
-    assert_eq!(token(&b.load(&one, minter(&calls)).await.unwrap()), "tok-4", "swap rejected");
+    let other: Vec<u8> = redis::cmd("GET")
+        .arg(a.keys(&two).entry())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(keys.entry())
+        .arg(&other)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        token(&b.load(&one, minter(&calls)).await.unwrap()),
+        "tok-4",
+        "swap rejected"
+    );
     assert!(b.stats().rejected > rejected);
 
     // A replica with another key-encryption key cannot open the fleet's entries.
     let stranger = replica(&settings(&redis.url(), kek(2)), "c/3");
-    assert_eq!(token(&stranger.load(&two, minter(&calls)).await.unwrap()), "tok-5", "wrong key");
+    assert_eq!(
+        token(&stranger.load(&two, minter(&calls)).await.unwrap()),
+        "tok-5",
+        "wrong key"
+    );
     assert!(stranger.stats().rejected >= 1);
     // … and what it wrote does not open for the others either.
     assert_eq!(token(&a.load(&two, minter(&calls)).await.unwrap()), "tok-6");
@@ -160,11 +220,21 @@ async fn entries_under_an_older_data_key_still_open() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     writer.load(&new, minter(&calls)).await.unwrap();
     let mut conn = raw(&redis.url()).await;
-    let ids: Vec<Vec<u8>> = redis::cmd("KEYS").arg("idbridge:v1:dek:*").query_async(&mut conn).await.unwrap();
+    let ids: Vec<Vec<u8>> = redis::cmd("KEYS")
+        .arg("idbridge:v1:dek:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(ids.len(), 2, "a second data key after the rotation period");
     let reader = replica(&s, "r/2");
-    assert_eq!(token(&reader.load(&old, minter(&calls)).await.unwrap()), "tok-1");
-    assert_eq!(token(&reader.load(&new, minter(&calls)).await.unwrap()), "tok-2");
+    assert_eq!(
+        token(&reader.load(&old, minter(&calls)).await.unwrap()),
+        "tok-1"
+    );
+    assert_eq!(
+        token(&reader.load(&new, minter(&calls)).await.unwrap()),
+        "tok-2"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
@@ -194,7 +264,11 @@ async fn one_replica_exchanges_the_others_wait_and_errors_are_shared() {
     for r in tasks.join_all().await {
         assert_eq!(token(&r.unwrap()), "slow");
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "one exchange for eight replicas");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "one exchange for eight replicas"
+    );
 
     // A failed exchange is handed to the waiting replicas instead of being repeated by each.
     let failing = SharedName::new("route", "failing");
@@ -215,7 +289,11 @@ async fn one_replica_exchanges_the_others_wait_and_errors_are_shared() {
     for r in tasks.join_all().await {
         assert_eq!(r.unwrap_err().message, "denied");
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 2, "one failed exchange for eight replicas");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "one failed exchange for eight replicas"
+    );
 }
 
 #[tokio::test]
@@ -227,23 +305,41 @@ async fn a_dead_holders_lease_expires_and_redis_down_means_loading_alone() {
     let name = SharedName::new("route", "");
     // A holder that never finishes (and whose task is then dropped, as a killed process).
     let dead = replica(&s, "dead/1");
-    let stuck = tokio::time::timeout(Duration::from_millis(300), dead.load(&name, || std::future::pending())).await;
+    let stuck = tokio::time::timeout(
+        Duration::from_millis(300),
+        dead.load(&name, || std::future::pending()),
+    )
+    .await;
     assert!(stuck.is_err());
     drop(dead);
     let live = replica(&s, "live/2");
-    assert_eq!(token(&live.load(&name, minter(&calls)).await.unwrap()), "tok-1", "took over");
+    assert_eq!(
+        token(&live.load(&name, minter(&calls)).await.unwrap()),
+        "tok-1",
+        "took over"
+    );
     assert_eq!(live.stats().leads, 1);
 
     // Redis gone: the load goes straight to the fetch, without an error.
     let port = redis.port;
     drop(redis);
     let fresh = SharedName::new("route", "while-down");
-    assert_eq!(token(&live.load(&fresh, minter(&calls)).await.unwrap()), "tok-2");
+    assert_eq!(
+        token(&live.load(&fresh, minter(&calls)).await.unwrap()),
+        "tok-2"
+    );
     assert!(live.stats().fallbacks >= 1);
     // Back (empty): rejoined after the backoff.
     let _redis = Redis::start_on(port);
     tokio::time::sleep(idbridge_broker::shared_cache::redis_store::DOWN_BACKOFF_BASE).await;
-    assert_eq!(token(&live.load(&fresh, minter(&calls)).await.unwrap()), "tok-3");
+    assert_eq!(
+        token(&live.load(&fresh, minter(&calls)).await.unwrap()),
+        "tok-3"
+    );
     let other = replica(&s, "other/3");
-    assert_eq!(token(&other.load(&fresh, minter(&calls)).await.unwrap()), "tok-3", "shared again");
+    assert_eq!(
+        token(&other.load(&fresh, minter(&calls)).await.unwrap()),
+        "tok-3",
+        "shared again"
+    );
 }

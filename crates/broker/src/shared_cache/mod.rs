@@ -463,7 +463,11 @@ impl Keyring {
             let generation = store.generation();
             if c.generation != generation {
                 store
-                    .set(&self.dek_key(c.key.id()), &c.wrapped, self.rotation + DATA_KEY_GRACE)
+                    .set(
+                        &self.dek_key(c.key.id()),
+                        &c.wrapped,
+                        self.rotation + DATA_KEY_GRACE,
+                    )
                     .await?;
                 // The set itself may have reconnected: record the generation it ran in.
                 c.generation = store.generation();
