@@ -322,7 +322,16 @@ where
         .and_then(|dir| file::FileCache::open(&dir));
     match cache {
         Ok(cache) => {
-            let name = SharedName::new(route, format!("config-sha256={}", settings.config_digest));
+            // The endpoints come from the environment: a credential of the emulator's STS is
+            // not one of the real STS's.
+            let endpoints = hex::encode(Sha256::digest(format!("{:?}", ctx.endpoints)));
+            let name = SharedName::new(
+                route,
+                format!(
+                    "config-sha256={}\nendpoints-sha256={endpoints}",
+                    settings.config_digest
+                ),
+            );
             cache.get_or_fetch(&name, &*ctx.clock, fetch).await
         }
         Err(why) => {
@@ -526,5 +535,63 @@ impl Keyring {
         let key = Arc::new(DataKey::from_bytes(id, &bytes)?);
         self.remember(Arc::clone(&key));
         Ok(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use idbridge_core::env::MapEnv;
+
+    use super::*;
+
+    const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<CacheSettings, String> {
+        let env = MapEnv(
+            env.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        );
+        CacheSettings::parse(text, "c.toml", None, &env).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_cache_section_is_validated_with_file_line_and_field() {
+        let s = parse("", &[]).unwrap();
+        assert!(s.redis.is_none() && s.file && !s.config_digest.is_empty());
+        let s = parse(
+            "[cache]\nredis_url = \"redis://127.0.0.1:1/0\"\nkey_env = \"K\"\nlease_ms = 900\n",
+            &[("K", KEY)],
+        )
+        .unwrap();
+        assert!(s.redis.is_some() && s.kek.is_some());
+        assert_eq!(s.lease, Duration::from_millis(900));
+        assert!(!format!("{s:?}").contains(KEY));
+        for (text, needle) in [
+            ("[cache]\nredis_url = \"redis://h/0\"\n", "line 1"),
+            ("[cache]\n\nlease_ms = 1\n", "line 3"),
+            ("[cache]\nkey_env = \"MISSING\"\n", "MISSING is not set"),
+            ("[cache]\nkey_env = \"SHORT\"\n", "32 bytes"),
+            ("[cache]\nprefix = \"a b\"\n", "`prefix`"),
+            ("[cache]\nkey_file = \"/nonexistent/k\"\n", "key_file"),
+            ("[cache]\nfrobnicate = 1\n", "frobnicate"),
+        ] {
+            let e = parse(text, &[("SHORT", "abcd")]).unwrap_err();
+            assert!(e.contains("c.toml") && e.contains(needle), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn names_digest_route_and_key_apart() {
+        let a = SharedName::new("ab", "c").digest();
+        let b = SharedName::new("a", "bc").digest();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        let o = Overrides {
+            audience: Some("x".into()),
+            scopes: None,
+        };
+        assert_eq!(SharedName::for_overrides("r", &o).key, "audience=x");
+        assert!(is_opt_out(Some("1")) && is_opt_out(Some("TRUE")) && !is_opt_out(Some("0")));
     }
 }
