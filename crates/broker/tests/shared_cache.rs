@@ -40,7 +40,7 @@ impl Redis {
 
     fn start_on(port: u16) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let child = Command::new("redis-server")
+        let mut child = Command::new("redis-server")
             .args([
                 "--bind",
                 "127.0.0.1",
@@ -65,6 +65,8 @@ impl Redis {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("redis-server did not listen on {port}");
     }
 
@@ -307,7 +309,7 @@ async fn a_dead_holders_lease_expires_and_redis_down_means_loading_alone() {
     let dead = replica(&s, "dead/1");
     let stuck = tokio::time::timeout(
         Duration::from_millis(300),
-        dead.load(&name, || std::future::pending()),
+        dead.load(&name, std::future::pending),
     )
     .await;
     assert!(stuck.is_err());

@@ -54,7 +54,7 @@ struct Redis {
 
 impl Redis {
     fn start(port: u16, dir: tempfile::TempDir) -> Self {
-        let child = Command::new("redis-server")
+        let mut child = Command::new("redis-server")
             .args([
                 "--bind",
                 "127.0.0.1",
@@ -79,6 +79,8 @@ impl Redis {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("redis-server did not listen on {port}");
     }
 
