@@ -11,7 +11,8 @@
 //!   for one key do one exchange between them.
 //!
 //! An entry is taken while it is fresh (before its refresh window, as the daemon's cache would
-//! refresh it); past that, the call exchanges and rewrites it. An entry that does not open (a
+//! refresh it, and with at least [`SDK_REFRESH_AHEAD`] left); past that, the call exchanges and
+//! rewrites it. An entry that does not open (a
 //! changed key, a tampered file) is replaced. Any file problem (no home, a read-only
 //! directory, a lock held for [`LOCK_WAIT`]) skips the cache for that call, with a log line:
 //! the cache only ever saves exchanges, it never fails a call.
@@ -38,6 +39,12 @@ use crate::BrokerError;
 /// past that it exchanges on its own. Longer than a route's exchange normally takes, and well
 /// under the AWS CLI's patience for a credential process.
 pub const LOCK_WAIT: Duration = Duration::from_secs(15);
+
+/// A cached credential is handed out only while it has at least this long left (when its
+/// lifetime is over twice that): botocore refreshes a `credential_process` credential 15
+/// minutes before expiry (its advisory window), and a credential with less left would make a
+/// long-running SDK client run the command again on every request until it expired.
+pub const SDK_REFRESH_AHEAD: Duration = Duration::from_secs(15 * 60);
 
 /// How often a waiting call tries the lock again.
 const LOCK_POLL: Duration = Duration::from_millis(20);
@@ -186,7 +193,11 @@ impl FileCache {
         c: &Credential,
         clock: &dyn Clock,
     ) -> Result<(), String> {
-        let fresh_until = super::lease::fresh_until(c, clock.now());
+        let now = clock.now();
+        let fresh_until = super::lease::fresh_until(c, now).map(|f| match c.expires_at() {
+            Some(e) if e - now > SDK_REFRESH_AHEAD * 2 => f.min(e - SDK_REFRESH_AHEAD),
+            _ => f,
+        });
         let plain = payload::encode("cli", fresh_until, Ok(c))
             .ok_or_else(|| format!("a {} credential is not cached", c.kind()))?;
         let sealed = self
