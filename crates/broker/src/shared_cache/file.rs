@@ -272,3 +272,91 @@ fn create_key(path: &Path) -> Result<Zeroizing<String>, String> {
         Err(e) => Err(format!("cannot create {}: {}", path.display(), e.kind())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use idbridge_core::IdToken;
+    use idbridge_core::clock;
+
+    use super::*;
+
+    fn minting(
+        calls: &AtomicUsize,
+        minutes: i64,
+    ) -> std::future::Ready<Result<Credential, BrokerError>> {
+        let n = calls.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Ok(Credential::IdToken(IdToken {
+            token: format!("tok-{n}").into(),
+            expires_at: clock::system().now() + time::Duration::minutes(minutes),
+        })))
+    }
+
+    #[tokio::test]
+    async fn one_fetch_per_lifetime_private_files_and_a_shared_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("idbridge");
+        let clock = clock::system();
+        let calls = AtomicUsize::new(0);
+        let name = SharedName::new("r", "config-sha256=x");
+        for _ in 0..3 {
+            let cache = FileCache::open(&root).unwrap();
+            cache
+                .get_or_fetch(&name, &*clock, || minting(&calls, 60))
+                .await
+                .unwrap();
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            fs::metadata(&root).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        for e in fs::read_dir(&root).unwrap() {
+            let meta = e.unwrap().metadata().unwrap();
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        }
+        // A 40-minute credential is handed out again for its first 25 minutes (15 left).
+        let short = SharedName::new("r", "short");
+        let cache = FileCache::open(&root).unwrap();
+        for _ in 0..2 {
+            cache
+                .get_or_fetch(&short, &*clock, || minting(&calls, 40))
+                .await
+                .unwrap();
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // A key file readable by others is refused.
+        fs::set_permissions(root.join("key"), fs::Permissions::from_mode(0o644)).unwrap();
+        let e = FileCache::open(&root).unwrap_err();
+        assert!(e.contains("0600"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_hour_long_credential_is_refetched_with_fifteen_minutes_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = FileCache::open(&dir.path().join("idbridge")).unwrap();
+        let clock = clock::ManualClock::at(1_900_000_000);
+        let expires_at = clock.now() + time::Duration::hours(1);
+        let calls = AtomicUsize::new(0);
+        let name = SharedName::new("r", "k");
+        let fetch = || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Ok(Credential::IdToken(IdToken {
+                token: "t".into(),
+                expires_at,
+            })))
+        };
+        cache.get_or_fetch(&name, &clock, fetch).await.unwrap();
+        clock.advance(44 * 60);
+        cache.get_or_fetch(&name, &clock, fetch).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "16 minutes left: cached");
+        clock.advance(2 * 60);
+        cache.get_or_fetch(&name, &clock, fetch).await.unwrap();
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "14 minutes left: refetched"
+        );
+    }
+}
