@@ -109,6 +109,7 @@ impl Drop for Redis {
 struct Daemon {
     child: Child,
     port: u16,
+    metrics: u16,
     alive: Arc<AtomicBool>,
 }
 
@@ -119,7 +120,7 @@ impl Drop for Daemon {
     }
 }
 
-fn config(port: u16, redis_port: u16, key: &Path) -> String {
+fn config(port: u16, metrics: u16, redis_port: u16, key: &Path) -> String {
     format!(
         r#"
 [[route]]
@@ -138,6 +139,8 @@ port = {port}
 token_route = "short"
 project_id = "gcp-project"
 numeric_project_id = "271828182845"
+[serve.metrics]
+port = {metrics}
 "#,
         key = key.display()
     )
@@ -228,9 +231,9 @@ async fn eight_daemons_one_exchange_per_refresh_window() {
 
     let mut daemons = Vec::new();
     for i in 0..REPLICAS {
-        let port = free_port();
+        let (port, metrics) = (free_port(), free_port());
         let cfg = dir.path().join(format!("d{i}.toml"));
-        std::fs::write(&cfg, config(port, redis_port, &key)).unwrap();
+        std::fs::write(&cfg, config(port, metrics, redis_port, &key)).unwrap();
         let log = std::fs::File::create(dir.path().join(format!("d{i}.log"))).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_idbridge"))
             .args(["serve", "--config"])
@@ -247,6 +250,7 @@ async fn eight_daemons_one_exchange_per_refresh_window() {
         daemons.push(Daemon {
             child,
             port,
+            metrics,
             alive: Arc::new(AtomicBool::new(true)),
         });
     }
@@ -408,6 +412,31 @@ async fn eight_daemons_one_exchange_per_refresh_window() {
         .await
         .unwrap();
     assert_eq!(entries.len(), 1, "the fleet writes to the restarted Redis");
+    let mut events = std::collections::BTreeMap::new();
+    for d in &live {
+        let text = http
+            .get(format!("http://127.0.0.1:{}/metrics", d.metrics))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("idbridge_serve_fleet_cache_total{"))
+        {
+            let (name, n) = line.rsplit_once(' ').unwrap();
+            *events.entry(name.to_owned()).or_insert(0u64) += n.parse::<u64>().unwrap();
+        }
+    }
+    eprintln!("fleet cache counters: {events:?}");
+    let event = |e: &str| events[&format!("idbridge_serve_fleet_cache_total{{event=\"{e}\"}}")];
+    assert!(
+        event("shared_hit") > 0 && event("lead") > 0 && event("fallback") > 0,
+        "{events:?}"
+    );
+    assert_eq!(event("rejected"), 0, "{events:?}");
     drop(live);
     running.shutdown().await;
 }
