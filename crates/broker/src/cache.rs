@@ -1001,6 +1001,15 @@ fn refresh_ahead(lifetime: Duration) -> Duration {
     REFRESH_AHEAD.min(lifetime / REFRESH_AHEAD_DIVISOR)
 }
 
+/// How long before expiry the earliest refresh of a value loaded with `lifetime` left can
+/// fall: its refresh-ahead plus the largest jitter. A copy of a value shared with other caches
+/// (the fleet cache) is fresh until then: no cache holding it is due to refresh it sooner, and
+/// a cache that does refresh finds it stale and loads a new one.
+pub fn refresh_window(lifetime: Duration) -> Duration {
+    let ahead = refresh_ahead(lifetime);
+    ahead + ahead / REFRESH_JITTER_DIVISOR
+}
+
 /// The wait after failed attempt number `attempt` (from 1): doubling, jittered down to half.
 fn backoff(attempt: u32) -> Duration {
     let full = RETRY_BASE_DELAY.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));

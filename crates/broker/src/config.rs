@@ -180,6 +180,9 @@ struct RawConfig {
     /// file holds a daemon's routes and its listeners.
     #[serde(default, rename = "serve")]
     _serve: Option<serde::de::IgnoredAny>,
+    /// `[cache]`: read by [`crate::shared_cache::CacheSettings`].
+    #[serde(default, rename = "cache")]
+    _cache: Option<serde::de::IgnoredAny>,
 }
 
 /// A route as written: either `source` (+ `exchange`) or `external_account`.

@@ -38,6 +38,7 @@ pub mod hop;
 pub mod http_client;
 pub mod proof;
 pub mod route;
+pub mod shared_cache;
 pub mod sigv4;
 pub mod source;
 pub mod step;

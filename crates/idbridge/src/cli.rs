@@ -258,6 +258,10 @@ pub(crate) struct RouteArgs {
     /// Route name.
     #[arg(long, env = "IDBRIDGE_ROUTE")]
     pub(crate) route: String,
+    /// Skip the credential cache shared between calls (the per-user file cache, or the
+    /// config's `[cache] redis_url`): exchange on every call. Also `IDBRIDGE_NO_CACHE=1`.
+    #[arg(long)]
+    pub(crate) no_cache: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

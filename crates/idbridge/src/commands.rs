@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use idbridge_broker::shared_cache::{self, CacheSettings};
 use idbridge_broker::{BrokerError, Config, ConfigError, Context, Route};
 use idbridge_core::Credential;
 
@@ -98,15 +99,21 @@ pub(crate) async fn fetch_detailed(args: &RouteArgs) -> Result<Credential, Fetch
             .clone(),
     );
     let ctx = Context::from_process(&config.endpoints).map_err(FetchError::Broker)?;
-    match route.run(&ctx).await {
-        Ok(out) => {
-            for h in &out.hops {
-                tracing::info!(hop = %h.hop, endpoint = %h.endpoint, identity = %h.identity, elapsed_ms = h.elapsed.as_millis() as u64, "hop ok");
+    let cache = CacheSettings::load(&args.config, &*ctx.env).map_err(FetchError::Config)?;
+    let run = || async {
+        match route.run(&ctx).await {
+            Ok(out) => {
+                for h in &out.hops {
+                    tracing::info!(hop = %h.hop, endpoint = %h.endpoint, identity = %h.identity, elapsed_ms = h.elapsed.as_millis() as u64, "hop ok");
+                }
+                Ok(out.credential)
             }
-            Ok(out.credential)
+            Err((e, _)) => Err(e),
         }
-        Err((e, _)) => Err(FetchError::Broker(e)),
-    }
+    };
+    shared_cache::one_shot(&cache, &args.route, args.no_cache, &ctx, run)
+        .await
+        .map_err(FetchError::Broker)
 }
 
 async fn exec(cred: &Credential, command: &[String]) -> Result<ExitCode, CliError> {
@@ -180,6 +187,7 @@ async fn request(a: RequestArgs) -> Result<ExitCode, CliError> {
         (Some(config), Some(route)) => match fetch(&RouteArgs {
             config: config.clone(),
             route: route.clone(),
+            no_cache: false,
         })
         .await?
         {

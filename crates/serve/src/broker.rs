@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use idbridge_broker::cache::{Cache, CacheSnapshot, Loader};
+use idbridge_broker::shared_cache;
 use idbridge_broker::{BrokerError, Context, ErrorKind, Overrides, Route};
 use idbridge_core::Credential;
 use idbridge_core::clock::SharedClock;
@@ -186,6 +187,8 @@ pub struct Broker {
     route_names: Vec<String>,
     /// Bumped after every successful load (see [`Broker::loads`]).
     loads: Arc<watch::Sender<u64>>,
+    /// The fleet cache, when `[cache]` has a Redis (for its counters).
+    fleet: Option<Arc<shared_cache::Fleet>>,
 }
 
 impl Broker {
@@ -205,6 +208,16 @@ impl Broker {
             let ctx = ctx.clone();
             async move { run_route(&routes, &ctx, &key).await }
         };
+        // Through the fleet's Redis when `[cache]` has one: one exchange per refresh per fleet.
+        let fleet = shared_cache::Fleet::new(
+            &config.cache,
+            Arc::clone(&clock),
+            shared_cache::holder_name(),
+        )
+        .map(Arc::new);
+        let loader = shared_cache::FleetLoader::new(fleet.clone(), loader, |k: &CredentialKey| {
+            shared_cache::SharedName::for_overrides(&k.route, &k.overrides)
+        });
         let mut broker = Self::with_loader(
             loader,
             clock,
@@ -212,6 +225,7 @@ impl Broker {
             config.max_cached_credentials,
         )
         .with_client_keys_per_route(config.max_client_keys_per_route);
+        broker.fleet = fleet;
         broker.route_names = config
             .routes
             .routes
@@ -254,7 +268,13 @@ impl Broker {
             ready: AtomicBool::new(false),
             route_names: Vec::new(),
             loads,
+            fleet: None,
         }
+    }
+
+    /// The fleet cache's counters, when `[cache]` has a Redis.
+    pub fn fleet_stats(&self) -> Option<shared_cache::lease::FleetStats> {
+        self.fleet.as_ref().map(|f| f.stats())
     }
 
     /// The configured routes (empty for a broker over a test loader).

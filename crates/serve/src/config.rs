@@ -231,6 +231,8 @@ pub struct ServeConfig {
     pub connections: ConnectionLimits,
     /// Bound on the distinct client-chosen keys (`?audience=`, `?scopes=`) cached per route.
     pub max_client_keys_per_route: NonZeroUsize,
+    /// The fleet cache (`[cache]`, see [`idbridge_broker::shared_cache`]).
+    pub cache: idbridge_broker::shared_cache::CacheSettings,
 }
 
 #[derive(Debug, Deserialize)]
@@ -544,6 +546,12 @@ impl ServeConfig {
             callers,
             connections,
             max_client_keys_per_route,
+            cache: idbridge_broker::shared_cache::CacheSettings::parse(
+                text,
+                path,
+                base,
+                &idbridge_core::env::ProcessEnv,
+            )?,
         })
     }
 

@@ -22,6 +22,7 @@
 //! | `idbridge_serve_connections_closed_total` | counter | `frontend`, `reason` (`idle`, `header_read`) |
 //! | `idbridge_serve_accept_errors_total` | counter | `frontend` |
 //! | `idbridge_serve_ready` | gauge (0/1) | — |
+//! | `idbridge_serve_fleet_cache_total` (with `[cache] redis_url`) | counter | `event` (`shared_hit`, `shared_error`, `lead`, `fallback`, `rejected`, `fenced`) |
 //! | `idbridge_serve_route_health` | gauge (1 for the route's state) | `route`, `state` |
 //! | `idbridge_serve_route_consecutive_failures`, `…_route_backoff_seconds` | gauge | `route` |
 //! | `idbridge_serve_route_wait_timeouts_total` | counter | `route` |
@@ -268,6 +269,27 @@ pub fn render(broker: &Broker) -> String {
         "1 once the config is loaded and every listener is up.",
     );
     let _ = writeln!(out, "idbridge_serve_ready {}", u8::from(broker.is_ready()));
+    if let Some(f) = broker.fleet_stats() {
+        header(
+            &mut out,
+            "idbridge_serve_fleet_cache_total",
+            "counter",
+            "Fleet cache loads: answered from Redis, by another replica's error, by taking the lease, alone (Redis unavailable); entries rejected; results fenced out.",
+        );
+        for (event, n) in [
+            ("shared_hit", f.shared_hits),
+            ("shared_error", f.shared_errors),
+            ("lead", f.leads),
+            ("fallback", f.fallbacks),
+            ("rejected", f.rejected),
+            ("fenced", f.fenced),
+        ] {
+            let _ = writeln!(
+                out,
+                "idbridge_serve_fleet_cache_total{{event=\"{event}\"}} {n}"
+            );
+        }
+    }
     crate::health::render_metrics(&mut out, broker, header);
     broker.metrics().connections().render(&mut out);
     out
