@@ -83,6 +83,10 @@ pub enum Listener {
     Ecs,
     /// The SPIFFE issuer's OIDC discovery.
     SpiffeOidc,
+    /// Entra ID (HTTPS and HTTP).
+    Entra,
+    /// Azure managed identity (IMDS, App Service).
+    AzureIdentity,
     /// Every listener.
     #[serde(rename = "*")]
     Any,
@@ -98,6 +102,8 @@ impl Listener {
             Listener::Imds => "imds",
             Listener::Ecs => "ecs",
             Listener::SpiffeOidc => "spiffe_oidc",
+            Listener::Entra => "entra",
+            Listener::AzureIdentity => "azure_identity",
             Listener::Any => "*",
         }
     }

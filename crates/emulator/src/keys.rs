@@ -15,6 +15,12 @@ use serde::Serialize;
 #[error("emulator key error: {0}")]
 pub struct KeyError(String);
 
+impl KeyError {
+    pub(crate) fn new(message: String) -> Self {
+        KeyError(message)
+    }
+}
+
 /// A private signing key with its public forms.
 pub struct SigningKey {
     /// Key id (`kid`).
@@ -85,6 +91,16 @@ impl SigningKey {
     pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String, KeyError> {
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(self.kid.clone());
+        header.typ = Some("JWT".to_owned());
+        jsonwebtoken::encode(&header, claims, &self.encoding).map_err(|e| KeyError(e.to_string()))
+    }
+
+    /// Signs `claims` as an RS256 JWT whose header carries `kid` and `x5t`, both this key's id
+    /// (as Entra ID's v1 tokens do).
+    pub fn sign_with_x5t<T: Serialize>(&self, claims: &T) -> Result<String, KeyError> {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(self.kid.clone());
+        header.x5t = Some(self.kid.clone());
         header.typ = Some("JWT".to_owned());
         jsonwebtoken::encode(&header, claims, &self.encoding).map_err(|e| KeyError(e.to_string()))
     }

@@ -25,6 +25,8 @@ pub(crate) async fn run(a: EmulateArgs) -> Result<ExitCode, CliError> {
             aws_sts: a.aws_sts_port,
             google: a.google_port,
             metadata: a.metadata_port,
+            entra: a.entra_port,
+            azure_identity: a.azure_identity_port,
             ..Ports::default()
         },
     )
@@ -37,6 +39,9 @@ pub(crate) async fn run(a: EmulateArgs) -> Result<ExitCode, CliError> {
     eprintln!("  EC2 IMDSv2     http://{}", running.imds);
     eprintln!("  ECS endpoint   http://{}", running.ecs);
     eprintln!("  SPIFFE OIDC    http://{}", running.spiffe_oidc);
+    eprintln!("  Entra ID       https://{}", running.entra);
+    eprintln!("  Entra ID       http://{}", running.entra_http);
+    eprintln!("  Azure identity http://{}", running.azure_identity);
     if let Some(p) = &running.spiffe_socket {
         eprintln!("  SPIFFE         unix://{}", p.display());
     }
