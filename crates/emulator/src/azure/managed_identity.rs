@@ -2,7 +2,9 @@
 //! (`GET /metadata/identity/oauth2/token`) and the App Service / Container Apps protocol
 //! (`GET /msi/token`, the `IDENTITY_ENDPOINT`, with `X-IDENTITY-HEADER`).
 //!
-//! The request rules and documents are [`idbridge_wire::azure_imds`]'s. Then the identity:
+//! The IMDS path is served with and without a trailing `/` (msal-node asks for
+//! `/metadata/identity/oauth2/token/`). The request rules and documents are
+//! [`idbridge_wire::azure_imds`]'s. Then the identity:
 //!
 //! * no selector: the system-assigned identity; without one, the only user-assigned identity;
 //!   several user-assigned and no system-assigned: 400 (the client must choose);
@@ -36,6 +38,7 @@ pub const APP_SERVICE_PATH: &str = "/msi/token";
 pub fn router(state: Arc<Emulator>) -> Router {
     Router::new()
         .route(wire::IMDS_TOKEN_PATH, any(imds))
+        .route(&format!("{}/", wire::IMDS_TOKEN_PATH), any(imds))
         .route(APP_SERVICE_PATH, any(app_service))
         .with_state(state)
 }
