@@ -536,3 +536,67 @@ pub fn entra_router(state: Arc<Emulator>, https: bool) -> Router {
 pub(crate) fn op(name: &str) -> String {
     format!("azure.{name}")
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::World;
+
+    fn load(extra: &str) -> String {
+        let base = r#"
+[[entra_tenant]]
+id = "7a1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d"
+
+[[entra_app]]
+tenant = "7a1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d"
+display_name = "api"
+client_id = "b1111111-0000-4000-8000-000000000001"
+object_id = "b1111111-0000-4000-8000-0000000000a1"
+identifier_uris = ["api://x"]
+app_roles = ["R"]
+"#;
+        World::from_str_at(&format!("{base}{extra}"), "w.toml", None)
+            .map(|_| String::new())
+            .unwrap_or_else(|e| e.to_string())
+    }
+
+    #[test]
+    fn builtin_world_has_the_azure_flows() {
+        let w = World::builtin().unwrap();
+        assert!(w.azure_vm.is_some());
+        assert!(
+            w.entra_principal(
+                "7a1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d",
+                "c1111111-0000-4000-8000-000000000011"
+            )
+            .is_some()
+        );
+    }
+
+    #[test]
+    fn errors_name_the_object_and_field() {
+        assert_eq!(load(""), "");
+        for (extra, needle) in [
+            (
+                "[[entra_app]]\ntenant = \"nope\"\ndisplay_name = \"a\"\nclient_id = \"c\"\nobject_id = \"o\"\n",
+                "entra_app[1] (a): field `tenant`",
+            ),
+            (
+                "[[entra_app]]\ntenant = \"7a1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d\"\ndisplay_name = \"a\"\nclient_id = \"c1111111-0000-4000-8000-000000000011\"\nobject_id = \"c1111111-0000-4000-8000-0000000000b1\"\napp_role_assignments = { \"api://x\" = [\"Nope\"] }\n",
+                "defines no app role \"Nope\"",
+            ),
+            (
+                "[[entra_app]]\ntenant = \"7a1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d\"\ndisplay_name = \"a\"\nclient_id = \"c1111111-0000-4000-8000-000000000011\"\nobject_id = \"c1111111-0000-4000-8000-0000000000b1\"\n[[entra_app.federated_credential]]\nname = \"f\"\nissuer = \"https://i\"\nsubject = \"s\"\naudiences = [\"a\", \"b\"]\n",
+                "federated_credential[0] (f): field `audiences` must hold exactly one value",
+            ),
+            (
+                "[azure_vm]\ntenant = \"7a1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d\"\nuser_assigned = [\"/subscriptions/x\"]\n",
+                "azure_vm: field `user_assigned[0]`",
+            ),
+            ("[[entra_app]]\ncolour = 1\n", "line "),
+        ] {
+            let err = load(extra);
+            assert!(err.contains("w.toml"), "{err}");
+            assert!(err.contains(needle), "{needle:?} not in {err}");
+        }
+    }
+}

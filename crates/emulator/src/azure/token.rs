@@ -552,3 +552,209 @@ pub(crate) fn issue_access_token(
         not_before: nbf,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use http::Request;
+    use http_body_util::BodyExt;
+    use serde_json::json;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::World;
+
+    const TENANT: &str = "7a1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d";
+    const CALLER: &str = "c1111111-0000-4000-8000-000000000011";
+    const K8S: &str = "https://kubernetes.idbridge.test";
+
+    fn emulator() -> Arc<Emulator> {
+        Emulator::new(World::builtin().unwrap(), idbridge_core::clock::system()).unwrap()
+    }
+
+    fn k8s_token(state: &Emulator, claims: Value) -> String {
+        let now = state.clock.unix();
+        let mut base = json!({"iss": K8S, "sub": "system:serviceaccount:default:my-app",
+            "aud": "api://AzureADTokenExchange", "iat": now, "exp": now + 600});
+        if let (Some(b), Some(extra)) = (base.as_object_mut(), claims.as_object()) {
+            b.extend(extra.clone());
+        }
+        state.issuer_keys[K8S].sign(&base).unwrap()
+    }
+
+    async fn post(state: &Arc<Emulator>, path: &str, form: &[(&str, &str)]) -> (StatusCode, Value) {
+        let body = serde_urlencoded::to_string(form).unwrap();
+        let req = Request::post(path)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(body))
+            .unwrap();
+        let resp = router(state.clone()).oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    fn form<'a>(assertion: &'a str, scope: &'a str) -> Vec<(&'a str, &'a str)> {
+        vec![
+            ("grant_type", "client_credentials"),
+            ("client_id", CALLER),
+            ("client_assertion_type", JWT_BEARER_ASSERTION_TYPE),
+            ("client_assertion", assertion),
+            ("scope", scope),
+        ]
+    }
+
+    #[tokio::test]
+    async fn issues_v1_and_v2_tokens_with_roles() {
+        let state = emulator();
+        let t = k8s_token(&state, json!({}));
+        let path = format!("/{TENANT}/oauth2/v2.0/token");
+        let (status, body) = post(
+            &state,
+            &path,
+            &form(
+                &t,
+                "api://idbridge-billing/.default openid profile offline_access",
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let claims =
+            idbridge_core::jwt::UnverifiedJwt::parse(body["access_token"].as_str().unwrap())
+                .unwrap()
+                .claims;
+        assert_eq!(claims["iss"], format!("https://sts.windows.net/{TENANT}/"));
+        assert_eq!(claims["aud"], "api://idbridge-billing");
+        assert_eq!(claims["appid"], CALLER);
+        assert_eq!(claims["roles"], json!(["Billing.Read"]));
+        assert!(body["expires_in"].is_i64(), "{body}");
+
+        let (_, body) = post(&state, &path, &form(&t, "api://idbridge-reports/.default")).await;
+        let claims =
+            idbridge_core::jwt::UnverifiedJwt::parse(body["access_token"].as_str().unwrap())
+                .unwrap()
+                .claims;
+        assert_eq!(claims["ver"], "2.0");
+        assert_eq!(claims["aud"], "b2222222-0000-4000-8000-000000000002");
+        assert_eq!(claims["azp"], CALLER);
+
+        // v1 endpoint: `resource`, string numbers.
+        let mut v1 = form(&t, "");
+        v1.retain(|(k, _)| *k != "scope");
+        v1.push(("resource", "https://management.azure.com/"));
+        let (status, body) = post(&state, &format!("/{TENANT}/oauth2/token"), &v1).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(
+            body["expires_in"].is_string() && body["expires_on"].is_string(),
+            "{body}"
+        );
+        assert_eq!(body["resource"], "https://management.azure.com/");
+    }
+
+    #[tokio::test]
+    async fn each_refusal_has_its_code() {
+        let state = emulator();
+        let now = state.clock.unix();
+        let path = format!("/{TENANT}/oauth2/v2.0/token");
+        let scope = "api://idbridge-billing/.default";
+        let good = k8s_token(&state, json!({}));
+        let none = format!(
+            "{}.{}.",
+            base64::Engine::encode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                br#"{"alg":"none"}"#
+            ),
+            good.split('.').nth(1).unwrap()
+        );
+        let cases: Vec<(String, String, StatusCode, u32)> = vec![
+            (
+                k8s_token(&state, json!({"sub": "system:serviceaccount:x:y"})),
+                scope.into(),
+                StatusCode::UNAUTHORIZED,
+                700213,
+            ),
+            (
+                k8s_token(&state, json!({"aud": "api://else"})),
+                scope.into(),
+                StatusCode::UNAUTHORIZED,
+                700212,
+            ),
+            (
+                k8s_token(&state, json!({"iat": now - 7200, "exp": now - 3600})),
+                scope.into(),
+                StatusCode::UNAUTHORIZED,
+                700024,
+            ),
+            (
+                k8s_token(&state, json!({"iss": "https://spire.idbridge.test"})),
+                scope.into(),
+                StatusCode::UNAUTHORIZED,
+                700211,
+            ),
+            (none, scope.into(), StatusCode::BAD_REQUEST, 50027),
+            (
+                format!("{}x", &good[..good.len() - 1]),
+                scope.into(),
+                StatusCode::UNAUTHORIZED,
+                700027,
+            ),
+            (
+                good.clone(),
+                "api://idbridge-billing/read".into(),
+                StatusCode::BAD_REQUEST,
+                1002012,
+            ),
+            (
+                good.clone(),
+                "openid".into(),
+                StatusCode::BAD_REQUEST,
+                70011,
+            ),
+            (
+                good.clone(),
+                "api://nobody/.default".into(),
+                StatusCode::BAD_REQUEST,
+                500011,
+            ),
+        ];
+        for (assertion, scope, status, code) in cases {
+            let (got, body) = post(&state, &path, &form(&assertion, &scope)).await;
+            assert_eq!(
+                (got, body["error_codes"][0].as_u64()),
+                (status, Some(u64::from(code))),
+                "{body}"
+            );
+            let description = body["error_description"].as_str().unwrap();
+            assert!(
+                description.starts_with(&format!("AADSTS{code}: ")),
+                "{body}"
+            );
+            assert!(
+                !description.contains(&assertion),
+                "the assertion is quoted: {body}"
+            );
+        }
+        let (status, body) = post(
+            &state,
+            "/00000000-0000-4000-8000-000000000000/oauth2/v2.0/token",
+            &form(&good, scope),
+        )
+        .await;
+        assert_eq!(
+            (status, body["error_codes"][0].as_u64()),
+            (StatusCode::BAD_REQUEST, Some(90002))
+        );
+        let mut unknown = form(&good, scope);
+        unknown[1].1 = "00000000-0000-4000-8000-000000000001";
+        let (_, body) = post(&state, &path, &unknown).await;
+        assert_eq!(body["error"], "unauthorized_client");
+        assert_eq!(body["error_codes"][0], 700016);
+        let mut missing = form(&good, scope);
+        missing.remove(3);
+        let (status, body) = post(&state, &path, &missing).await;
+        assert_eq!(
+            (status, body["error_codes"][0].as_u64()),
+            (StatusCode::UNAUTHORIZED, Some(7000218))
+        );
+    }
+}
