@@ -225,11 +225,11 @@ fn required<'a>(params: &'a [(String, String)], name: &str) -> Result<&'a str, R
         .ok_or_else(|| Refused::bad(format!("Required query variable '{name}' is missing")))
 }
 
+/// A selector's query name and how its value names the identity.
+type SelectorName = (&'static str, fn(String) -> Selector);
+
 /// The selector among `names` (client id, object id, resource id — in that order of meaning).
-fn selector(
-    params: &[(String, String)],
-    names: &[(&str, fn(String) -> Selector)],
-) -> Result<Selector, Refused> {
+fn selector(params: &[(String, String)], names: &[SelectorName]) -> Result<Selector, Refused> {
     let found: Vec<_> = names
         .iter()
         .filter_map(|(name, make)| get(params, name).map(|v| (*name, make, v)))

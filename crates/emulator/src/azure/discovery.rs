@@ -67,9 +67,9 @@ fn tenant_or_error<'a>(
     state: &'a Emulator,
     tenant: &str,
     headers: &HeaderMap,
-) -> Result<&'a EntraTenant, Response> {
+) -> Result<&'a EntraTenant, Box<Response>> {
     state.world.entra_tenant(tenant).ok_or_else(|| {
-        EntraError::new(
+        Box::new(EntraError::new(
             StatusCode::BAD_REQUEST,
             "invalid_tenant",
             90002,
@@ -78,7 +78,7 @@ fn tenant_or_error<'a>(
                 crate::short(tenant, 64)
             ),
         )
-        .respond(state.clock.now(), &correlation_id(headers))
+        .respond(state.clock.now(), &correlation_id(headers)))
     })
 }
 
@@ -90,7 +90,7 @@ async fn openid_v2(
     state.bump(&op("entra.openid_configuration"));
     let t = match tenant_or_error(&state, &tenant, &headers) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let b = base(&headers, https);
     let tid = &t.id;
@@ -129,7 +129,7 @@ async fn openid_v1(
     state.bump(&op("entra.openid_configuration"));
     let t = match tenant_or_error(&state, &tenant, &headers) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let b = base(&headers, https);
     let tid = &t.id;
@@ -162,7 +162,7 @@ async fn keys(State((state, _)): St, Path(tenant): Path<String>, headers: Header
     if tenant != "common"
         && let Err(r) = tenant_or_error(&state, &tenant, &headers)
     {
-        return r;
+        return *r;
     }
     axum::Json(jwks(&state)).into_response()
 }

@@ -13,7 +13,7 @@
 //! * the resource (a trailing `/` ignored) must be an app of the tenant or a Microsoft API,
 //!   else 400 `invalid_resource` (AADSTS500011).
 //!
-//! The token is the Entra access token [`super::token::issue_access_token`] signs, for the
+//! The token is the Entra access token `token::issue_access_token` signs, for the
 //! identity. No VM in the world: every request is 400 "Identity not found". Calls are counted
 //! as `azure.imds.token` and `azure.app_service.token`.
 

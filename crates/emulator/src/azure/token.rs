@@ -22,7 +22,7 @@
 //! | …and its audience is among the assertion's `aud` | none | 401 | `invalid_client` | 700212 |
 //! | the resource is an app of the tenant (identifier URI, `api://{appId}`, appId) or a Microsoft API | unknown | 400 | `invalid_resource` | 500011 |
 //!
-//! The answer is an Entra-shaped access token ([`issue_access_token`]), v1 or v2 as the
+//! The answer is an Entra-shaped access token (`issue_access_token`), v1 or v2 as the
 //! resource app's `access_token_version` says. Calls are counted as `azure.entra.token`.
 
 use std::sync::Arc;
@@ -279,17 +279,14 @@ fn exchange(
             ),
         ));
     }
-    let assertion = match (
+    let (Some(assertion), Some(JWT_BEARER_ASSERTION_TYPE)) = (
         nonempty(&form.client_assertion),
         form.client_assertion_type.as_deref(),
-    ) {
-        (Some(a), Some(JWT_BEARER_ASSERTION_TYPE)) => a,
-        _ => {
-            return Err(EntraError::client(
-                7000218,
-                "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
-            ));
-        }
+    ) else {
+        return Err(EntraError::client(
+            7000218,
+            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+        ));
     };
     verify_assertion(state, principal, &assertion, now)?;
 
