@@ -311,3 +311,32 @@ def test_google_external_account_url_source_on_imds(sandbox, emulator):
     info = external_account(emulator, audience, JWT_TYPE, source, impersonate=AZURE_SA)
     res = ext_refresh(sandbox, info, env=sandbox.env(emulator, NO_INSTANCE_CREDS))
     assert_service_account_token(emulator, res, AZURE_SA)
+
+
+def test_discovery_documents_and_plain_http_listener(emulator):
+    """v1 configuration, instance discovery as MSAL asks for it, and the same token endpoint over
+    plain HTTP (for clients that are not Azure SDKs)."""
+    base, ca = emulator["AZURE_AUTHORITY_HOST"], emulator["REQUESTS_CA_BUNDLE"]
+    v1 = requests.get(f"{base}/idbridge-demo.onmicrosoft.com/.well-known/openid-configuration", verify=ca,
+                      timeout=10).json()
+    assert v1["issuer"] == V1_ISSUER and v1["jwks_uri"] == f"{base}/common/discovery/keys", v1
+    keys = requests.get(v1["jwks_uri"], verify=ca, timeout=10).json()["keys"]
+    assert keys and all(k["kid"] == k["x5t"] and k["x5c"] for k in keys), keys
+    inst = requests.get(f"{base}/common/discovery/instance",
+                        params={"api-version": "1.1", "authorization_endpoint": f"{base}/{TENANT}/oauth2/v2.0/authorize"},
+                        verify=ca, timeout=10).json()
+    assert inst["tenant_discovery_endpoint"] == f"{base}/{TENANT}/v2.0/.well-known/openid-configuration", inst
+    host = base.split("://")[1]
+    assert inst["metadata"][0]["aliases"] == [host], inst
+    unknown = requests.get(f"{base}/nobody.example/v2.0/.well-known/openid-configuration", verify=ca, timeout=10)
+    assert unknown.status_code == 400 and unknown.json()["error_codes"] == [90002], unknown.text
+
+    http_base = emulator["IDBRIDGE_EMULATOR_ENTRA_HTTP_URL"]
+    r = HTTP.post(f"{http_base}/{TENANT}/oauth2/v2.0/token",
+                  data={"grant_type": "client_credentials", "client_id": CALLER, "scope": BILLING_SCOPE,
+                        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                        "client_assertion": metadata_id_token(emulator, EXCHANGE)}, timeout=10)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["token_type"] == "Bearer" and isinstance(body["expires_in"], int), body
+    assert entra_claims(emulator, body["access_token"], "api://idbridge-billing", V1_ISSUER)["appid"] == CALLER
