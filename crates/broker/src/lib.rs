@@ -29,6 +29,7 @@ pub mod route;
 pub mod sigv4;
 pub mod source;
 mod upstream;
+pub mod x509_sigv4;
 
 pub use config::{Config, ConfigError};
 pub use context::Context;

@@ -8,6 +8,7 @@
 //! * [`clock`]: the injectable clock; nothing else in idbridge reads the system time.
 //! * [`env`](mod@env): the environment variables idbridge reads, declared once.
 //! * [`jwt`]: reading (never trusting) the claims of a JWT for display and expiry.
+//! * [`jwks`]: JWK sets: an issuer's keys and signature checks with an algorithm allowlist.
 //! * [`file`](mod@file): reading config-like files: regular files only, with a size cap.
 #![warn(missing_docs, unreachable_pub)]
 
@@ -15,6 +16,7 @@ pub mod clock;
 pub mod credential;
 pub mod env;
 pub mod file;
+pub mod jwks;
 pub mod jwt;
 pub mod secret;
 pub mod timefmt;

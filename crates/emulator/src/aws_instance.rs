@@ -542,13 +542,12 @@ mod tests {
 
     use axum::body::Body;
     use http::Request;
-    use http_body_util::BodyExt;
     use idbridge_core::clock::ManualClock;
     use serde_json::Value;
-    use tower::ServiceExt;
 
     use super::*;
     use crate::sigv4::testing::Client;
+    use crate::test_util::{Reply, send};
 
     /// 2025-06-15T15:06:40Z.
     const NOW: i64 = 1_750_000_000;
@@ -564,18 +563,6 @@ mod tests {
         (state, clock)
     }
 
-    struct Reply {
-        status: StatusCode,
-        headers: HeaderMap,
-        body: String,
-    }
-
-    impl Reply {
-        fn json(&self) -> Value {
-            serde_json::from_str(&self.body).unwrap()
-        }
-    }
-
     /// `body` is a JSON object with exactly `keys`, in that order.
     #[track_caller]
     fn assert_key_order(body: &str, keys: &[&str]) {
@@ -588,18 +575,6 @@ mod tests {
         assert!(positions.is_sorted(), "{body}");
     }
 
-    async fn send(router: Router, req: Request<Body>) -> Reply {
-        let response = router.oneshot(req).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        Reply {
-            status,
-            headers,
-            body: String::from_utf8(bytes.to_vec()).unwrap(),
-        }
-    }
-
     async fn put_token(state: &Arc<Emulator>, ttl: Option<&str>, xff: bool) -> Reply {
         let mut req = Request::put(TOKEN_PATH);
         if let Some(ttl) = ttl {
@@ -608,7 +583,11 @@ mod tests {
         if xff {
             req = req.header("x-forwarded-for", "203.0.113.7");
         }
-        send(imds_router(state.clone()), req.body(Body::empty()).unwrap()).await
+        send(
+            &imds_router(state.clone()),
+            req.body(Body::empty()).unwrap(),
+        )
+        .await
     }
 
     async fn token(state: &Arc<Emulator>) -> String {
@@ -622,7 +601,11 @@ mod tests {
         if let Some(t) = token {
             req = req.header("X-aws-ec2-metadata-token", t);
         }
-        send(imds_router(state.clone()), req.body(Body::empty()).unwrap()).await
+        send(
+            &imds_router(state.clone()),
+            req.body(Body::empty()).unwrap(),
+        )
+        .await
     }
 
     #[tokio::test]
@@ -699,7 +682,7 @@ mod tests {
             .body(Body::empty())
             .unwrap();
         assert_eq!(
-            send(imds_router(state.clone()), req).await.status,
+            send(&imds_router(state.clone()), req).await.status,
             StatusCode::METHOD_NOT_ALLOWED
         );
     }
@@ -822,7 +805,7 @@ mod tests {
             .body(b"Action=GetCallerIdentity&Version=2011-06-15".to_vec())
             .unwrap();
         client.sign(&mut req, None, false);
-        let r = send(crate::aws_sts::router(state.clone()), req.map(Body::from)).await;
+        let r = send(&crate::aws_sts::router(state.clone()), req.map(Body::from)).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         assert!(
             r.body.contains(
@@ -911,7 +894,7 @@ mod tests {
         if let Some(a) = auth {
             req = req.header("authorization", a);
         }
-        send(ecs_router(state.clone()), req.body(Body::empty()).unwrap()).await
+        send(&ecs_router(state.clone()), req.body(Body::empty()).unwrap()).await
     }
 
     #[tokio::test]

@@ -20,7 +20,7 @@
 //! seed = 7                    # decisions come from a PRNG seeded with this (omit: random)
 //!
 //! [[chaos.rule]]
-//! listener = "aws_sts"        # aws_sts, google, metadata, imds, ecs, spiffe_oidc, or "*"
+//! listener = "aws_sts"        # aws_sts, google, metadata, imds, ecs, spiffe_oidc, roles_anywhere, aws_iam, or "*"
 //! path_prefix = "/"           # optional: only requests whose path starts with it
 //! error_500 = 0.05            # probabilities per request, summing to at most 1:
 //! error_502 = 0.05            #   5xx with a load balancer's HTML page (not the cloud's body)
@@ -87,6 +87,10 @@ pub enum Listener {
     Entra,
     /// Azure managed identity (IMDS, App Service).
     AzureIdentity,
+    /// IAM Roles Anywhere.
+    RolesAnywhere,
+    /// AWS IAM (outbound federation) and the outbound issuers' discovery.
+    AwsIam,
     /// Every listener.
     #[serde(rename = "*")]
     Any,
@@ -104,6 +108,8 @@ impl Listener {
             Listener::SpiffeOidc => "spiffe_oidc",
             Listener::Entra => "entra",
             Listener::AzureIdentity => "azure_identity",
+            Listener::RolesAnywhere => "roles_anywhere",
+            Listener::AwsIam => "aws_iam",
             Listener::Any => "*",
         }
     }

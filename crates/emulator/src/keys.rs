@@ -16,6 +16,7 @@ use serde::Serialize;
 pub struct KeyError(String);
 
 impl KeyError {
+    /// An error with `message`.
     pub(crate) fn new(message: String) -> Self {
         KeyError(message)
     }

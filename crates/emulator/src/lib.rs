@@ -15,6 +15,8 @@
 //! | SPIFFE OIDC | [`spiffe`] | discovery and JWKS of the JWT-SVID issuer |
 //! | Entra ID (HTTPS, and HTTP) | [`azure`] | `/{tenant}/oauth2/v2.0/token`, `/{tenant}/oauth2/token`, OpenID configuration, keys, instance discovery |
 //! | Azure managed identity | [`azure::managed_identity`] | Azure IMDS `/metadata/identity/oauth2/token`, App Service `/msi/token` of the world's Azure VM |
+//! | IAM Roles Anywhere | [`roles_anywhere`] | `POST /sessions` (`CreateSession`, certificate-signed) |
+//! | AWS IAM | [`aws_outbound`] | the outbound identity federation switch; the outbound issuers' discovery and JWKS |
 //!
 //! plus, when the world has a `[spiffe]` section, the SPIFFE Workload API (gRPC) on a unix
 //! socket ([`spiffe::serve_unix`]).
@@ -26,6 +28,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod aws_instance;
+pub mod aws_outbound;
 pub mod aws_sts;
 pub mod azure;
 pub mod chaos;
@@ -33,9 +36,12 @@ pub mod expiring;
 pub mod gce_metadata;
 pub mod google;
 pub mod keys;
+pub mod roles_anywhere;
 pub mod sigv4;
 pub mod spiffe;
 pub mod state;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;
 pub mod token_verify;
 pub mod world;
 
@@ -69,6 +75,10 @@ pub struct Ports {
     pub entra_http: u16,
     /// Azure managed identity (IMDS and App Service).
     pub azure_identity: u16,
+    /// IAM Roles Anywhere.
+    pub roles_anywhere: u16,
+    /// AWS IAM (outbound federation).
+    pub aws_iam: u16,
 }
 
 /// Options of [`serve_with`] beyond the TCP ports.
@@ -96,6 +106,10 @@ pub struct Running {
     pub ecs: SocketAddr,
     /// SPIFFE issuer OIDC discovery address.
     pub spiffe_oidc: SocketAddr,
+    /// IAM Roles Anywhere address.
+    pub roles_anywhere: SocketAddr,
+    /// AWS IAM address.
+    pub aws_iam: SocketAddr,
     /// The SPIFFE Workload API socket (absolute), when the world has `[spiffe]`.
     pub spiffe_socket: Option<PathBuf>,
     /// The default socket's temp directory (removed when dropped).
@@ -132,6 +146,14 @@ impl Running {
                 format!("{g}/oauth2/v3/certs"),
             ),
             ("IDBRIDGE_EMULATOR_GOOGLE_URL".into(), g),
+            (
+                "AWS_ENDPOINT_URL_ROLESANYWHERE".into(),
+                format!("http://{}", self.roles_anywhere),
+            ),
+            (
+                "AWS_ENDPOINT_URL_IAM".into(),
+                format!("http://{}", self.aws_iam),
+            ),
         ]
         .into_iter()
         .chain(self.instance_env_pairs())
@@ -250,6 +272,10 @@ pub async fn serve_with(
         entra_http.local_addr()?,
         azure_identity.local_addr()?,
     );
+    let roles_anywhere = TcpListener::bind((ip, ports.roles_anywhere)).await?;
+    let roles_anywhere_addr = roles_anywhere.local_addr()?;
+    let aws_iam = TcpListener::bind((ip, ports.aws_iam)).await?;
+    let aws_iam_addr = aws_iam.local_addr()?;
     let (imds_addr, ecs_addr, spiffe_oidc_addr) = (
         imds.local_addr()?,
         ecs.local_addr()?,
@@ -265,6 +291,7 @@ pub async fn serve_with(
             aws_sts: format!("http://{aws_addr}"),
             google: format!("http://{google_addr}"),
             metadata: format!("http://{md_addr}"),
+            aws_iam: format!("http://{aws_iam_addr}"),
         };
     }
     let (tx, rx) = watch::channel(false);
@@ -302,6 +329,16 @@ pub async fn serve_with(
             azure_identity,
             azure::managed_identity::router(emulator.clone()),
             Listener::AzureIdentity,
+        ),
+        (
+            roles_anywhere,
+            roles_anywhere::router(emulator.clone()),
+            Listener::RolesAnywhere,
+        ),
+        (
+            aws_iam,
+            aws_outbound::iam_router(emulator.clone()),
+            Listener::AwsIam,
         ),
     ] {
         let router = chaos::layer(router, emulator.clone(), name);
@@ -370,6 +407,8 @@ pub async fn serve_with(
         imds: imds_addr,
         ecs: ecs_addr,
         spiffe_oidc: spiffe_oidc_addr,
+        roles_anywhere: roles_anywhere_addr,
+        aws_iam: aws_iam_addr,
         spiffe_socket,
         spiffe_dir,
         entra: entra_addr,

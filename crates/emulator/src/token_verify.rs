@@ -26,14 +26,14 @@
 
 use std::str::FromStr;
 
-use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
+use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
 use crate::{Emulator, short};
 
 /// Google's issuer as Google writes it in ID tokens.
-pub const GOOGLE_ISSUER: &str = "https://accounts.google.com";
+pub use idbridge_wire::google::GOOGLE_ISSUER;
 
 /// The bare host form of Google's issuer, which Google also accepts in `iss`.
 pub const GOOGLE_ISSUER_HOST: &str = "accounts.google.com";
@@ -292,18 +292,9 @@ fn verify_with<'k>(
     let key = match keys {
         Keys::Google(google) if google.kid == kid => Key::Google(google.decoding_key()),
         Keys::Google(_) => return Err(TokenError::UnknownKid),
-        Keys::Set(set) => {
-            let jwk = set.find(&kid).ok_or(TokenError::UnknownKid)?;
-            let alg_fits = jwk
-                .common
-                .key_algorithm
-                .is_none_or(|declared| declared.to_string() == alg_name);
-            let use_fits = !matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption));
-            if !alg_fits || !use_fits {
-                return Err(TokenError::UnknownKid);
-            }
-            Key::Jwk(jwk)
-        }
+        Keys::Set(set) => Key::Jwk(
+            idbridge_core::jwks::find_key(set, &kid, alg_name).ok_or(TokenError::UnknownKid)?,
+        ),
     };
 
     // 5. The signature. Claims are checked below, against the injected clock.

@@ -9,7 +9,8 @@
 //!   `[[service_account.keys]]` with `id` and `public_key_pem` or `public_key_file`.
 //! * `[vm]` — the emulated GCE instance: `project`, `service_account`, `scopes`,
 //!   `instance_id`, `instance_name`, `zone`.
-//! * `[[aws_account]]` — `id`; `[[aws_role]]` — `arn`, `max_session_duration` (3600–43200),
+//! * `[[aws_account]]` — `id`, `outbound_issuer`, `outbound_federation_enabled`
+//!   ([`crate::aws_outbound`]); `[[aws_role]]` — `arn`, `max_session_duration` (3600–43200),
 //!   `trust_policy` (IAM JSON, verbatim).
 //! * `[[oidc_issuer]]` — `issuer` plus `jwks` (inline JSON), `jwks_file`, or
 //!   `generate_key = true` (the emulator holds the key and can mint tokens for tests).
@@ -20,7 +21,7 @@
 //! * `[[ecs_task]]` — a container credential endpoint: `path`, `role_arn`,
 //!   `authorization_token` ([`crate::aws_instance`]).
 //! * `[spiffe]` — the emulated SPIFFE Workload API: `trust_domain`, `jwt_issuer` (an
-//!   `[[oidc_issuer]]` with `generate_key = true`), `svid_ttl_seconds`, and
+//!   `[[oidc_issuer]]` with `generate_key = true`), `svid_ttl_seconds`, `x509_svid_ttl_seconds`, and
 //!   `[[spiffe.workload]]` with `spiffe_id` and an optional `uid` selector ([`crate::spiffe`]).
 //! * `[[workload_identity_pool]]` — a Google workload identity pool: `project`, `id`,
 //!   `disabled`, and `[[workload_identity_pool.provider]]` with `id`, `disabled`, `aws =
@@ -31,6 +32,9 @@
 //! * `[[entra_tenant]]`, `[[entra_app]]` (with `[[entra_app.federated_credential]]`),
 //!   `[[azure_managed_identity]]`, `[azure_vm]` — Entra ID and the Azure VM's managed identities
 //!   ([`crate::azure`]).
+//! * `[roles_anywhere]` — IAM Roles Anywhere: `[[roles_anywhere.trust_anchor]]` (`arn`, CA
+//!   bundle), `[[roles_anywhere.profile]]` (`arn`, `role_arns`, `duration_seconds`),
+//!   `[[roles_anywhere.crl]]` ([`crate::roles_anywhere`]).
 //! * `[chaos]` — fault injection per listener: `seed` and `[[chaos.rule]]` ([`crate::chaos`]).
 //!
 //! Loading never panics: syntax errors and unknown fields name the file, line and field;
@@ -153,7 +157,7 @@ pub struct Vm {
 }
 
 fn default_scopes() -> Vec<String> {
-    vec!["https://www.googleapis.com/auth/cloud-platform".to_owned()]
+    vec![idbridge_wire::google::CLOUD_PLATFORM_SCOPE.to_owned()]
 }
 fn default_instance_id() -> String {
     "1000000000000000001".to_owned()
@@ -171,6 +175,13 @@ fn default_zone() -> String {
 pub struct AwsAccount {
     /// 12-digit id.
     pub id: String,
+    /// Outbound identity federation: the account's token issuer, an `[[oidc_issuer]]` with
+    /// `generate_key = true` ([`crate::aws_outbound`]).
+    #[serde(default)]
+    pub outbound_issuer: Option<String>,
+    /// Whether outbound identity federation starts enabled.
+    #[serde(default)]
+    pub outbound_federation_enabled: bool,
 }
 
 /// An IAM role.
@@ -296,6 +307,9 @@ pub struct World {
     /// The emulated Azure VM.
     #[serde(default)]
     pub azure_vm: Option<AzureVm>,
+    /// IAM Roles Anywhere trust anchors, profiles and CRLs.
+    #[serde(default)]
+    pub roles_anywhere: crate::roles_anywhere::RolesAnywhereConfig,
     /// Fault injection.
     #[serde(default)]
     pub chaos: crate::chaos::ChaosConfig,
@@ -435,6 +449,8 @@ impl World {
         crate::spiffe::validate_world(self).map_err(invalid)?;
         crate::google::sts::validate_world(self).map_err(invalid)?;
         crate::azure::validate_world(self).map_err(invalid)?;
+        crate::roles_anywhere::resolve_world(self, base).map_err(invalid)?;
+        crate::aws_outbound::validate_world(self).map_err(invalid)?;
         self.chaos.validate().map_err(invalid)?;
         Ok(())
     }

@@ -49,6 +49,19 @@ pub(crate) enum Command {
     /// Serve route credentials to unmodified SDKs as a GCE metadata server, EC2 IMDSv2 and an
     /// ECS container endpoint (the config's `[serve]` section).
     Serve(ServeArgs),
+    /// Print a shell completion script generated from these definitions (e.g.
+    /// `idbridge completions bash > /etc/bash_completion.d/idbridge`).
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff, section 1) generated from these definitions
+    /// (`idbridge man | man -l -`).
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

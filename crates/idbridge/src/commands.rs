@@ -1,6 +1,5 @@
 //! The one-shot commands: token, credential-process, exec, request.
 
-use std::fmt;
 use std::process::ExitCode;
 
 use idbridge_broker::{BrokerError, Config, ConfigError, Context, Route};
@@ -9,47 +8,7 @@ use idbridge_core::Credential;
 use crate::cli::{Cli, Command, RequestArgs, RouteArgs, TokenFormat};
 use crate::output;
 
-/// A command failure with its exit code.
-#[derive(Debug)]
-pub(crate) enum CliError {
-    /// Bad config or usage: EX_USAGE (64).
-    Usage(String),
-    /// Runtime failure: 1.
-    Failed(String),
-}
-
-impl CliError {
-    pub(crate) fn exit_code(&self) -> ExitCode {
-        match self {
-            CliError::Usage(_) => ExitCode::from(64),
-            CliError::Failed(_) => ExitCode::FAILURE,
-        }
-    }
-}
-
-impl fmt::Display for CliError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CliError::Usage(m) | CliError::Failed(m) => f.write_str(m),
-        }
-    }
-}
-
-impl From<ConfigError> for CliError {
-    fn from(e: ConfigError) -> Self {
-        CliError::Usage(e.to_string())
-    }
-}
-
-impl From<BrokerError> for CliError {
-    fn from(e: BrokerError) -> Self {
-        match e.kind {
-            idbridge_broker::ErrorKind::InvalidConfiguration
-            | idbridge_broker::ErrorKind::NotConfigured => CliError::Usage(e.to_string()),
-            _ => CliError::Failed(e.to_string()),
-        }
-    }
-}
+pub(crate) use crate::error::CliError;
 
 pub(crate) async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
@@ -80,6 +39,8 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Doctor(a) => crate::doctor::run(a).await,
         Command::Setup(a) => crate::setup::run(a).await,
         Command::Serve(a) => crate::serve::run(a).await,
+        Command::Completions(a) => crate::manual::completions(&a),
+        Command::Man => crate::manual::man(),
     }
 }
 

@@ -6,6 +6,7 @@ use idbridge_emulator::{Emulator, Ports, World};
 
 use crate::cli::EmulateArgs;
 use crate::commands::CliError;
+use crate::signals::shutdown_signal;
 
 pub(crate) async fn run(a: EmulateArgs) -> Result<ExitCode, CliError> {
     let world = match &a.world {
@@ -42,6 +43,8 @@ pub(crate) async fn run(a: EmulateArgs) -> Result<ExitCode, CliError> {
     eprintln!("  Entra ID       https://{}", running.entra);
     eprintln!("  Entra ID       http://{}", running.entra_http);
     eprintln!("  Azure identity http://{}", running.azure_identity);
+    eprintln!("  Roles Anywhere http://{}", running.roles_anywhere);
+    eprintln!("  AWS IAM        http://{}", running.aws_iam);
     if let Some(p) = &running.spiffe_socket {
         eprintln!("  SPIFFE         unix://{}", p.display());
     }
@@ -73,26 +76,4 @@ pub(crate) async fn run(a: EmulateArgs) -> Result<ExitCode, CliError> {
     eprintln!("idbridge emulator: shutting down");
     running.shutdown().await;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
 }

@@ -1,8 +1,10 @@
 //! `idbridge`: cross-cloud workload identity broker.
 //!
 //! `main` only parses arguments, sets up logging and dispatches; each command lives in its own
-//! module. Exit codes: 0 success, 1 runtime failure, 64 (EX_USAGE) bad configuration or usage,
-//! or the child's code for `exec`.
+//! module; shared helpers have their own: [`error`] (the one error type and the exit codes),
+//! [`signals`] (shutdown). Exit codes: 0 success, 1 runtime failure, 64 (EX_USAGE) bad
+//! configuration or usage (clap's usage errors included), 2 `explain`'s deny, or the child's
+//! code for `exec`.
 
 mod azp;
 mod cli;
@@ -10,20 +12,29 @@ mod commands;
 mod demo;
 mod doctor;
 mod emulate;
+mod error;
 mod explain;
+mod manual;
 mod output;
 mod serve;
 mod setup;
+mod signals;
 mod verify;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::Parser as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return error::clap_exit_code(&e);
+        }
+    };
     init_tracing(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -64,7 +64,7 @@ pub(crate) fn render(cred: &Credential, format: TokenFormat) -> Result<SecretStr
         (TokenFormat::GoogleExecutable, Credential::IdToken(t)) => json!({
             "version": 1,
             "success": true,
-            "token_type": "urn:ietf:params:oauth:token-type:id_token",
+            "token_type": idbridge_wire::google::ID_TOKEN_TYPE,
             "id_token": t.token.expose_secret(),
             "expiration_time": t.expires_at.unix_timestamp(),
         })

@@ -16,7 +16,7 @@ use idbridge_serve::{Broker, Frontend};
 
 use crate::cli::ServeArgs;
 use crate::commands::CliError;
-use crate::emulate::shutdown_signal;
+use crate::signals::shutdown_signal;
 
 /// Whether the config asks for JSON logs (read leniently, before logging is set up).
 pub(crate) fn wants_json_logs(a: &ServeArgs) -> bool {

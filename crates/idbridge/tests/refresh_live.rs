@@ -12,52 +12,16 @@
 //! the daemon share the wall clock; the same property is also checked on a paused clock in
 //! `crates/broker/src/cache.rs`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use idbridge_core::env::MapEnv;
-use idbridge_emulator::{Emulator, Ports, World};
+use idbridge_emulator::World;
 
-const CONFIG: &str = r#"
-[[route]]
-name = "short"
-source = { kind = "impersonate", service_account = "myapp@gcp-project.iam.gserviceaccount.com", scopes = ["https://www.googleapis.com/auth/cloud-platform"], lifetime_seconds = 20 }
-
-[serve]
-bind = "127.0.0.1"
-[serve.gce_metadata]
-port = 0
-token_route = "short"
-project_id = "gcp-project"
-numeric_project_id = "271828182845"
-"#;
+mod common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_second_tokens_polled_for_a_minute() {
-    let emu = Emulator::new(World::builtin().unwrap(), idbridge_core::clock::system()).unwrap();
-    let running = idbridge_emulator::serve(emu.clone(), [127, 0, 0, 1].into(), Ports::default())
-        .await
-        .unwrap();
-    let env = Arc::new(MapEnv(running.env_pairs().into_iter().collect()));
-    let config = idbridge_serve::ServeConfig::parse(
-        CONFIG,
-        "refresh.toml",
-        None,
-        &idbridge_serve::accounts::Accounts::system(),
-    )
-    .unwrap();
-    let ctx = idbridge_broker::Context::new(
-        env,
-        idbridge_core::clock::system(),
-        &config.routes.endpoints,
-    )
-    .unwrap();
-    let broker = Arc::new(idbridge_serve::Broker::new(&config, ctx));
-    let daemon = idbridge_serve::start(&config, broker).await.unwrap();
-    let addr = daemon
-        .tcp_addr(idbridge_serve::Frontend::GceMetadata)
-        .unwrap();
-    let url = format!("http://{addr}/computeMetadata/v1/instance/service-accounts/default/token");
+    let stack = common::ShortTokenDaemon::start(World::builtin().unwrap(), None).await;
+    let (emu, url) = (&stack.emulator, &stack.token_url);
     let http = reqwest::Client::new();
 
     let started = tokio::time::Instant::now();
@@ -65,7 +29,7 @@ async fn twenty_second_tokens_polled_for_a_minute() {
     let mut polls = 0;
     while started.elapsed() < Duration::from_secs(60) {
         let resp = http
-            .get(&url)
+            .get(url)
             .header("Metadata-Flavor", "Google")
             .send()
             .await
@@ -95,6 +59,5 @@ async fn twenty_second_tokens_polled_for_a_minute() {
         "{} distinct tokens served, {mints} minted",
         seen.len()
     );
-    daemon.shutdown().await;
-    running.shutdown().await;
+    stack.shutdown().await;
 }

@@ -22,23 +22,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use idbridge_core::env::MapEnv;
+use idbridge_emulator::World;
 use idbridge_emulator::chaos::{ChaosConfig, ChaosRule, Listener};
-use idbridge_emulator::{Emulator, Ports, World};
 
-const CONFIG: &str = r#"
-[[route]]
-name = "short"
-source = { kind = "impersonate", service_account = "myapp@gcp-project.iam.gserviceaccount.com", scopes = ["https://www.googleapis.com/auth/cloud-platform"], lifetime_seconds = 20 }
-
-[serve]
-bind = "127.0.0.1"
-[serve.gce_metadata]
-port = 0
-token_route = "short"
-project_id = "gcp-project"
-numeric_project_id = "271828182845"
-"#;
+mod common;
 
 /// 30% faults, spread over every kind.
 fn faults(listener: Listener) -> ChaosRule {
@@ -72,32 +59,8 @@ async fn thirty_percent_faults_twenty_second_tokens() {
         seed: Some(20261202),
         rules: vec![faults(Listener::Metadata), faults(Listener::Google)],
     };
-    let emu = Emulator::new(world, idbridge_core::clock::system()).unwrap();
-    let running = idbridge_emulator::serve(emu.clone(), [127, 0, 0, 1].into(), Ports::default())
-        .await
-        .unwrap();
-    let env = Arc::new(MapEnv(running.env_pairs().into_iter().collect()));
-    let config = idbridge_serve::ServeConfig::parse(
-        CONFIG,
-        "soak.toml",
-        None,
-        &idbridge_serve::accounts::Accounts::system(),
-    )
-    .unwrap();
-    let ctx = idbridge_broker::Context::new(
-        env,
-        idbridge_core::clock::system(),
-        &config.routes.endpoints,
-    )
-    .unwrap()
-    .with_hop_timeout(HOP_TIMEOUT)
-    .unwrap();
-    let broker = Arc::new(idbridge_serve::Broker::new(&config, ctx));
-    let daemon = idbridge_serve::start(&config, broker).await.unwrap();
-    let addr = daemon
-        .tcp_addr(idbridge_serve::Frontend::GceMetadata)
-        .unwrap();
-    let url = format!("http://{addr}/computeMetadata/v1/instance/service-accounts/default/token");
+    let stack = common::ShortTokenDaemon::start(world, Some(HOP_TIMEOUT)).await;
+    let (emu, url) = (stack.emulator.clone(), stack.token_url.clone());
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -193,6 +156,5 @@ async fn thirty_percent_faults_twenty_second_tokens() {
         "{requests} requests in {seconds} s"
     );
     assert!(faults > 0, "no fault was injected");
-    daemon.shutdown().await;
-    running.shutdown().await;
+    stack.shutdown().await;
 }

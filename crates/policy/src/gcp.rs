@@ -16,6 +16,13 @@
 //!    identity (`principal://…/subject/S`, `principalSet://…/group/G`,
 //!    `principalSet://…/attribute.NAME/VALUE`, `principalSet://…/*`) or a Google identity
 //!    (`serviceAccount:`, `user:`), matched against a [`Principal`].
+//! 4. [`WorkloadIdentityPool`] / [`WorkloadIdentityProvider`]: the pool and provider schema
+//!    (as a world file or `explain --gcp-provider` declares them) and Google's rules for it
+//!    ([`WorkloadIdentityProvider::validate`]); [`federate`] takes the whole decision of a
+//!    token exchange at a [`PoolProvider`] for a verified [`Assertion`] — provider state,
+//!    account or issuer and audience, mapping, condition, resulting principal — and returns a
+//!    [`Trace`] of every step with the first [`Rejection`]. The emulator's STS answers with it
+//!    and `idbridge explain` prints it.
 //!
 //! CEL comes from the `cel` crate (its standard definitions, with `matches`); Google's
 //! `string.extract(template)` is registered on top ([`extract()`]).
@@ -61,11 +68,14 @@
 mod condition;
 mod expr;
 mod extract;
+mod federate;
 mod mapping;
 mod member;
+mod provider;
 
 pub use condition::{AttributeCondition, ConditionError, MAX_CONDITION_LEN};
 pub use extract::{TemplateError, extract};
+pub use federate::{Assertion, CallerIdentity, MappedValue, Rejection, Step, Trace, federate};
 pub use mapping::{
     ATTRIBUTE_PREFIX, AttributeMapping, GOOGLE_GROUPS, GOOGLE_SUBJECT, MAX_ATTRIBUTE_NAME_LEN,
     MAX_CUSTOM_ATTRIBUTES, MAX_EXPRESSION_LEN, MAX_MAPPED_BYTES, MAX_SUBJECT_BYTES,
@@ -74,6 +84,10 @@ pub use mapping::{
 pub use member::{
     FederatedPrincipal, IAM_HOST, Member, MemberError, PoolName, Principal, ProviderName,
     member_matches,
+};
+pub use provider::{
+    AwsProviderConfig, OidcProviderConfig, PoolProvider, WorkloadIdentityPool,
+    WorkloadIdentityProvider,
 };
 
 /// Text errors quote — user-supplied names and members, evaluator messages that may quote

@@ -238,29 +238,19 @@ mod tests {
     use std::time::Duration;
 
     use idbridge_broker::{BrokerError, ErrorKind};
-    use idbridge_core::clock::{Clock, SharedClock};
+    use idbridge_core::clock::SharedClock;
     use idbridge_core::{Credential, IdToken, SecretString};
-    use time::OffsetDateTime;
-    use tokio::time::Instant;
+    use idbridge_emulator::test_util::TokioClock;
 
     use super::*;
     use crate::CredentialKey;
     use crate::caller::CallerPolicy;
 
-    #[derive(Debug)]
-    struct TokioClock(Instant);
-
-    impl Clock for TokioClock {
-        fn now(&self) -> OffsetDateTime {
-            OffsetDateTime::UNIX_EPOCH + Duration::from_secs(1_750_000_000) + self.0.elapsed()
-        }
-    }
-
     /// Route "up" always loads; "flaky" loads once (a 20 s token), then fails; "gone" always
     /// fails.
     #[tokio::test(start_paused = true)]
     async fn routes_are_ok_degraded_or_down() {
-        let clock: SharedClock = Arc::new(TokioClock(Instant::now()));
+        let clock: SharedClock = TokioClock::at(1_750_000_000);
         let flaky_calls = Arc::new(AtomicUsize::new(0));
         let loader = {
             let clock = Arc::clone(&clock);

@@ -53,6 +53,32 @@ fn broker_with(config: &ServeConfig, fake: &Fake, lookups: Arc<AtomicUsize>) -> 
     )
 }
 
+/// A daemon of `config` whose callers are told apart by [`broker_with`] (identifications
+/// counted in `lookups`), over a fake loader of hour-long credentials: the set-up the
+/// connection tests share.
+struct Daemon {
+    broker: Arc<Broker>,
+    lookups: Arc<AtomicUsize>,
+    running: crate::Running,
+    gce: SocketAddr,
+}
+
+impl Daemon {
+    async fn start(config: &ServeConfig) -> Daemon {
+        let fake = Fake::new(Duration::from_secs(3600));
+        let lookups = Arc::new(AtomicUsize::new(0));
+        let broker = broker_with(config, &fake, Arc::clone(&lookups));
+        let running = crate::start(config, Arc::clone(&broker)).await.unwrap();
+        let gce = running.tcp_addr(Frontend::GceMetadata).unwrap();
+        Daemon {
+            broker,
+            lookups,
+            running,
+            gce,
+        }
+    }
+}
+
 async fn connect_from(source: IpAddr, to: SocketAddr) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
     socket.bind(SocketAddr::new(source, 0)).unwrap();
@@ -81,10 +107,12 @@ async fn a_hostile_neighbour_cannot_stop_a_normal_client() {
     let config = gce_config(
         "max_per_listener = 64\nmax_per_caller = 16\nheader_read_timeout_ms = 400\nidle_timeout_ms = 1500",
     );
-    let fake = Fake::new(Duration::from_secs(3600));
-    let broker = broker_with(&config, &fake, Arc::default());
-    let running = crate::start(&config, Arc::clone(&broker)).await.unwrap();
-    let gce = running.tcp_addr(Frontend::GceMetadata).unwrap();
+    let Daemon {
+        broker,
+        running,
+        gce,
+        ..
+    } = Daemon::start(&config).await;
     let metrics = running.tcp_addr(Frontend::Metrics).unwrap();
 
     // Slowloris: a request head trickled a byte every 100 ms.
@@ -171,10 +199,12 @@ async fn a_hostile_neighbour_cannot_stop_a_normal_client() {
 #[tokio::test]
 async fn a_full_listener_sheds_and_recovers() {
     let config = gce_config("max_per_listener = 6\nmax_per_caller = 6\nidle_timeout_ms = 60000");
-    let fake = Fake::new(Duration::from_secs(3600));
-    let broker = broker_with(&config, &fake, Arc::default());
-    let running = crate::start(&config, Arc::clone(&broker)).await.unwrap();
-    let gce = running.tcp_addr(Frontend::GceMetadata).unwrap();
+    let Daemon {
+        broker,
+        running,
+        gce,
+        ..
+    } = Daemon::start(&config).await;
     let mut held = Vec::new();
     for _ in 0..6 {
         held.push(connect_from(NEIGHBOUR, gce).await);
@@ -212,11 +242,12 @@ async fn callers_are_identified_once_per_connection() {
         who: crate::caller::Who::Uid(NORMAL_UID),
         routes: crate::caller::RouteSet::All,
     }]);
-    let fake = Fake::new(Duration::from_secs(3600));
-    let lookups = Arc::new(AtomicUsize::new(0));
-    let broker = broker_with(&config, &fake, Arc::clone(&lookups));
-    let running = crate::start(&config, Arc::clone(&broker)).await.unwrap();
-    let gce = running.tcp_addr(Frontend::GceMetadata).unwrap();
+    let Daemon {
+        lookups,
+        running,
+        gce,
+        ..
+    } = Daemon::start(&config).await;
     let mut s = TcpStream::connect(gce).await.unwrap();
     let one = format!("{TOKEN_HEAD}Host: localhost\r\n\r\n");
     let last = format!("{TOKEN_HEAD}Host: localhost\r\nConnection: close\r\n\r\n");
@@ -246,11 +277,7 @@ async fn callers_are_identified_once_per_connection() {
 #[tokio::test]
 async fn requests_need_exactly_one_host() {
     let config = gce_config("");
-    let fake = Fake::new(Duration::from_secs(3600));
-    let running = crate::start(&config, broker_with(&config, &fake, Arc::default()))
-        .await
-        .unwrap();
-    let gce = running.tcp_addr(Frontend::GceMetadata).unwrap();
+    let Daemon { running, gce, .. } = Daemon::start(&config).await;
     let imds = running.tcp_addr(Frontend::AwsImds).unwrap();
     for addr in [gce, imds] {
         let send = |head: String| async move {

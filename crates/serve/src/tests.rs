@@ -10,17 +10,16 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
-use axum::http::{HeaderMap, Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::{Request, StatusCode};
 use idbridge_broker::cache::Loader;
 use idbridge_broker::{BrokerError, Context, ErrorKind};
 use idbridge_core::clock::{Clock, SharedClock};
 use idbridge_core::{AwsCredentials, Credential, GoogleAccessToken, IdToken, SecretString};
+pub(crate) use idbridge_emulator::test_util::{Reply, TokioClock, send};
 use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
-use tower::ServiceExt;
 
 use crate::accounts::Accounts;
 use crate::caller::{CallerPolicy, Peer};
@@ -81,26 +80,6 @@ fn config(extra: &str) -> ServeConfig {
     .unwrap()
 }
 
-/// Wall time derived from tokio's (pausable) clock.
-#[derive(Debug)]
-struct TokioClock {
-    start: Instant,
-    base: OffsetDateTime,
-}
-
-impl Clock for TokioClock {
-    fn now(&self) -> OffsetDateTime {
-        self.base + self.start.elapsed()
-    }
-}
-
-fn tokio_clock() -> Arc<TokioClock> {
-    Arc::new(TokioClock {
-        start: Instant::now(),
-        base: OffsetDateTime::from_unix_timestamp(1_750_000_000).unwrap(),
-    })
-}
-
 /// A loader minting fake credentials of `lifetime`, recording every key it is asked for.
 #[derive(Debug, Clone)]
 struct Fake {
@@ -113,7 +92,7 @@ impl Fake {
     fn new(lifetime: Duration) -> Self {
         Self {
             calls: Arc::default(),
-            clock: tokio_clock(),
+            clock: TokioClock::at(1_750_000_000),
             lifetime,
         }
     }
@@ -196,37 +175,6 @@ fn fake_routers(lifetime: Duration) -> (Routers, Fake) {
         routers(&config(""), fake.broker(CallerPolicy::open())),
         fake,
     )
-}
-
-#[derive(Debug)]
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .map_or("", |v| v.to_str().unwrap_or_default())
-    }
-}
-
-async fn send(router: &Router, req: Request<Body>) -> Reply {
-    let resp = router.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    Reply {
-        status,
-        headers,
-        body: String::from_utf8(bytes.to_vec()).unwrap(),
-    }
 }
 
 fn get(path: &str, headers: &[(&str, &str)]) -> Request<Body> {

@@ -16,6 +16,11 @@ use crate::redact::{redacted, redacted_opt};
 
 /// The jwt-bearer grant type.
 pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/// The scope of every Google Cloud API (the default scope of GCE instances and of most
+/// clients).
+pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+/// The scope of the IAM API (IAM Credentials accepts it too).
+pub const IAM_SCOPE: &str = "https://www.googleapis.com/auth/iam";
 /// Google's issuer.
 pub const GOOGLE_ISSUER: &str = "https://accounts.google.com";
 /// The audience Google expects in a service-account assertion.

@@ -25,8 +25,8 @@ use crate::world::ServiceAccount;
 const MAX_ACCESS_TOKEN_SECONDS: i64 = 3600;
 /// Scopes that let a caller's token use the IAM Credentials API.
 const API_SCOPES: [&str; 2] = [
-    "https://www.googleapis.com/auth/cloud-platform",
-    "https://www.googleapis.com/auth/iam",
+    idbridge_wire::google::CLOUD_PLATFORM_SCOPE,
+    idbridge_wire::google::IAM_SCOPE,
 ];
 const RESOURCE_PREFIX: &str = "projects/-/serviceAccounts/";
 

@@ -34,7 +34,12 @@
 //! 5. the provider's attribute mapping (the AWS default when an AWS provider has none) is
 //!    applied (`invalid_request` when it fails) and its attribute condition must be true
 //!    (`unauthorized_client`, "The given credential is rejected by the attribute
-//!    condition.") — both through [`idbridge_policy::gcp`];
+//!    condition.").
+//!
+//!    This step, the AWS account and the OIDC audience checks of step 4 and the principal of
+//!    step 6 are one pure decision, [`idbridge_policy::gcp::federate`] (the same `explain`
+//!    prints); this module verifies the subject token into the assertion and answers with
+//!    the decision's first [`Rejection`] in Google's words;
 //! 6. a federated access token is issued for
 //!    `principal://iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/P/subject/SUBJECT`
 //!    with the mapped attributes, for one hour: `{"access_token", "issued_token_type",
@@ -72,8 +77,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use idbridge_policy::gcp::{
-    AttributeCondition, AttributeMapping, ConditionError, FederatedPrincipal, MappedAttributes,
-    MappingError, PoolName, Principal, ProviderKind, ProviderName,
+    Assertion, CallerIdentity, FederatedPrincipal, MappedAttributes, PoolProvider, Principal,
+    ProviderKind, ProviderName, Rejection, federate,
 };
 use idbridge_wire::google::{
     ACCESS_TOKEN_TYPE, AWS4_REQUEST_TOKEN_TYPE, AwsSubjectToken, AwsSubjectTokenHeader,
@@ -83,7 +88,7 @@ use idbridge_wire::google::{
 use jsonwebtoken::Algorithm;
 use jsonwebtoken::jwk::JwkSet;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tower::ServiceExt;
 
 use super::{json_response, oauth_error};
@@ -119,69 +124,9 @@ const GET_CALLER_IDENTITY: [(&str, &str); 2] =
 // World
 // ---------------------------------------------------------------------------------------------
 
-/// A workload identity pool (`[[workload_identity_pool]]`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WorkloadIdentityPool {
-    /// The project id (a `[[project]]`); its number goes into principal identifiers.
-    pub project: String,
-    /// Pool id: 4–32 characters of `[a-z0-9-]`, not starting with `gcp-`.
-    pub id: String,
-    /// A disabled pool exchanges nothing.
-    #[serde(default)]
-    pub disabled: bool,
-    /// Its providers (`[[workload_identity_pool.provider]]`).
-    #[serde(default, rename = "provider")]
-    pub providers: Vec<WorkloadIdentityProvider>,
-}
-
-/// A provider of a workload identity pool.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WorkloadIdentityProvider {
-    /// Provider id: 4–32 characters of `[a-z0-9-]`, not starting with `gcp-`.
-    pub id: String,
-    /// A disabled provider exchanges nothing.
-    #[serde(default)]
-    pub disabled: bool,
-    /// Set for an AWS provider.
-    #[serde(default)]
-    pub aws: Option<AwsProviderConfig>,
-    /// Set for an OIDC provider.
-    #[serde(default)]
-    pub oidc: Option<OidcProviderConfig>,
-    /// Target → CEL expression; optional for AWS providers (Google's default), required for
-    /// OIDC providers.
-    #[serde(default)]
-    pub attribute_mapping: Option<BTreeMap<String, String>>,
-    /// A CEL condition over `assertion`, `google` and `attribute`.
-    #[serde(default)]
-    pub attribute_condition: Option<String>,
-}
-
-/// An AWS provider's settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AwsProviderConfig {
-    /// The 12-digit AWS account whose identities may exchange.
-    pub account_id: String,
-}
-
-/// An OIDC provider's settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OidcProviderConfig {
-    /// The issuer (`iss`), `https://…` (`http://` only for loopback hosts, an emulator
-    /// relaxation for local issuers).
-    pub issuer_uri: String,
-    /// Accepted `aud` values (at most 10, each at most 256 characters); empty means the
-    /// provider's canonical name, with or without `https:`.
-    #[serde(default)]
-    pub allowed_audiences: Vec<String>,
-    /// The issuer's JWK set, inline; otherwise the keys come from the emulator or the issuer.
-    #[serde(default)]
-    pub jwks_json: Option<String>,
-}
+pub use idbridge_policy::gcp::{
+    AwsProviderConfig, OidcProviderConfig, WorkloadIdentityPool, WorkloadIdentityProvider,
+};
 
 /// `[google_sts]`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -191,31 +136,6 @@ pub struct GoogleStsConfig {
     /// instead of the emulator's own.
     #[serde(default)]
     pub aws_sts_endpoint: Option<String>,
-}
-
-impl WorkloadIdentityProvider {
-    /// AWS or OIDC.
-    pub fn kind(&self) -> ProviderKind {
-        if self.aws.is_some() {
-            ProviderKind::Aws
-        } else {
-            ProviderKind::Oidc
-        }
-    }
-
-    /// The attribute mapping in force (Google's AWS default when an AWS provider has none).
-    pub fn mapping(&self) -> Result<AttributeMapping, MappingError> {
-        let entries = self.attribute_mapping.clone().unwrap_or_default();
-        AttributeMapping::parse(entries, self.kind())
-    }
-
-    /// The attribute condition, if any.
-    pub fn condition(&self) -> Result<Option<AttributeCondition>, ConditionError> {
-        self.attribute_condition
-            .as_deref()
-            .map(AttributeCondition::parse)
-            .transpose()
-    }
 }
 
 impl World {
@@ -237,38 +157,13 @@ impl World {
     }
 }
 
-/// Pool and provider ids: 4–32 characters of `[a-z0-9-]`, not starting with `gcp-`.
-fn valid_id(id: &str) -> bool {
-    (4..=32).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !id.starts_with("gcp-")
-}
-
-/// An `https://` URL, or an `http://` one on a loopback host.
-fn valid_issuer_uri(uri: &str) -> bool {
-    let Ok(url) = url::Url::parse(uri) else {
-        return false;
-    };
-    match url.scheme() {
-        "https" => url.host().is_some(),
-        "http" => matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]")),
-        _ => false,
-    }
-}
-
 /// Checks the `[[workload_identity_pool]]` and `[google_sts]` sections; the message names the
 /// object and field.
 pub(crate) fn validate_world(world: &World) -> Result<(), String> {
     let mut seen_pools = Vec::new();
     for (i, pool) in world.workload_identity_pools.iter().enumerate() {
         let at = format!("workload_identity_pool[{i}] ({})", pool.id);
-        if !valid_id(&pool.id) {
-            return Err(format!(
-                "{at}: field `id`: pool ids are 4 to 32 characters of [a-z0-9-], not starting with gcp-"
-            ));
-        }
+        pool.validate_id().map_err(|e| format!("{at}: {e}"))?;
         if world.project(&pool.project).is_none() {
             return Err(format!(
                 "{at}: field `project`: unknown project {:?}",
@@ -308,58 +203,13 @@ pub(crate) fn validate_world(world: &World) -> Result<(), String> {
 }
 
 fn validate_provider(provider: &WorkloadIdentityProvider, at: &str) -> Result<(), String> {
-    if !valid_id(&provider.id) {
-        return Err(format!(
-            "{at}: field `id`: provider ids are 4 to 32 characters of [a-z0-9-], not starting with gcp-"
-        ));
-    }
-    match (&provider.aws, &provider.oidc) {
-        (Some(aws), None) => {
-            if aws.account_id.len() != 12 || !aws.account_id.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(format!(
-                    "{at}: field `aws.account_id`: {:?} is not a 12-digit AWS account id",
-                    aws.account_id
-                ));
-            }
-        }
-        (None, Some(oidc)) => {
-            if !valid_issuer_uri(&oidc.issuer_uri) {
-                return Err(format!(
-                    "{at}: field `oidc.issuer_uri`: {:?} must be an https:// URL",
-                    oidc.issuer_uri
-                ));
-            }
-            if oidc.allowed_audiences.len() > 10 {
-                return Err(format!(
-                    "{at}: field `oidc.allowed_audiences`: at most 10 audiences are allowed"
-                ));
-            }
-            if let Some(aud) = oidc
-                .allowed_audiences
-                .iter()
-                .find(|a| a.is_empty() || a.chars().count() > 256)
-            {
-                return Err(format!(
-                    "{at}: field `oidc.allowed_audiences`: {aud:?} must be 1 to 256 characters"
-                ));
-            }
-            if let Some(jwks) = &oidc.jwks_json
-                && let Err(e) = serde_json::from_str::<JwkSet>(jwks)
-            {
-                return Err(format!("{at}: field `oidc.jwks_json`: not a JWK set: {e}"));
-            }
-        }
-        _ => {
-            return Err(format!("{at}: set exactly one of `aws`, `oidc`"));
-        }
-    }
     provider
-        .mapping()
-        .map_err(|e| format!("{at}: field `attribute_mapping`: {e}"))?;
-    provider
-        .condition()
-        .map_err(|e| format!("{at}: field `attribute_condition`: {e}"))?;
-    Ok(())
+        .validate(|jwks| {
+            serde_json::from_str::<JwkSet>(jwks)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+        .map_err(|e| format!("{at}: {e}"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -539,68 +389,38 @@ async fn exchange(
     }
 
     let name = ProviderName::parse_audience(&req.audience).ok_or_else(Refusal::invalid_target)?;
+    // A disabled pool or provider is refused before its subject token is looked at.
     let (pool, provider) = state
         .world
         .workload_identity_provider(&name)
         .filter(|(pool, provider)| !pool.disabled && !provider.disabled)
         .ok_or_else(Refusal::invalid_target)?;
 
+    // The subject token is verified into an assertion; the decision is the policy crate's.
     let assertion = match (&provider.aws, &provider.oidc) {
-        (Some(aws), _) if req.subject_token_type == AWS4_REQUEST_TOKEN_TYPE => {
-            verify_aws_token(state, aws, &name, &req.subject_token).await?
+        (Some(_), _) if req.subject_token_type == AWS4_REQUEST_TOKEN_TYPE => {
+            Assertion::Aws(verify_aws_token(state, &name, &req.subject_token).await?)
         }
         (None, Some(oidc))
             if req.subject_token_type == JWT_TOKEN_TYPE
                 || req.subject_token_type == ID_TOKEN_TYPE =>
         {
-            verify_oidc_token(state, oidc, &name, &req.subject_token).await?
-        }
-        (Some(_), _) => {
-            return Err(Refusal::invalid_request(format!(
-                "The subject_token_type is not supported by AWS provider {}: use {AWS4_REQUEST_TOKEN_TYPE}.",
-                provider.id
-            )));
+            Assertion::Oidc(verify_oidc_token(state, oidc, &req.subject_token).await?)
         }
         _ => {
-            return Err(Refusal::invalid_request(format!(
-                "The subject_token_type is not supported by OIDC provider {}: use {JWT_TOKEN_TYPE} or {ID_TOKEN_TYPE}.",
-                provider.id
-            )));
+            let expected = provider.kind();
+            return Err(refusal(&name, Rejection::SubjectKind { expected }));
         }
     };
 
-    let mapping = provider
-        .mapping()
-        .map_err(|e| Refusal::invalid_request(format!("Invalid attribute mapping: {e}")))?;
-    let mapped = mapping
-        .apply(&assertion)
-        .map_err(|e| Refusal::invalid_request(e.to_string()))?;
-    if let Some(condition) = provider
-        .condition()
-        .map_err(|e| Refusal::invalid_request(format!("Invalid attribute condition: {e}")))?
-    {
-        match condition.evaluate(&assertion, &mapped) {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(Refusal::new(
-                    "unauthorized_client",
-                    CONDITION_REJECTED_MESSAGE,
-                ));
-            }
-            Err(e) => {
-                return Err(Refusal::new(
-                    "unauthorized_client",
-                    format!("{CONDITION_REJECTED_MESSAGE} ({e})"),
-                ));
-            }
-        }
+    let number = name.pool.project_number.as_str();
+    let trace = federate(&PoolProvider::new(number, pool, provider), &assertion);
+    if let Some(rejection) = trace.rejection {
+        return Err(refusal(&name, rejection));
     }
-
-    let pool_name = PoolName {
-        project_number: name.pool.project_number.clone(),
-        pool: pool.id.clone(),
+    let (Some(mapped), Some(principal)) = (trace.mapped, trace.principal) else {
+        return Err(Refusal::invalid_request("The exchange was not decided."));
     };
-    let principal = FederatedPrincipal::from_mapped(&pool_name, &mapped);
     let scopes: Vec<String> = req.scope.split_whitespace().map(str::to_owned).collect();
     let (access_token, _) = state.issue_google_token(
         GooglePrincipal::Federated {
@@ -617,6 +437,50 @@ async fn exchange(
         token_type: "Bearer".to_owned(),
         expires_in: Some(FEDERATED_TOKEN_SECONDS),
     })
+}
+
+/// Google STS's answer to a [`Rejection`] of the exchange at provider `name`.
+fn refusal(name: &ProviderName, rejection: Rejection) -> Refusal {
+    let error = rejection.error();
+    let description = match rejection {
+        Rejection::Disabled => INVALID_TARGET_MESSAGE.to_owned(),
+        Rejection::SubjectKind { expected } => match expected {
+            ProviderKind::Aws => format!(
+                "The subject_token_type is not supported by AWS provider {}: use {AWS4_REQUEST_TOKEN_TYPE}.",
+                name.provider
+            ),
+            ProviderKind::Oidc => format!(
+                "The subject_token_type is not supported by OIDC provider {}: use {JWT_TOKEN_TYPE} or {ID_TOKEN_TYPE}.",
+                name.provider
+            ),
+        },
+        Rejection::Account { account, expected } => format!(
+            "The AWS account {} of the caller is not the account {expected} of the provider.",
+            short(&account, 32)
+        ),
+        Rejection::Issuer { issuer, expected } => format!(
+            "The issuer in ID Token {} does not match the expected issuer {expected}.",
+            short(&issuer, 200)
+        ),
+        Rejection::Audience { audiences, allowed } => {
+            let expected = if allowed.is_empty() {
+                let canonical = name.canonical();
+                format!("{canonical} or https:{canonical}")
+            } else {
+                allowed.join(", ")
+            };
+            format!(
+                "The audience in ID Token [{}] does not match the expected audience {expected}.",
+                short(&audiences.join(", "), 300)
+            )
+        }
+        Rejection::InvalidMapping(e) => format!("Invalid attribute mapping: {e}"),
+        Rejection::Mapping(e) => e.to_string(),
+        Rejection::InvalidCondition(e) => format!("Invalid attribute condition: {e}"),
+        Rejection::ConditionFalse => CONDITION_REJECTED_MESSAGE.to_owned(),
+        Rejection::Condition(e) => format!("{CONDITION_REJECTED_MESSAGE} ({e})"),
+    };
+    Refusal::new(error, description)
 }
 
 /// `options`: JSON, URL-encoded (once more, by google-auth) or not.
@@ -648,12 +512,12 @@ fn url_decode(text: &str) -> Option<String> {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct CallerIdentityResponse {
-    get_caller_identity_result: CallerIdentity,
+    get_caller_identity_result: CallerIdentityResult,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct CallerIdentity {
+struct CallerIdentityResult {
     arn: String,
     user_id: String,
     account: String,
@@ -760,12 +624,13 @@ fn caller_identity_target(
     Ok((method, path_and_query, host))
 }
 
+/// Verifies an AWS subject token by replaying its `GetCallerIdentity` request: the caller's
+/// identity (whether its account is the provider's is [`federate`]'s to decide).
 async fn verify_aws_token(
     state: &Arc<Emulator>,
-    aws: &AwsProviderConfig,
     name: &ProviderName,
     raw: &str,
-) -> Result<Value, Refusal> {
+) -> Result<CallerIdentity, Refusal> {
     let token = decode_aws_token(raw)?;
     let header = |wanted: &str| {
         token
@@ -832,18 +697,11 @@ async fn verify_aws_token(
             )
         })?
         .get_caller_identity_result;
-    if identity.account != aws.account_id {
-        return Err(Refusal::invalid_grant(format!(
-            "The AWS account {} of the caller is not the account {} of the provider.",
-            short(&identity.account, 32),
-            aws.account_id
-        )));
-    }
-    Ok(json!({
-        "arn": identity.arn,
-        "account": identity.account,
-        "userid": identity.user_id,
-    }))
+    Ok(CallerIdentity {
+        arn: identity.arn,
+        account: identity.account,
+        user_id: identity.user_id,
+    })
 }
 
 fn invalid_header() -> Refusal {
@@ -936,12 +794,14 @@ async fn read_limited(mut response: reqwest::Response) -> Result<String, String>
 
 // ----- OIDC -----------------------------------------------------------------------------------
 
+/// Verifies an OIDC subject token: its issuer is the provider's, its signature one of the
+/// issuer's keys, its lifetime within Google's limits. Its claims are the assertion (whether
+/// its audience is accepted is [`federate`]'s to decide).
 async fn verify_oidc_token(
     state: &Emulator,
     oidc: &OidcProviderConfig,
-    name: &ProviderName,
     token: &str,
-) -> Result<Value, Refusal> {
+) -> Result<serde_json::Map<String, Value>, Refusal> {
     let unverified = idbridge_core::jwt::UnverifiedJwt::parse(token.trim())
         .map_err(|_| Refusal::invalid_grant("The subject token is not a JWT."))?;
     let issuer = unverified.str_claim("iss").unwrap_or_default().to_owned();
@@ -972,27 +832,7 @@ async fn verify_oidc_token(
             "Invalid ID Token: the token has no iat claim.",
         ));
     }
-    let canonical = name.canonical();
-    let accepted = if oidc.allowed_audiences.is_empty() {
-        verified.audiences.iter().any(|a| name.is_audience(a))
-    } else {
-        verified
-            .audiences
-            .iter()
-            .any(|a| oidc.allowed_audiences.contains(a))
-    };
-    if !accepted {
-        let expected = if oidc.allowed_audiences.is_empty() {
-            format!("{canonical} or https:{canonical}")
-        } else {
-            oidc.allowed_audiences.join(", ")
-        };
-        return Err(Refusal::invalid_grant(format!(
-            "The audience in ID Token [{}] does not match the expected audience {expected}.",
-            short(&verified.audiences.join(", "), 300)
-        )));
-    }
-    Ok(Value::Object(verified.claims))
+    Ok(verified.claims)
 }
 
 /// The verification keys of an OIDC provider: configured, held by the emulator, or fetched.
@@ -1018,10 +858,6 @@ async fn oidc_keys(state: &Emulator, oidc: &OidcProviderConfig) -> Result<JwkSet
 /// `<issuer>/.well-known/openid-configuration` → `jwks_uri` → the JWK set.
 async fn fetch_jwks(issuer: &str) -> Result<JwkSet, String> {
     let client = http_client()?;
-    let discovery = format!(
-        "{}/.well-known/openid-configuration",
-        issuer.trim_end_matches('/')
-    );
     let get = |url: String| {
         let client = client.clone();
         async move {
@@ -1038,15 +874,7 @@ async fn fetch_jwks(issuer: &str) -> Result<JwkSet, String> {
                 .map_err(|e| format!("GET {url}: {e}"))
         }
     };
-    let doc: Value = serde_json::from_str(&get(discovery.clone()).await?)
-        .map_err(|_| format!("{discovery} is not JSON"))?;
-    let jwks_uri = doc
-        .get("jwks_uri")
-        .and_then(Value::as_str)
-        .ok_or_else(|| format!("{discovery} has no jwks_uri"))?
-        .to_owned();
-    serde_json::from_str(&get(jwks_uri.clone()).await?)
-        .map_err(|_| format!("{jwks_uri} is not a JWK set"))
+    idbridge_core::jwks::fetch_issuer_jwks(issuer, get).await
 }
 
 #[cfg(test)]
@@ -1054,8 +882,10 @@ mod tests {
     use axum::body::Body;
     use axum::http::Request;
     use idbridge_core::SecretString;
+    use idbridge_policy::gcp::AttributeMapping;
     use idbridge_wire::google::AwsSubjectTokenHeader;
     use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    use serde_json::json;
     use time::OffsetDateTime;
 
     use super::*;
@@ -1113,6 +943,7 @@ mod tests {
             role_arn,
             session_name: SESSION.to_owned(),
             expires_at: emu.clock.now() + time::Duration::hours(1),
+            context: Default::default(),
         });
         creds
     }
