@@ -210,7 +210,11 @@ def emulator(idbridge_bin: Path, tmp_path_factory: pytest.TempPathFactory):
                     "IDBRIDGE_GOOGLE_IAMCREDENTIALS_URL", "IDBRIDGE_EMULATOR_GOOGLE_URL"):
             assert key in values, f"{key} missing from the emulator env file: {values}"
         for key, value in values.items():
-            if key == "AWS_CONTAINER_AUTHORIZATION_TOKEN":  # the ECS task's token, not an endpoint
+            # Not endpoints: the ECS task's token, the App Service secret, the Entra tenant, the CA files.
+            if key in ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "IDENTITY_HEADER", "AZURE_TENANT_ID"):
+                continue
+            if key in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS"):
+                assert Path(value).is_file(), f"{key}={value} is not a file"
                 continue
             if key == "SPIFFE_ENDPOINT_SOCKET":  # the Workload API is a unix socket
                 assert value.startswith("unix:///"), f"{key}={value} is not an absolute unix socket URI"

@@ -84,6 +84,10 @@ pub enum Listener {
     Ecs,
     /// The SPIFFE issuer's OIDC discovery.
     SpiffeOidc,
+    /// Entra ID (HTTPS and HTTP).
+    Entra,
+    /// Azure managed identity (IMDS, App Service).
+    AzureIdentity,
     /// IAM Roles Anywhere.
     RolesAnywhere,
     /// AWS IAM (outbound federation) and the outbound issuers' discovery.
@@ -105,6 +109,8 @@ impl Listener {
             Listener::Imds => "imds",
             Listener::Ecs => "ecs",
             Listener::SpiffeOidc => "spiffe_oidc",
+            Listener::Entra => "entra",
+            Listener::AzureIdentity => "azure_identity",
             Listener::RolesAnywhere => "roles_anywhere",
             Listener::AwsIam => "aws_iam",
             Listener::Kubernetes => "kubernetes",

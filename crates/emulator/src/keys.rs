@@ -96,6 +96,16 @@ impl SigningKey {
         jsonwebtoken::encode(&header, claims, &self.encoding).map_err(|e| KeyError(e.to_string()))
     }
 
+    /// Signs `claims` as an RS256 JWT whose header carries `kid` and `x5t`, both this key's id
+    /// (as Entra ID's v1 tokens do).
+    pub fn sign_with_x5t<T: Serialize>(&self, claims: &T) -> Result<String, KeyError> {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(self.kid.clone());
+        header.x5t = Some(self.kid.clone());
+        header.typ = Some("JWT".to_owned());
+        jsonwebtoken::encode(&header, claims, &self.encoding).map_err(|e| KeyError(e.to_string()))
+    }
+
     /// The verification key.
     pub fn decoding_key(&self) -> &DecodingKey {
         &self.decoding

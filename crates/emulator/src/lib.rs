@@ -13,6 +13,8 @@
 //! | EC2 IMDSv2 | [`aws_instance`] | `/latest/api/token`, `/latest/meta-data/…` of the world's EC2 instance |
 //! | ECS credentials | [`aws_instance`] | the `[[ecs_task]]` container credential endpoints |
 //! | SPIFFE OIDC | [`spiffe`] | discovery and JWKS of the JWT-SVID issuer |
+//! | Entra ID (HTTPS, and HTTP) | [`azure`] | `/{tenant}/oauth2/v2.0/token`, `/{tenant}/oauth2/token`, OpenID configuration, keys, instance discovery |
+//! | Azure managed identity | [`azure::managed_identity`] | Azure IMDS `/metadata/identity/oauth2/token`, App Service `/msi/token` of the world's Azure VM |
 //! | IAM Roles Anywhere | [`roles_anywhere`] | `POST /sessions` (`CreateSession`, certificate-signed) |
 //! | AWS IAM | [`aws_outbound`] | the outbound identity federation switch; the outbound issuers' discovery and JWKS |
 //! | Kubernetes API | [`kubernetes`] | pods (list, get, watch by field selector), namespaces, service accounts, TokenRequest, the cluster issuer's OIDC discovery |
@@ -29,6 +31,7 @@
 pub mod aws_instance;
 pub mod aws_outbound;
 pub mod aws_sts;
+pub mod azure;
 pub mod chaos;
 pub mod expiring;
 pub mod gce_metadata;
@@ -68,6 +71,12 @@ pub struct Ports {
     pub ecs: u16,
     /// OIDC discovery of the SPIFFE JWT issuer.
     pub spiffe_oidc: u16,
+    /// Entra ID over HTTPS.
+    pub entra: u16,
+    /// Entra ID over plain HTTP.
+    pub entra_http: u16,
+    /// Azure managed identity (IMDS and App Service).
+    pub azure_identity: u16,
     /// IAM Roles Anywhere.
     pub roles_anywhere: u16,
     /// AWS IAM (outbound federation).
@@ -111,6 +120,15 @@ pub struct Running {
     pub spiffe_socket: Option<PathBuf>,
     /// The default socket's temp directory (removed when dropped).
     spiffe_dir: Option<tempfile::TempDir>,
+    /// Entra ID (HTTPS) address.
+    pub entra: SocketAddr,
+    /// Entra ID (plain HTTP) address.
+    pub entra_http: SocketAddr,
+    /// Azure managed identity address.
+    pub azure_identity: SocketAddr,
+    /// The Entra CA certificate (`entra-ca.pem`) and a bundle of it with the system's roots
+    /// (`ca-bundle.pem`), when the world has a tenant; the directory is removed when dropped.
+    pub entra_ca: Option<EntraCaFiles>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -148,10 +166,44 @@ impl Running {
         .collect()
     }
 
-    /// The IMDS, ECS and SPIFFE pairs, for what the world declares.
+    /// The IMDS, ECS, SPIFFE and Azure pairs, for what the world declares.
     fn instance_env_pairs(&self) -> Vec<(String, String)> {
         let world = &self.emulator.world;
         let mut out = Vec::new();
+        if let Some(ca) = &self.entra_ca {
+            let bundle = ca.bundle.display().to_string();
+            out.extend([
+                (
+                    "AZURE_AUTHORITY_HOST".into(),
+                    format!("https://{}", self.entra),
+                ),
+                ("REQUESTS_CA_BUNDLE".into(), bundle.clone()),
+                ("SSL_CERT_FILE".into(), bundle),
+                ("NODE_EXTRA_CA_CERTS".into(), ca.ca.display().to_string()),
+                (
+                    "IDBRIDGE_EMULATOR_ENTRA_URL".into(),
+                    format!("https://{}", self.entra),
+                ),
+                (
+                    "IDBRIDGE_EMULATOR_ENTRA_HTTP_URL".into(),
+                    format!("http://{}", self.entra_http),
+                ),
+            ]);
+            if let Some(t) = world.entra_tenants.first() {
+                out.push(("AZURE_TENANT_ID".into(), t.id.clone()));
+            }
+        }
+        if let Some(vm) = &world.azure_vm {
+            let base = format!("http://{}", self.azure_identity);
+            out.extend([
+                ("AZURE_POD_IDENTITY_AUTHORITY_HOST".into(), base.clone()),
+                (
+                    "IDENTITY_ENDPOINT".into(),
+                    format!("{base}{}", azure::managed_identity::APP_SERVICE_PATH),
+                ),
+                ("IDENTITY_HEADER".into(), vm.identity_header.clone()),
+            ]);
+        }
         if world.ec2_instance.is_some() {
             out.push((
                 "AWS_EC2_METADATA_SERVICE_ENDPOINT".into(),
@@ -223,6 +275,16 @@ pub async fn serve_with(
     let imds = TcpListener::bind((ip, ports.imds)).await?;
     let ecs = TcpListener::bind((ip, ports.ecs)).await?;
     let spiffe_oidc = TcpListener::bind((ip, ports.spiffe_oidc)).await?;
+    let (entra, entra_http, azure_identity) = (
+        TcpListener::bind((ip, ports.entra)).await?,
+        TcpListener::bind((ip, ports.entra_http)).await?,
+        TcpListener::bind((ip, ports.azure_identity)).await?,
+    );
+    let (entra_addr, entra_http_addr, azure_identity_addr) = (
+        entra.local_addr()?,
+        entra_http.local_addr()?,
+        azure_identity.local_addr()?,
+    );
     let roles_anywhere = TcpListener::bind((ip, ports.roles_anywhere)).await?;
     let roles_anywhere_addr = roles_anywhere.local_addr()?;
     let aws_iam = TcpListener::bind((ip, ports.aws_iam)).await?;
@@ -276,6 +338,16 @@ pub async fn serve_with(
             Listener::SpiffeOidc,
         ),
         (
+            entra_http,
+            azure::entra_router(emulator.clone(), false),
+            Listener::Entra,
+        ),
+        (
+            azure_identity,
+            azure::managed_identity::router(emulator.clone()),
+            Listener::AzureIdentity,
+        ),
+        (
             roles_anywhere,
             roles_anywhere::router(emulator.clone()),
             Listener::RolesAnywhere,
@@ -296,6 +368,29 @@ pub async fn serve_with(
                 })
                 .await;
         }));
+    }
+    let mut entra_ca = None;
+    match &emulator.azure {
+        Some(azure) => {
+            let files = EntraCaFiles::write(&azure.tls.ca_pem)?;
+            let config = azure
+                .tls
+                .server_config()
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let router = chaos::layer(
+                azure::entra_router(emulator.clone(), true),
+                emulator.clone(),
+                Listener::Entra,
+            );
+            tasks.push(tokio::spawn(azure::tls::serve_tls(
+                entra,
+                router,
+                config,
+                rx.clone(),
+            )));
+            entra_ca = Some(files);
+        }
+        None => drop(entra),
     }
     let (mut spiffe_socket, mut spiffe_dir) = (None, None);
     if emulator.world.spiffe.is_some() {
@@ -335,9 +430,45 @@ pub async fn serve_with(
         kubernetes: kubernetes_addr,
         spiffe_socket,
         spiffe_dir,
+        entra: entra_addr,
+        entra_http: entra_http_addr,
+        azure_identity: azure_identity_addr,
+        entra_ca,
         shutdown: tx,
         tasks,
     })
+}
+
+/// The files naming the emulated Entra's CA.
+#[derive(Debug)]
+pub struct EntraCaFiles {
+    /// The CA certificate alone (for `NODE_EXTRA_CA_CERTS`, which adds to Node's roots).
+    pub ca: PathBuf,
+    /// The CA followed by the system's roots (for `SSL_CERT_FILE` / `REQUESTS_CA_BUNDLE`, which
+    /// replace a client's roots, so other https endpoints keep working).
+    pub bundle: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Where the system's roots are on Debian-like systems (copied into the bundle when present).
+const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+impl EntraCaFiles {
+    fn write(ca_pem: &str) -> std::io::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("idbridge-emulator-entra-{}-", std::process::id()))
+            .tempdir()?;
+        let ca = std::path::absolute(dir.path().join("entra-ca.pem"))?;
+        let bundle = std::path::absolute(dir.path().join("ca-bundle.pem"))?;
+        std::fs::write(&ca, ca_pem)?;
+        let roots = std::fs::read_to_string(SYSTEM_ROOTS).unwrap_or_default();
+        std::fs::write(&bundle, format!("{ca_pem}\n{roots}"))?;
+        Ok(EntraCaFiles {
+            ca,
+            bundle,
+            _dir: dir,
+        })
+    }
 }
 
 /// Client-supplied text as messages quote it: at most `max` characters, then `…` when cut.

@@ -137,6 +137,8 @@ pub struct Emulator {
     pub endpoints: RwLock<Endpoints>,
     /// IMDS tokens and the role sessions of the EC2 instance and ECS tasks.
     pub aws_instance: crate::aws_instance::InstanceState,
+    /// Entra ID's signing key and TLS material, when the world has a tenant.
+    pub azure: Option<crate::azure::AzureState>,
     /// Fault injection in front of every listener ([`crate::chaos`]).
     pub chaos: crate::chaos::Chaos,
     /// Outbound identity federation: the switch per account, the ES384 keys.
@@ -191,6 +193,21 @@ impl Emulator {
             })?;
             issuer_jwks.insert(issuer.clone(), set);
         }
+        // Entra's issuers are trusted by the emulated STSes like any other OIDC issuer.
+        let azure = if world.entra_tenants.is_empty() {
+            None
+        } else {
+            let azure = crate::azure::AzureState::generate()?;
+            for t in &world.entra_tenants {
+                for issuer in [
+                    crate::azure::v1_issuer(&t.id),
+                    crate::azure::v2_issuer(&t.id),
+                ] {
+                    issuer_jwks.insert(issuer, crate::keys::jwks([&azure.key]));
+                }
+            }
+            Some(azure)
+        };
         let aws_outbound = crate::aws_outbound::OutboundState::new(&world, &mut issuer_jwks)?;
         let chaos = crate::chaos::Chaos::new(world.chaos.clone());
         let spiffe_ca = match &world.spiffe {
@@ -209,6 +226,7 @@ impl Emulator {
             google_key,
             issuer_keys,
             issuer_jwks,
+            azure,
             aws_sessions: Mutex::new(ExpiringMap::with_capacity_limit(MAX_REMEMBERED)),
             google_tokens: Mutex::new(ExpiringMap::with_capacity_limit(MAX_REMEMBERED)),
             stats: Mutex::default(),

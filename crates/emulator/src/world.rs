@@ -29,6 +29,9 @@
 //!   `attribute_mapping`, `attribute_condition`; `[google_sts]` — `aws_sts_endpoint`
 //!   ([`crate::google::sts`]). Service accounts' `workload_identity_users` grant federated
 //!   principals `roles/iam.workloadIdentityUser`.
+//! * `[[entra_tenant]]`, `[[entra_app]]` (with `[[entra_app.federated_credential]]`),
+//!   `[[azure_managed_identity]]`, `[azure_vm]` — Entra ID and the Azure VM's managed identities
+//!   ([`crate::azure`]).
 //! * `[roles_anywhere]` — IAM Roles Anywhere: `[[roles_anywhere.trust_anchor]]` (`arn`, CA
 //!   bundle), `[[roles_anywhere.profile]]` (`arn`, `role_arns`, `duration_seconds`),
 //!   `[[roles_anywhere.crl]]` ([`crate::roles_anywhere`]).
@@ -50,6 +53,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use crate::aws_instance::{Ec2Instance, EcsTask};
+pub use crate::azure::{
+    AzureVm, EntraApp, EntraTenant, FederatedCredential, ManagedIdentity, SystemAssigned,
+};
 pub use crate::google::sts::{
     AwsProviderConfig, GoogleStsConfig, OidcProviderConfig, WorkloadIdentityPool,
     WorkloadIdentityProvider,
@@ -296,6 +302,18 @@ pub struct World {
     /// Google STS settings.
     #[serde(default)]
     pub google_sts: GoogleStsConfig,
+    /// Entra ID tenants.
+    #[serde(default, rename = "entra_tenant")]
+    pub entra_tenants: Vec<EntraTenant>,
+    /// Entra app registrations.
+    #[serde(default, rename = "entra_app")]
+    pub entra_apps: Vec<EntraApp>,
+    /// User-assigned managed identities.
+    #[serde(default, rename = "azure_managed_identity")]
+    pub azure_managed_identities: Vec<ManagedIdentity>,
+    /// The emulated Azure VM.
+    #[serde(default)]
+    pub azure_vm: Option<AzureVm>,
     /// IAM Roles Anywhere trust anchors, profiles and CRLs.
     #[serde(default)]
     pub roles_anywhere: crate::roles_anywhere::RolesAnywhereConfig,
@@ -440,6 +458,7 @@ impl World {
         crate::aws_instance::validate_world(self).map_err(invalid)?;
         crate::spiffe::validate_world(self).map_err(invalid)?;
         crate::google::sts::validate_world(self).map_err(invalid)?;
+        crate::azure::validate_world(self).map_err(invalid)?;
         crate::roles_anywhere::resolve_world(self, base).map_err(invalid)?;
         crate::aws_outbound::validate_world(self).map_err(invalid)?;
         crate::kubernetes::validate_world(self).map_err(invalid)?;

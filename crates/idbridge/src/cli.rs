@@ -244,6 +244,12 @@ pub(crate) struct EmulateArgs {
     /// Port of the GCE metadata listener (0 = any).
     #[arg(long, default_value_t = 0)]
     pub(crate) metadata_port: u16,
+    /// Port of the Entra ID HTTPS listener (0 = any).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) entra_port: u16,
+    /// Port of the Azure managed identity listener (IMDS, App Service) (0 = any).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) azure_identity_port: u16,
     /// Once every listener is up, write KEY=VALUE endpoint overrides here
     /// (`set -a; . PATH` points the SDKs and idbridge at the emulator).
     #[arg(long)]

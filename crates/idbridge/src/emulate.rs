@@ -26,6 +26,8 @@ pub(crate) async fn run(a: EmulateArgs) -> Result<ExitCode, CliError> {
             aws_sts: a.aws_sts_port,
             google: a.google_port,
             metadata: a.metadata_port,
+            entra: a.entra_port,
+            azure_identity: a.azure_identity_port,
             ..Ports::default()
         },
     )
@@ -38,6 +40,9 @@ pub(crate) async fn run(a: EmulateArgs) -> Result<ExitCode, CliError> {
     eprintln!("  EC2 IMDSv2     http://{}", running.imds);
     eprintln!("  ECS endpoint   http://{}", running.ecs);
     eprintln!("  SPIFFE OIDC    http://{}", running.spiffe_oidc);
+    eprintln!("  Entra ID       https://{}", running.entra);
+    eprintln!("  Entra ID       http://{}", running.entra_http);
+    eprintln!("  Azure identity http://{}", running.azure_identity);
     eprintln!("  Roles Anywhere http://{}", running.roles_anywhere);
     eprintln!("  AWS IAM        http://{}", running.aws_iam);
     eprintln!("  Kubernetes API http://{}", running.kubernetes);

@@ -8,6 +8,8 @@
 
 pub mod aws_imds;
 pub mod aws_sts;
+pub mod azure_imds;
+pub mod entra;
 pub mod gce_metadata;
 pub mod google;
 pub mod proto_json;
