@@ -11,6 +11,9 @@ use zeroize::Zeroizing;
 
 use crate::{BrokerError, ErrorKind};
 
+/// The hop of an error another replica stored: the fleet cache itself.
+const SHARED_HOP: crate::Hop = crate::Hop::named("fleet cache");
+
 /// The payload format's version.
 const VERSION: u8 = 1;
 
@@ -156,7 +159,7 @@ pub(crate) fn encode(
         },
         Err(e) => OutBody::Error {
             kind: kind_name(e.kind),
-            hop: &e.hop,
+            hop: e.hop.as_str(),
             code: e.code.as_deref(),
             message: &e.message,
             retry_after_ms: e
@@ -229,7 +232,9 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<Payload> {
                 .iter()
                 .find(|(_, n)| *n == kind)
                 .map_or(ErrorKind::Transient, |(k, _)| *k);
-            let mut e = BrokerError::new(kind, hop, message)
+            // Hop names are declared by each kind as `&'static str`; an error read back from
+            // another replica keeps the name of the hop that failed in its message.
+            let mut e = BrokerError::new(kind, SHARED_HOP, format!("{hop}: {message}"))
                 .with_retry_after(retry_after_ms.map(Duration::from_millis));
             e.code = code;
             Err(e)
