@@ -5,6 +5,7 @@
 //! ([`crate::step::Yields`]), and records one [`crate::HopReport`] per network hop.
 
 pub mod aws;
+pub mod aws_web_identity_token;
 pub mod executable;
 pub mod gce_metadata;
 pub mod impersonate;
@@ -12,6 +13,7 @@ pub mod oidc_file;
 pub mod oidc_url;
 pub mod sa_key;
 pub mod spiffe;
+pub mod x509_file;
 
 use crate::step::Kind;
 
@@ -24,5 +26,10 @@ pub const KINDS: &[Kind] = &[
     Kind::new("oidc-url", oidc_url::OidcUrl::parse),
     Kind::new("executable", executable::Executable::parse),
     Kind::new("aws", aws::Aws::parse),
+    Kind::new(
+        "aws-web-identity-token",
+        aws_web_identity_token::AwsWebIdentityToken::parse,
+    ),
     Kind::new("spiffe", spiffe::Spiffe::parse),
+    Kind::new("x509-file", x509_file::X509File::parse),
 ];
