@@ -157,3 +157,32 @@ source = { kind = "aws-web-identity-token", audience = "https://gcp.idbridge.tes
     assert "error" not in res, res
     ti = tokeninfo(emulator, res["token"])
     assert ti["sub"].endswith("/aws-outbound-pool/subject/" + role_arn("gcp-caller")), ti
+
+
+def test_boto3_uses_chained_credentials_from_the_daemons_imds(sandbox, emulator, idbridge_bin, tmp_path):
+    from test_serve import imds_client_env, start_serve
+    from conftest import stop_process, tail
+
+    chained = (EXAMPLES / "gcp-to-aws-chained.toml").read_text()
+    config = sandbox.write("serve-chained.toml", chained + '''
+[serve]
+bind = "127.0.0.1"
+
+[serve.aws_imds]
+port = 0
+route = "gcp-to-chained"
+
+[serve.metrics]
+port = 0
+''')
+    d = tmp_path / "serve"
+    d.mkdir()
+    s = start_serve(idbridge_bin, emulator, d, config)
+    try:
+        res = sandbox.client("boto3_caller_identity", {}, env=imds_client_env(sandbox, emulator, s))
+        assert "error" not in res, res
+        assert res["method"] == "iam-role", res
+        assert res["Arn"] == assumed_role_arn("chained-reader", "tenant-7-reader"), res
+    finally:
+        stop_process(s.proc)
+    assert s.proc.returncode == 0, tail(s.log)
