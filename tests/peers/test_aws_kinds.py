@@ -84,6 +84,15 @@ exchange = [{{ kind = "roles-anywhere", {RA} }}]
     assert "AccessDeniedException" in r.stderr and "roles-anywhere" in r.stderr, describe(r)
     assert "PRIVATE KEY" not in r.stderr + r.stdout
 
+    # doctor names the cause and the fix.
+    d = sandbox.idbridge("doctor", "--config", config, "--route", "file", "--format", "json",
+                         env=sandbox.env(emulator, NO_INSTANCE_CREDS))
+    assert d.returncode != 0, describe(d)
+    diag = json.loads(d.stdout)["diagnosis"]
+    assert diag["hop"] == "roles-anywhere" and diag["code"] == "AccessDeniedException", diag
+    assert "does not trust the signing certificate" in diag["cause"], diag
+    assert any("trust anchor" in f for f in diag["fix"]), diag
+
 
 def test_chained_session_over_an_hour(sandbox, emulator):
     env = sandbox.env(emulator, NO_INSTANCE_CREDS)
@@ -119,6 +128,11 @@ exchange = [
     r = sandbox.idbridge("token", "--config", config, "--route", "long", env=sandbox.env(emulator, NO_INSTANCE_CREDS, keys))
     assert r.returncode != 0, describe(r)
     assert "ValidationError" in r.stderr and "1 hour" in r.stderr, describe(r)
+    d = sandbox.idbridge("doctor", "--config", config, "--route", "long", "--format", "json",
+                         env=sandbox.env(emulator, NO_INSTANCE_CREDS, keys))
+    diag = json.loads(d.stdout)["diagnosis"]
+    assert diag["code"] == "ValidationError" and "role chaining" in diag["cause"], diag
+    assert any("3600" in f for f in diag["fix"]), diag
     assert c["SecretAccessKey"] not in r.stderr + r.stdout
 
 

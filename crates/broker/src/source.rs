@@ -1,7 +1,8 @@
 //! Sources: where a route's first identity comes from.
 //!
 //! Each source is one type in its own module, implementing [`crate::step::Step`], and one line
-//! in [`KINDS`]. It yields an OIDC ID token, a Google access token or AWS credentials
+//! in [`KINDS`]. It yields an OIDC ID token, a Google access token, AWS credentials or an X.509
+//! certificate and key
 //! ([`crate::step::Yields`]), and records one [`crate::HopReport`] per network hop.
 
 pub mod aws;

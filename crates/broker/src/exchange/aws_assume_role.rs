@@ -268,7 +268,6 @@ impl Step for AwsAssumeRole {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::config::Config;
 
     const GCP_TO_ROLE: &str = r#"
