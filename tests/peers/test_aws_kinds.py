@@ -136,41 +136,67 @@ exchange = [
     assert c["SecretAccessKey"] not in r.stderr + r.stdout
 
 
-ENABLE = r'''
+SWITCH = r'''
 import json, sys
 import boto3
 a = json.loads(sys.argv[1])
 iam = boto3.client("iam", endpoint_url=a["iam"], region_name="us-east-1")
-try:
-    iam.enable_outbound_web_identity_federation()
-except iam.exceptions.ClientError as e:
-    assert e.response["Error"]["Code"] == "FeatureEnabled", e.response
-print(json.dumps(iam.get_outbound_web_identity_federation_info()["JwtVendingEnabled"]))
+if a["on"]:
+    try:
+        iam.enable_outbound_web_identity_federation()
+        changed = True
+    except iam.exceptions.ClientError as e:
+        assert e.response["Error"]["Code"] == "FeatureEnabled", e.response
+        changed = False
+    assert iam.get_outbound_web_identity_federation_info()["JwtVendingEnabled"] is True
+else:
+    iam.disable_outbound_web_identity_federation()
+    changed = True
+print(json.dumps(changed))
 '''
 
 
 def test_google_auth_takes_the_aws_jwt_from_idbridge_token_as_an_oidc_file(sandbox, emulator):
-    # The account's switch, turned on with the EC2 instance role (boto3 through IMDS).
-    on = sandbox.run([PYTHON, "-c", ENABLE, json.dumps({"iam": emulator["AWS_ENDPOINT_URL_IAM"]})],
-                     env=sandbox.env(emulator, {"AWS_CONTAINER_CREDENTIALS_FULL_URI": None}, imds=True))
-    assert on.returncode == 0 and on.stdout.strip() == "true", describe(on)
+    # The account's switch, turned on with the EC2 instance role (boto3 through IMDS), and back
+    # off afterwards when this test turned it on (the emulator is shared by the session).
+    imds_env = sandbox.env(emulator, {"AWS_CONTAINER_CREDENTIALS_FULL_URI": None}, imds=True)
 
-    config = sandbox.write("jwt.toml", '''
+    def switch(on: bool) -> bool:
+        r = sandbox.run([PYTHON, "-c", SWITCH, json.dumps({"iam": emulator["AWS_ENDPOINT_URL_IAM"], "on": on})],
+                        env=imds_env)
+        assert r.returncode == 0, describe(r)
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+    turned_on = switch(True)
+    try:
+        config = sandbox.write("jwt.toml", '''
 [[route]]
 name = "jwt"
 source = { kind = "aws-web-identity-token", audience = "https://gcp.idbridge.test/aws-outbound", caller = { kind = "aws", provider = "imds", region = "us-east-1" } }
 ''')
-    r = sandbox.idbridge("token", "--config", config, "--route", "jwt", "--format", "access-token",
-                         env=sandbox.env(emulator, {"AWS_CONTAINER_CREDENTIALS_FULL_URI": None}, imds=True))
-    assert r.returncode == 0, describe(r)
-    token = r.stdout.strip()
-    assert token.count(".") == 2, token[:80]
-    path = sandbox.write("aws.jwt", token)
-    info = external_account(emulator, PROVIDER, "urn:ietf:params:oauth:token-type:jwt", {"file": str(path)})
-    res = ext_refresh(sandbox, info, env=sandbox.env(emulator))
-    assert "error" not in res, res
-    ti = tokeninfo(emulator, res["token"])
-    assert ti["sub"].endswith("/aws-outbound-pool/subject/" + role_arn("gcp-caller")), ti
+        r = sandbox.idbridge("token", "--config", config, "--route", "jwt", "--format", "access-token",
+                             env=imds_env)
+        assert r.returncode == 0, describe(r)
+        token = r.stdout.strip()
+        assert token.count(".") == 2, token[:80]
+        path = sandbox.write("aws.jwt", token)
+        info = external_account(emulator, PROVIDER, "urn:ietf:params:oauth:token-type:jwt", {"file": str(path)})
+        res = ext_refresh(sandbox, info, env=sandbox.env(emulator))
+        assert "error" not in res, res
+        ti = tokeninfo(emulator, res["token"])
+        assert ti["sub"].endswith("/aws-outbound-pool/subject/" + role_arn("gcp-caller")), ti
+    finally:
+        if turned_on:
+            switch(False)
+
+    if turned_on:
+        # Off again: idbridge says so, and doctor names the switch.
+        r = sandbox.idbridge("token", "--config", config, "--route", "jwt", env=imds_env)
+        assert r.returncode != 0 and "OutboundWebIdentityFederationDisabledException" in r.stderr, describe(r)
+        d = sandbox.idbridge("doctor", "--config", config, "--route", "jwt", "--format", "json", env=imds_env)
+        diag = json.loads(d.stdout)["diagnosis"]
+        assert "outbound identity federation is off" in diag["cause"], diag
+        assert "aws iam enable-outbound-web-identity-federation" in diag["commands"], diag
 
 
 def test_boto3_uses_chained_credentials_from_the_daemons_imds(sandbox, emulator, idbridge_bin, tmp_path):
