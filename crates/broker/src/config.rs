@@ -158,12 +158,15 @@ impl RouteConfig {
     /// Checks that each exchange takes what the step before it yields; the error names the
     /// exchange (``field `exchange[i]`: …``).
     pub fn check_inputs(&self) -> Result<(), String> {
-        let mut yields = self.source.yields();
+        let mut previous = self.source.as_ref();
         for (i, ex) in self.exchange.iter().enumerate() {
+            let yields = previous.yields();
             if !ex.takes().contains(&yields) {
                 return Err(format!("field `exchange[{i}]`: {}", ex.refuses(yields)));
             }
-            yields = ex.yields();
+            ex.follows(previous)
+                .map_err(|e| format!("field `exchange[{i}]`: {e}"))?;
+            previous = ex.as_ref();
         }
         Ok(())
     }

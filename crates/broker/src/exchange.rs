@@ -4,15 +4,19 @@
 //! what it takes from the previous step, checked when the config is read), and one line in
 //! [`KINDS`].
 
+pub mod aws_assume_role;
 pub mod aws_sts;
 pub mod google_sts;
 pub mod iam_credentials;
+pub mod roles_anywhere;
 
 use crate::step::Kind;
 
 /// Every exchange kind: the name written in `exchange = [{ kind = "…" }]` and its parser.
 pub const KINDS: &[Kind] = &[
+    Kind::new("aws-assume-role", aws_assume_role::AwsAssumeRole::parse),
     Kind::new("aws-sts", aws_sts::AwsSts::parse),
     Kind::new("google-sts", google_sts::GoogleSts::parse),
     Kind::new("impersonate", iam_credentials::Impersonate::parse),
+    Kind::new("roles-anywhere", roles_anywhere::RolesAnywhere::parse),
 ];

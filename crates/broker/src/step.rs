@@ -39,6 +39,8 @@ pub enum Yields {
     AccessToken,
     /// AWS credentials.
     AwsCredentials,
+    /// An X.509 certificate chain and its private key.
+    X509,
 }
 
 impl Yields {
@@ -48,6 +50,7 @@ impl Yields {
             Credential::IdToken(_) => Some(Yields::IdToken),
             Credential::GoogleAccessToken(_) => Some(Yields::AccessToken),
             Credential::Aws(_) => Some(Yields::AwsCredentials),
+            Credential::X509(_) => Some(Yields::X509),
             _ => None,
         }
     }
@@ -58,6 +61,7 @@ impl Yields {
             Yields::IdToken => "an ID token",
             Yields::AccessToken => "a Google access token",
             Yields::AwsCredentials => "AWS credentials",
+            Yields::X509 => "an X.509 certificate and key",
         }
     }
 }
@@ -172,6 +176,13 @@ pub trait Step: StepClone + fmt::Debug + Send + Sync {
             wanted.join(" or "),
             got.described()
         )
+    }
+
+    /// Whether it may come after `previous` (which yields what it takes); the config error
+    /// otherwise (a chained AWS session longer than AWS allows).
+    fn follows(&self, previous: &dyn Step) -> Result<(), String> {
+        let _ = previous;
+        Ok(())
     }
 
     /// What it yields (validated at parse time: an `audience` makes an ID token, `scopes` an

@@ -50,6 +50,21 @@ pub struct IdToken {
     pub expires_at: OffsetDateTime,
 }
 
+/// An X.509 certificate chain and its private key (an X.509-SVID, a workload certificate).
+///
+/// The certificates are public; the key is a [`SecretString`] (redacted `Debug`, zeroized).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct X509Credential {
+    /// PEM `CERTIFICATE` blocks, the leaf first, then any intermediates.
+    pub chain_pem: String,
+    /// The private key as PEM (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key_pem: SecretString,
+    /// The leaf's `notAfter`.
+    pub expires_at: OffsetDateTime,
+    /// Who the leaf names, for display: its SPIFFE ID or subject.
+    pub subject: String,
+}
+
 /// Any credential a route can produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -60,6 +75,8 @@ pub enum Credential {
     GoogleAccessToken(GoogleAccessToken),
     /// An OIDC ID token.
     IdToken(IdToken),
+    /// An X.509 certificate chain and key.
+    X509(X509Credential),
 }
 
 impl Credential {
@@ -69,6 +86,7 @@ impl Credential {
             Credential::Aws(c) => c.expiration,
             Credential::GoogleAccessToken(t) => Some(t.expires_at),
             Credential::IdToken(t) => Some(t.expires_at),
+            Credential::X509(c) => Some(c.expires_at),
         }
     }
 
@@ -78,6 +96,7 @@ impl Credential {
             Credential::Aws(_) => "aws",
             Credential::GoogleAccessToken(_) => "google-access-token",
             Credential::IdToken(_) => "id-token",
+            Credential::X509(_) => "x509",
         }
     }
 }
@@ -157,6 +176,13 @@ mod tests {
             scopes: vec![],
         });
         assert!(!format!("{g:?}").contains("ya29.secret"));
+        let x = Credential::X509(X509Credential {
+            chain_pem: "-----BEGIN CERTIFICATE-----".into(),
+            key_pem: SecretString::new("-----BEGIN PRIVATE KEY-----\nkey-material"),
+            expires_at: OffsetDateTime::UNIX_EPOCH,
+            subject: "spiffe://example.org/billing".into(),
+        });
+        assert!(!format!("{x:?}").contains("key-material"));
     }
 
     #[test]

@@ -91,13 +91,42 @@ const FLOWS: &[Flow] = &[
         route: "k8s-to-aws",
         expect_code: None,
     },
+    Flow {
+        seed: "chain",
+        title: "GCE VM account → AWS role → chained role chained-reader (external id)",
+        file: "gcp-to-aws-chained.toml",
+        config: include_str!("../../../examples/gcp-to-aws-chained.toml"),
+        route: "gcp-to-chained",
+        expect_code: None,
+    },
+    Flow {
+        seed: "x509",
+        title: "SPIFFE X.509-SVID → IAM Roles Anywhere → role spiffe-billing",
+        file: "spiffe-x509-to-aws.toml",
+        config: include_str!("../../../examples/spiffe-x509-to-aws.toml"),
+        route: "spiffe-x509-to-aws",
+        expect_code: None,
+    },
+    Flow {
+        seed: "jwt",
+        title: "EC2 instance role → AWS web identity token → Google STS (no SigV4 subject)",
+        file: "ec2-aws-jwt-to-gcp.toml",
+        config: include_str!("../../../examples/ec2-aws-jwt-to-gcp.toml"),
+        route: "ec2-jwt-to-gcp",
+        expect_code: None,
+    },
 ];
 
 const SEED004_KEY: &str = include_str!("../../../examples/keys/seed004-sa-key.json");
 const K8S_ISSUER: &str = "https://kubernetes.idbridge.test";
 
 pub(crate) async fn run(a: DemoArgs) -> Result<ExitCode, CliError> {
-    let world = World::builtin().map_err(|e| CliError::Failed(e.to_string()))?;
+    let mut world = World::builtin().map_err(|e| CliError::Failed(e.to_string()))?;
+    // The AWS account's outbound identity federation on, as
+    // `aws iam enable-outbound-web-identity-federation` leaves it.
+    for account in &mut world.aws_accounts {
+        account.outbound_federation_enabled |= account.outbound_issuer.is_some();
+    }
     let emulator = Emulator::new(world, idbridge_core::clock::system())
         .map_err(|e| CliError::Failed(e.to_string()))?;
     let running =

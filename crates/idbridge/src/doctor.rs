@@ -21,6 +21,7 @@ use crate::commands::CliError;
 use crate::explain::{self, GcpProvider, GcpSubject};
 
 mod aws;
+mod aws_kinds;
 mod google;
 mod report;
 
@@ -326,6 +327,8 @@ async fn diagnose(
             .push(format!("check {}", e.hop.endpoint_variable()));
         advice.fix.push("against the emulator: `idbridge emulate --env-file emulator.env`, then `set -a; . ./emulator.env; set +a` in this shell".into());
         format!("the {} endpoint is unreachable: {}", e.hop, e.message)
+    } else if let Some(cause) = aws_kinds::diagnose(&failure, &mut advice) {
+        cause
     } else if e.hop == aws_sts::HOP {
         aws::aws_sts(&failure, &mut advice).await
     } else if e.hop == google_sts::HOP {

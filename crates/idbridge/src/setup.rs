@@ -282,6 +282,16 @@ async fn plan(a: &SetupArgs, route: &RouteConfig, ctx: Option<&Context>) -> Resu
     let mut plan = Plan::default();
     for (i, ex) in route.exchange.iter().enumerate() {
         let facts = ex.facts();
+        if facts.aws_role.is_some() && !ex.takes().contains(&Yields::IdToken) {
+            // A chained role or a Roles Anywhere role: its trust policy names a role or
+            // rolesanywhere.amazonaws.com, not an OIDC provider; setup does not write it yet.
+            eprintln!(
+                "setup: route {:?}: exchange[{i}] ({}): its trust policy is not written by setup (see `idbridge doctor` for what it must allow)",
+                route.name,
+                ex.kind()
+            );
+            continue;
+        }
         if let Some(role) = facts.aws_role {
             {
                 let google = google_token_before(route, i);
