@@ -8,6 +8,7 @@ pub mod aws;
 pub mod executable;
 pub mod gce_metadata;
 pub mod impersonate;
+pub mod kubernetes_pod;
 pub mod oidc_file;
 pub mod oidc_url;
 pub mod sa_key;
@@ -25,4 +26,5 @@ pub const KINDS: &[Kind] = &[
     Kind::new("executable", executable::Executable::parse),
     Kind::new("aws", aws::Aws::parse),
     Kind::new("spiffe", spiffe::Spiffe::parse),
+    Kind::new("kubernetes-pod", kubernetes_pod::KubernetesPod::parse),
 ];
