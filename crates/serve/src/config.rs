@@ -1556,6 +1556,35 @@ source = { kind = "oidc-file", path = "t.jwt" }
     }
 
     #[test]
+    fn pod_rules_need_the_api_and_a_known_route() {
+        const IMDS: &str = "[serve.aws_imds]\nport = 0\nroute = \"to-aws\"\n";
+        let e = err(&format!(
+            "[serve]\n{IMDS}[[serve.pod]]\nnamespace = \"a\"\nroute = \"to-aws\"\n"
+        ));
+        assert!(e.contains("[[serve.pod]] needs [serve.kubernetes]"), "{e}");
+        let serve = format!(
+            "[serve]\n{IMDS}[serve.kubernetes]\nnode = \"n\"\n[[serve.pod]]\nnamespace = \"a\"\nroute = \"nope\"\n"
+        );
+        let e = err(&serve);
+        assert!(e.contains("field `route`: no route named \"nope\""), "{e}");
+        assert!(e.contains(&line_of(&serve, "route = \"nope\"")), "{e}");
+        let e = err(&format!(
+            "[serve]\n{IMDS}[serve.kubernetes]\nmax_pods = 0\n"
+        ));
+        assert!(e.contains("`max_pods` must be at least 1"), "{e}");
+        let c = parse(&format!(
+            "[serve]\n{IMDS}[serve.kubernetes]\napi_server = \"http://127.0.0.1:1\"\n[[serve.pod]]\nnamespace = \"a\"\nlabels = {{ app = \"x\" }}\nroute = \"to-aws\"\n"
+        ))
+        .unwrap();
+        let k = c.kubernetes.unwrap();
+        assert_eq!(
+            k.rules.0[0].labels.get("app").map(String::as_str),
+            Some("x")
+        );
+        assert_eq!(k.max_pods.get(), crate::pods::DEFAULT_MAX_PODS);
+    }
+
+    #[test]
     fn a_full_config() {
         let c = parse(
             r#"

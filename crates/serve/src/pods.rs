@@ -508,6 +508,93 @@ mod tests {
         assert_eq!(rules.route_for(&pod("other", "web", &[], None)), None);
     }
 
+    /// Polls `f` until it holds (bounded: the watch is on loopback; this is no timing claim).
+    async fn eventually(mut f: impl FnMut() -> bool) -> bool {
+        for _ in 0..400 {
+            if f() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn the_watch_keeps_the_index_fresh_and_bounded() {
+        let running = crate::tests::emulator().await;
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "emulator-kubernetes-token\n").unwrap();
+        let api = ApiServer {
+            url: Some(format!("http://{}", running.kubernetes)),
+            token_file: Some(token),
+            ca_file: None,
+        };
+        let config = |max: usize| KubernetesConfig {
+            api: api.clone(),
+            node: Some("node-1".into()),
+            max_pods: NonZeroUsize::new(max).unwrap(),
+            rules: PodRules::default(),
+        };
+        let env = idbridge_core::env::MapEnv::default();
+        let index = Arc::new(PodIndex::new(config(16), &env));
+        index.start();
+        assert!(
+            eventually(|| index.len() == 2).await,
+            "the built-in pods are indexed"
+        );
+        let web = index.lookup("10.88.0.11".parse().unwrap()).await.unwrap();
+        assert_eq!(web.id.service_account, "web");
+        assert!(index.lookup("127.0.0.1".parse().unwrap()).await.is_none());
+        assert!(index.lookup("10.88.0.99".parse().unwrap()).await.is_none());
+
+        let base = format!(
+            "http://{}/_emulator/kubernetes/namespaces/default/pods",
+            running.kubernetes
+        );
+        let http = reqwest::Client::new();
+        let put = |name: &'static str, body: serde_json::Value| {
+            http.put(format!("{base}/{name}")).json(&body).send()
+        };
+        put(
+            "late-0",
+            serde_json::json!({"service_account": "web", "pod_ip": "10.88.0.20", "node": "node-1"}),
+        )
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+        put("host-0", serde_json::json!({"service_account": "web", "pod_ip": "10.88.0.21", "node": "node-1", "host_network": true}))
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
+        assert!(
+            eventually(|| index.len() == 3).await,
+            "an added pod arrives by the watch; a host-network pod is not indexed"
+        );
+        assert!(index.lookup("10.88.0.21".parse().unwrap()).await.is_none());
+        http.delete(format!("{base}/late-0"))
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
+        assert!(
+            eventually(|| index.len() == 2).await,
+            "a deleted pod leaves the index"
+        );
+
+        // A bound below the node's pods: the index stays at it; the rest are looked up one by one.
+        let small = Arc::new(PodIndex::new(config(1), &env));
+        small.start();
+        assert!(eventually(|| small.len() == 1).await);
+        assert!(small.lookup("10.88.0.10".parse().unwrap()).await.is_some());
+        assert!(small.lookup("10.88.0.11".parse().unwrap()).await.is_some());
+        assert_eq!(small.len(), 1);
+        http.delete(format!("{base}/host-0")).send().await.unwrap();
+    }
+
     #[test]
     fn host_network_and_pending_pods_are_not_attributed() {
         let raw = |host: bool, phase: &str| RawPod {
