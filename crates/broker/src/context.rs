@@ -52,6 +52,9 @@ pub struct Context {
     /// Upper bound on one attempt of one hop ([`HOP_TIMEOUT`] unless set with
     /// [`Context::with_hop_timeout`]); the AWS SDK clients read it too.
     pub hop_timeout: Duration,
+    /// The pod a request comes from, when `serve` found one (the `kubernetes-pod` source
+    /// mints its token).
+    pub pod: Option<crate::source::kubernetes_pod::CallingPod>,
 }
 
 impl Context {
@@ -73,7 +76,14 @@ impl Context {
             http: http_client(HOP_TIMEOUT)?,
             endpoints,
             hop_timeout: HOP_TIMEOUT,
+            pod: None,
         })
+    }
+
+    /// The same context for a request from `pod`.
+    pub fn with_pod(mut self, pod: crate::source::kubernetes_pod::CallingPod) -> Self {
+        self.pod = Some(pod);
+        self
     }
 
     /// The same context with another per-attempt hop timeout (tests against a fault-injecting

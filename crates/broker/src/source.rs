@@ -10,6 +10,7 @@ pub mod aws_web_identity_token;
 pub mod executable;
 pub mod gce_metadata;
 pub mod impersonate;
+pub mod kubernetes_pod;
 pub mod oidc_file;
 pub mod oidc_url;
 pub mod sa_key;
@@ -32,5 +33,6 @@ pub const KINDS: &[Kind] = &[
         aws_web_identity_token::AwsWebIdentityToken::parse,
     ),
     Kind::new("spiffe", spiffe::Spiffe::parse),
+    Kind::new("kubernetes-pod", kubernetes_pod::KubernetesPod::parse),
     Kind::new("x509-file", x509_file::X509File::parse),
 ];

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use idbridge_broker::cache::{Cache, CacheSnapshot, Loader};
 use idbridge_broker::shared_cache;
+use idbridge_broker::source::kubernetes_pod::{ApiServer, CallingPod, PodRef};
 use idbridge_broker::{BrokerError, Context, ErrorKind, Overrides, Route};
 use idbridge_core::Credential;
 use idbridge_core::clock::SharedClock;
@@ -27,6 +28,7 @@ use tokio::sync::watch;
 use crate::caller::{Caller, CallerPolicy, Peer, PeerResolver};
 use crate::config::ServeConfig;
 use crate::metrics::Metrics;
+use crate::pods::PodIndex;
 
 /// What the cache is keyed by: a route and what the client asked of its last hop. Holds no
 /// secret (it is logged at debug; only its route is a metric label).
@@ -36,6 +38,8 @@ pub struct CredentialKey {
     pub route: String,
     /// The client's audience or scopes, if any.
     pub overrides: Overrides,
+    /// The calling pod, when the route runs as a pod's identity (`[serve.kubernetes]`).
+    pub pod: Option<PodRef>,
 }
 
 impl CredentialKey {
@@ -44,6 +48,7 @@ impl CredentialKey {
         Self {
             route: name.to_owned(),
             overrides: Overrides::default(),
+            pod: None,
         }
     }
 
@@ -55,12 +60,14 @@ impl CredentialKey {
                 audience: Some(audience.to_owned()),
                 scopes: None,
             },
+            pod: None,
         }
     }
 
-    /// Whether the client chose part of this key (an audience or scopes).
+    /// Whether the client chose part of this key (an audience or scopes), or the key is a
+    /// pod's: either way it lives in its route's bounded cache of client keys.
     pub fn is_client_chosen(&self) -> bool {
-        self.overrides.audience.is_some() || self.overrides.scopes.is_some()
+        self.overrides.audience.is_some() || self.overrides.scopes.is_some() || self.pod.is_some()
     }
 
     /// An access token of the route for `scopes` (sorted and deduplicated, so that one set is
@@ -74,6 +81,7 @@ impl CredentialKey {
                 audience: None,
                 scopes: Some(scopes),
             },
+            pod: None,
         }
     }
 }
@@ -181,6 +189,8 @@ pub struct Broker {
     clock: SharedClock,
     policy: CallerPolicy,
     resolver: PeerResolver,
+    /// Pod identity (`[serve.kubernetes]`), if configured.
+    pods: Option<Arc<PodIndex>>,
     metrics: Metrics,
     ready: AtomicBool,
     /// The configured routes' names, for per-route health.
@@ -203,10 +213,16 @@ impl Broker {
                 .collect(),
         );
         let clock = Arc::clone(&ctx.clock);
+        let pods = config
+            .kubernetes
+            .as_ref()
+            .map(|k| Arc::new(PodIndex::new(k.clone(), ctx.env.as_ref())));
+        let api = Arc::new(config.kubernetes.as_ref().map(|k| k.api.clone()));
         let loader = move |key: CredentialKey| {
             let routes = Arc::clone(&routes);
             let ctx = ctx.clone();
-            async move { run_route(&routes, &ctx, &key).await }
+            let api = Arc::clone(&api);
+            async move { run_route(&routes, &ctx, api.as_ref().as_ref(), &key).await }
         };
         // Through the fleet's Redis when `[cache]` has one: one exchange per refresh per fleet.
         let fleet = shared_cache::Fleet::new(
@@ -232,7 +248,29 @@ impl Broker {
             .iter()
             .map(|r| r.name.clone())
             .collect();
+        if let Some(pods) = pods {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                pods.start();
+            }
+            broker.pods = Some(pods);
+        }
         broker
+    }
+
+    /// Identifies pods with `index` (tests; [`Broker::new`] does it from the config).
+    pub fn with_pods(mut self, index: Arc<PodIndex>) -> Self {
+        self.pods = Some(index);
+        self
+    }
+
+    /// Identifies the caller of a connection: its uid (loopback, unix socket), and with
+    /// `[serve.kubernetes]` the pod at a TCP peer's address.
+    pub async fn identify(&self, peer: Option<&Peer>) -> Caller {
+        let mut caller = self.resolver.identify(peer).await;
+        if let (Some(pods), Some(Peer::Tcp { remote, .. }), None) = (&self.pods, peer, caller.uid) {
+            caller.pod = pods.lookup(remote.ip()).await;
+        }
+        caller
     }
 
     /// A broker over any loader (tests use fakes), reading expiries against `clock`.
@@ -264,6 +302,7 @@ impl Broker {
             clock,
             policy,
             resolver: PeerResolver::default(),
+            pods: None,
             metrics: Metrics::default(),
             ready: AtomicBool::new(false),
             route_names: Vec::new(),
@@ -346,8 +385,45 @@ impl Broker {
         peer: Option<&Peer>,
         key: &CredentialKey,
     ) -> Result<Credential, Refusal> {
+        if let Some(pods) = &self.pods {
+            let caller = self.identify(peer).await;
+            if let Some(pod) = &caller.pod {
+                // A pod's route comes from the [[serve.pod]] rules, whichever frontend it asks.
+                let Some(route) = pods.rules().route_for(pod) else {
+                    tracing::info!(caller = %caller, route = %key.route, "refused: no [[serve.pod]] rule gives this pod a route");
+                    self.metrics.count_denial(&key.route);
+                    return Err(Refusal::Denied {
+                        caller,
+                        route: key.route.clone(),
+                    });
+                };
+                let key = CredentialKey {
+                    route: route.to_owned(),
+                    overrides: key.overrides.clone(),
+                    pod: Some(pod.id.clone()),
+                };
+                return self
+                    .client_keys
+                    .cache(&key.route)
+                    .get(&key)
+                    .await
+                    .map_err(|error| Refusal::Failed {
+                        route: key.route.clone(),
+                        error,
+                    });
+            }
+            if caller.uid.is_none() {
+                // Neither a local process nor a pod of this node.
+                tracing::info!(caller = %caller, route = %key.route, "refused: not a pod of this node");
+                self.metrics.count_denial(&key.route);
+                return Err(Refusal::Denied {
+                    caller,
+                    route: key.route.clone(),
+                });
+            }
+        }
         if !self.policy.is_open() {
-            let caller = self.resolver.identify(peer).await;
+            let caller = self.identify(peer).await;
             if !self.policy.allows(&caller, &key.route) {
                 tracing::info!(caller = %caller, route = %key.route, "refused: the caller may not use this route");
                 self.metrics.count_denial(&key.route);
@@ -408,6 +484,7 @@ impl<L: Loader<CredentialKey, Credential>> Loader<CredentialKey, Credential> for
 async fn run_route(
     routes: &HashMap<String, Route>,
     ctx: &Context,
+    api: Option<&ApiServer>,
     key: &CredentialKey,
 ) -> Result<Credential, BrokerError> {
     let Some(route) = routes.get(&key.route) else {
@@ -418,6 +495,17 @@ async fn run_route(
         ));
     };
     let route = route.with_overrides(&key.overrides)?;
+    let pod_ctx;
+    let ctx = match &key.pod {
+        Some(pod) => {
+            pod_ctx = ctx.clone().with_pod(CallingPod {
+                pod: pod.clone(),
+                api: api.cloned().unwrap_or_default(),
+            });
+            &pod_ctx
+        }
+        None => ctx,
+    };
     match route.run(ctx).await {
         Ok(out) => {
             for h in &out.hops {

@@ -83,10 +83,19 @@ pub struct Caller {
     pub pid: Option<i32>,
     /// The client's address, for TCP.
     pub addr: Option<SocketAddr>,
+    /// The pod at that address (`[serve.kubernetes]`, see [`crate::pods`]).
+    pub pod: Option<Arc<crate::pods::Pod>>,
 }
 
 impl fmt::Display for Caller {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(p) = &self.pod {
+            return write!(
+                f,
+                "pod {}/{} (service account {})",
+                p.id.namespace, p.id.name, p.id.service_account
+            );
+        }
         match (self.uid, self.addr) {
             (Some(uid), _) => write!(f, "uid {uid}"),
             (None, Some(addr)) => write!(f, "an unidentified caller at {addr}"),
@@ -228,6 +237,7 @@ impl PeerResolver {
                 gid: Some(*gid),
                 pid: *pid,
                 addr: None,
+                pod: None,
             },
             Some(Peer::Tcp { remote, local }) => {
                 let uid = match local {

@@ -233,6 +233,8 @@ pub struct ServeConfig {
     pub max_client_keys_per_route: NonZeroUsize,
     /// The fleet cache (`[cache]`, see [`idbridge_broker::shared_cache`]).
     pub cache: idbridge_broker::shared_cache::CacheSettings,
+    /// Pod identity: `[serve.kubernetes]` and the `[[serve.pod]]` rules.
+    pub kubernetes: Option<crate::pods::KubernetesConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -264,6 +266,38 @@ struct RawServe {
     connections: Option<Spanned<RawConnections>>,
     #[serde(default)]
     max_client_keys_per_route: Option<Spanned<usize>>,
+    #[serde(default)]
+    kubernetes: Option<Spanned<RawKubernetes>>,
+    #[serde(default)]
+    pod: Vec<Spanned<RawPodRule>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKubernetes {
+    #[serde(default)]
+    api_server: Option<Spanned<String>>,
+    #[serde(default)]
+    token_file: Option<PathBuf>,
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    node: Option<String>,
+    #[serde(default)]
+    max_pods: Option<Spanned<usize>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPodRule {
+    namespace: String,
+    #[serde(default)]
+    service_account: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotation: Option<String>,
+    route: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -528,6 +562,7 @@ impl ServeConfig {
                 )
             })?,
         };
+        let kubernetes = v.kubernetes(serve.kubernetes, serve.pod)?;
         v.distinct_listeners(&listeners(
             gce_metadata.as_ref(),
             aws_imds.as_ref(),
@@ -552,6 +587,7 @@ impl ServeConfig {
                 base,
                 &idbridge_core::env::ProcessEnv,
             )?,
+            kubernetes,
         })
     }
 
@@ -1317,6 +1353,73 @@ impl Validator<'_> {
         Ok(limits)
     }
 
+    /// `[serve.kubernetes]` and `[[serve.pod]]`.
+    fn kubernetes(
+        &self,
+        raw: Option<Spanned<RawKubernetes>>,
+        rules: Vec<Spanned<RawPodRule>>,
+    ) -> Result<Option<crate::pods::KubernetesConfig>, ConfigError> {
+        const K: &str = "[serve.kubernetes]";
+        const P: &str = "[[serve.pod]]";
+        let Some(raw) = raw else {
+            if let Some(r) = rules.first() {
+                return Err(self.err(
+                    r.span(),
+                    format!("{P} needs {K} (how to reach the Kubernetes API)"),
+                ));
+            }
+            return Ok(None);
+        };
+        let raw = raw.into_inner();
+        if let Some(u) = &raw.api_server
+            && !u.get_ref().starts_with("http://")
+            && !u.get_ref().starts_with("https://")
+        {
+            return Err(self.err(
+                u.span(),
+                format!("{K} field `api_server` must be an http(s) URL"),
+            ));
+        }
+        let max_pods = match &raw.max_pods {
+            None => NonZeroUsize::new(crate::pods::DEFAULT_MAX_PODS).unwrap_or(NonZeroUsize::MIN),
+            Some(n) => NonZeroUsize::new(*n.get_ref()).ok_or_else(|| {
+                self.err(n.span(), format!("{K} field `max_pods` must be at least 1"))
+            })?,
+        };
+        let path = |p: PathBuf| match self.base {
+            Some(b) if p.is_relative() => b.join(p),
+            _ => p,
+        };
+        let mut out = Vec::new();
+        for r in rules {
+            let r = r.into_inner();
+            // Checks the route exists (any credential: the frontend asked decides what it serves).
+            if self.routes.route(r.route.get_ref()).is_err() {
+                return Err(self.err(
+                    r.route.span(),
+                    format!("{P} field `route`: no route named {:?}", r.route.get_ref()),
+                ));
+            }
+            out.push(crate::pods::PodRule {
+                namespace: r.namespace,
+                service_account: r.service_account,
+                labels: r.labels,
+                annotation: r.annotation,
+                route: r.route.into_inner(),
+            });
+        }
+        Ok(Some(crate::pods::KubernetesConfig {
+            api: idbridge_broker::source::kubernetes_pod::ApiServer {
+                url: raw.api_server.map(Spanned::into_inner),
+                token_file: raw.token_file.map(path),
+                ca_file: raw.ca_file.map(path),
+            },
+            node: raw.node,
+            max_pods,
+            rules: crate::pods::PodRules(out),
+        }))
+    }
+
     fn callers(
         &self,
         raw: Vec<Spanned<RawCaller>>,
@@ -1458,6 +1561,35 @@ source = { kind = "oidc-file", path = "t.jwt" }
         let text = format!("{ROUTES}{serve}");
         let at = text.find(needle).unwrap();
         format!("line {}", text[..at].matches('\n').count() + 1)
+    }
+
+    #[test]
+    fn pod_rules_need_the_api_and_a_known_route() {
+        const IMDS: &str = "[serve.aws_imds]\nport = 0\nroute = \"to-aws\"\n";
+        let e = err(&format!(
+            "[serve]\n{IMDS}[[serve.pod]]\nnamespace = \"a\"\nroute = \"to-aws\"\n"
+        ));
+        assert!(e.contains("[[serve.pod]] needs [serve.kubernetes]"), "{e}");
+        let serve = format!(
+            "[serve]\n{IMDS}[serve.kubernetes]\nnode = \"n\"\n[[serve.pod]]\nnamespace = \"a\"\nroute = \"nope\"\n"
+        );
+        let e = err(&serve);
+        assert!(e.contains("field `route`: no route named \"nope\""), "{e}");
+        assert!(e.contains(&line_of(&serve, "route = \"nope\"")), "{e}");
+        let e = err(&format!(
+            "[serve]\n{IMDS}[serve.kubernetes]\nmax_pods = 0\n"
+        ));
+        assert!(e.contains("`max_pods` must be at least 1"), "{e}");
+        let c = parse(&format!(
+            "[serve]\n{IMDS}[serve.kubernetes]\napi_server = \"http://127.0.0.1:1\"\n[[serve.pod]]\nnamespace = \"a\"\nlabels = {{ app = \"x\" }}\nroute = \"to-aws\"\n"
+        ))
+        .unwrap();
+        let k = c.kubernetes.unwrap();
+        assert_eq!(
+            k.rules.0[0].labels.get("app").map(String::as_str),
+            Some("x")
+        );
+        assert_eq!(k.max_pods.get(), crate::pods::DEFAULT_MAX_PODS);
     }
 
     #[test]

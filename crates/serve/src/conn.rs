@@ -505,7 +505,7 @@ async fn serve<L: Accept>(
         // Identified here, before any slot is taken, so that a burst of one caller's
         // connections is shed against its own share and never fills the listener's. The kernel
         // lookup answers at once; only the /proc fallback takes time, and then accepting waits.
-        let caller = ctx.broker.resolver().identify(Some(&peer)).await;
+        let caller = ctx.broker.identify(Some(&peer)).await;
         let slot = match ctx.reserve(caller.uid) {
             Ok(slot) => slot,
             Err(reason) => {

@@ -137,6 +137,7 @@ pub mod health;
 pub mod http;
 pub mod imds_tokens;
 pub mod metrics;
+pub mod pods;
 pub mod server;
 pub mod sock_diag;
 

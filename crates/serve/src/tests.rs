@@ -984,7 +984,7 @@ project_id = "gcp-project"
 route = "tenant-to-aws"
 "#;
 
-async fn emulator() -> idbridge_emulator::Running {
+pub(crate) async fn emulator() -> idbridge_emulator::Running {
     let emu = idbridge_emulator::Emulator::new(
         idbridge_emulator::World::builtin().unwrap(),
         idbridge_core::clock::system(),
