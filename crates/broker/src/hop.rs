@@ -45,7 +45,40 @@ impl Hop {
 
     /// Errors about the route itself (overrides that do not apply).
     pub const ROUTE: Hop = Hop::named("route");
+
+    /// The hop named `name` as read back from a store (the fleet cache's sealed error
+    /// entries, written by this fleet's own replicas). Names are kept for the life of the
+    /// process, at most [`MAX_STORED_NAMES`] distinct ones; past that, or for an empty or
+    /// overlong name, the hop is [`Hop::STORED`]. The endpoint variable is not stored.
+    pub fn stored(name: &str) -> Hop {
+        static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+        if name.is_empty() || name.len() > MAX_STORED_NAME_LEN {
+            return Hop::STORED;
+        }
+        let mut names = NAMES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(known) = names.iter().find(|n| **n == name) {
+            return Hop::named(known);
+        }
+        if names.len() >= MAX_STORED_NAMES {
+            return Hop::STORED;
+        }
+        // Bounded above: at most MAX_STORED_NAMES short names are ever kept.
+        let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+        names.push(leaked);
+        Hop::named(leaked)
+    }
+
+    /// A hop whose name could not be kept (see [`Hop::stored`]).
+    pub const STORED: Hop = Hop::named("stored");
 }
+
+/// How many distinct hop names [`Hop::stored`] keeps: far more than the kinds that exist.
+pub const MAX_STORED_NAMES: usize = 64;
+
+/// The longest hop name [`Hop::stored`] keeps.
+const MAX_STORED_NAME_LEN: usize = 64;
 
 impl From<&'static str> for Hop {
     fn from(name: &'static str) -> Self {

@@ -11,9 +11,6 @@ use zeroize::Zeroizing;
 
 use crate::{BrokerError, ErrorKind};
 
-/// The hop of an error another replica stored: the fleet cache itself.
-const SHARED_HOP: crate::Hop = crate::Hop::named("fleet cache");
-
 /// The payload format's version.
 const VERSION: u8 = 1;
 
@@ -232,9 +229,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<Payload> {
                 .iter()
                 .find(|(_, n)| *n == kind)
                 .map_or(ErrorKind::Transient, |(k, _)| *k);
-            // Hop names are declared by each kind as `&'static str`; an error read back from
-            // another replica keeps the name of the hop that failed in its message.
-            let mut e = BrokerError::new(kind, SHARED_HOP, format!("{hop}: {message}"))
+            let mut e = BrokerError::new(kind, crate::Hop::stored(&hop), message)
                 .with_retry_after(retry_after_ms.map(Duration::from_millis));
             e.code = code;
             Err(e)
