@@ -5,6 +5,7 @@
 //! [`KINDS`].
 
 pub mod aws_sts;
+pub mod entra;
 pub mod google_sts;
 pub mod iam_credentials;
 
@@ -13,6 +14,7 @@ use crate::step::Kind;
 /// Every exchange kind: the name written in `exchange = [{ kind = "…" }]` and its parser.
 pub const KINDS: &[Kind] = &[
     Kind::new("aws-sts", aws_sts::AwsSts::parse),
+    Kind::new("entra", entra::Entra::parse),
     Kind::new("google-sts", google_sts::GoogleSts::parse),
     Kind::new("impersonate", iam_credentials::Impersonate::parse),
 ];

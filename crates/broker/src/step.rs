@@ -39,6 +39,8 @@ pub enum Yields {
     AccessToken,
     /// AWS credentials.
     AwsCredentials,
+    /// A Microsoft Entra ID access token.
+    AzureAccessToken,
 }
 
 impl Yields {
@@ -48,6 +50,7 @@ impl Yields {
             Credential::IdToken(_) => Some(Yields::IdToken),
             Credential::GoogleAccessToken(_) => Some(Yields::AccessToken),
             Credential::Aws(_) => Some(Yields::AwsCredentials),
+            Credential::AzureAccessToken(_) => Some(Yields::AzureAccessToken),
             _ => None,
         }
     }
@@ -58,6 +61,7 @@ impl Yields {
             Yields::IdToken => "an ID token",
             Yields::AccessToken => "a Google access token",
             Yields::AwsCredentials => "AWS credentials",
+            Yields::AzureAccessToken => "an Azure access token",
         }
     }
 }

@@ -50,6 +50,21 @@ pub struct IdToken {
     pub expires_at: OffsetDateTime,
 }
 
+/// A Microsoft Entra ID access token (for an Azure resource, from `client_credentials`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AzureAccessToken {
+    /// The bearer token.
+    pub token: SecretString,
+    /// When it expires.
+    pub expires_at: OffsetDateTime,
+    /// The tenant that issued it.
+    pub tenant: String,
+    /// The app or managed identity it acts as (client id).
+    pub client_id: String,
+    /// The scope it was asked for (`<resource>/.default`).
+    pub scope: String,
+}
+
 /// Any credential a route can produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -60,6 +75,8 @@ pub enum Credential {
     GoogleAccessToken(GoogleAccessToken),
     /// An OIDC ID token.
     IdToken(IdToken),
+    /// A Microsoft Entra ID access token.
+    AzureAccessToken(AzureAccessToken),
 }
 
 impl Credential {
@@ -69,6 +86,7 @@ impl Credential {
             Credential::Aws(c) => c.expiration,
             Credential::GoogleAccessToken(t) => Some(t.expires_at),
             Credential::IdToken(t) => Some(t.expires_at),
+            Credential::AzureAccessToken(t) => Some(t.expires_at),
         }
     }
 
@@ -78,6 +96,7 @@ impl Credential {
             Credential::Aws(_) => "aws",
             Credential::GoogleAccessToken(_) => "google-access-token",
             Credential::IdToken(_) => "id-token",
+            Credential::AzureAccessToken(_) => "azure-access-token",
         }
     }
 }
@@ -157,6 +176,14 @@ mod tests {
             scopes: vec![],
         });
         assert!(!format!("{g:?}").contains("ya29.secret"));
+        let a = Credential::AzureAccessToken(AzureAccessToken {
+            token: SecretString::new("eyJ.azure-secret"),
+            expires_at: OffsetDateTime::UNIX_EPOCH,
+            tenant: "t".into(),
+            client_id: "c".into(),
+            scope: "api://x/.default".into(),
+        });
+        assert!(!format!("{a:?}").contains("azure-secret"));
     }
 
     #[test]

@@ -22,5 +22,5 @@ pub mod secret;
 pub mod timefmt;
 
 pub use clock::{Clock, SystemClock};
-pub use credential::{AwsCredentials, Credential, GoogleAccessToken, IdToken};
+pub use credential::{AwsCredentials, AzureAccessToken, Credential, GoogleAccessToken, IdToken};
 pub use secret::SecretString;
