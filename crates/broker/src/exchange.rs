@@ -6,6 +6,7 @@
 
 pub mod aws_assume_role;
 pub mod aws_sts;
+pub mod entra;
 pub mod google_sts;
 pub mod iam_credentials;
 pub mod roles_anywhere;
@@ -16,6 +17,7 @@ use crate::step::Kind;
 pub const KINDS: &[Kind] = &[
     Kind::new("aws-assume-role", aws_assume_role::AwsAssumeRole::parse),
     Kind::new("aws-sts", aws_sts::AwsSts::parse),
+    Kind::new("entra", entra::Entra::parse),
     Kind::new("google-sts", google_sts::GoogleSts::parse),
     Kind::new("impersonate", iam_credentials::Impersonate::parse),
     Kind::new("roles-anywhere", roles_anywhere::RolesAnywhere::parse),

@@ -41,6 +41,8 @@ pub enum Yields {
     AwsCredentials,
     /// An X.509 certificate chain and its private key.
     X509,
+    /// A Microsoft Entra ID access token.
+    AzureAccessToken,
 }
 
 impl Yields {
@@ -51,6 +53,7 @@ impl Yields {
             Credential::GoogleAccessToken(_) => Some(Yields::AccessToken),
             Credential::Aws(_) => Some(Yields::AwsCredentials),
             Credential::X509(_) => Some(Yields::X509),
+            Credential::AzureAccessToken(_) => Some(Yields::AzureAccessToken),
             _ => None,
         }
     }
@@ -62,6 +65,7 @@ impl Yields {
             Yields::AccessToken => "a Google access token",
             Yields::AwsCredentials => "AWS credentials",
             Yields::X509 => "an X.509 certificate and key",
+            Yields::AzureAccessToken => "an Azure access token",
         }
     }
 }

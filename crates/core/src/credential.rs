@@ -65,6 +65,21 @@ pub struct X509Credential {
     pub subject: String,
 }
 
+/// A Microsoft Entra ID access token (for an Azure resource, from `client_credentials`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AzureAccessToken {
+    /// The bearer token.
+    pub token: SecretString,
+    /// When it expires.
+    pub expires_at: OffsetDateTime,
+    /// The tenant that issued it.
+    pub tenant: String,
+    /// The app or managed identity it acts as (client id).
+    pub client_id: String,
+    /// The scope it was asked for (`<resource>/.default`).
+    pub scope: String,
+}
+
 /// Any credential a route can produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -77,6 +92,8 @@ pub enum Credential {
     IdToken(IdToken),
     /// An X.509 certificate chain and key.
     X509(X509Credential),
+    /// A Microsoft Entra ID access token.
+    AzureAccessToken(AzureAccessToken),
 }
 
 impl Credential {
@@ -87,6 +104,7 @@ impl Credential {
             Credential::GoogleAccessToken(t) => Some(t.expires_at),
             Credential::IdToken(t) => Some(t.expires_at),
             Credential::X509(c) => Some(c.expires_at),
+            Credential::AzureAccessToken(t) => Some(t.expires_at),
         }
     }
 
@@ -97,6 +115,7 @@ impl Credential {
             Credential::GoogleAccessToken(_) => "google-access-token",
             Credential::IdToken(_) => "id-token",
             Credential::X509(_) => "x509",
+            Credential::AzureAccessToken(_) => "azure-access-token",
         }
     }
 }
@@ -183,6 +202,14 @@ mod tests {
             subject: "spiffe://example.org/billing".into(),
         });
         assert!(!format!("{x:?}").contains("key-material"));
+        let a = Credential::AzureAccessToken(AzureAccessToken {
+            token: SecretString::new("eyJ.azure-secret"),
+            expires_at: OffsetDateTime::UNIX_EPOCH,
+            tenant: "t".into(),
+            client_id: "c".into(),
+            scope: "api://x/.default".into(),
+        });
+        assert!(!format!("{a:?}").contains("azure-secret"));
     }
 
     #[test]

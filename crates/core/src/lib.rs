@@ -22,5 +22,7 @@ pub mod secret;
 pub mod timefmt;
 
 pub use clock::{Clock, SystemClock};
-pub use credential::{AwsCredentials, Credential, GoogleAccessToken, IdToken, X509Credential};
+pub use credential::{
+    AwsCredentials, AzureAccessToken, Credential, GoogleAccessToken, IdToken, X509Credential,
+};
 pub use secret::SecretString;

@@ -274,11 +274,12 @@ pub(crate) struct RouteArgs {
 pub(crate) enum TokenFormat {
     /// JSON object.
     Json,
-    /// KEY=VALUE lines (AWS_ACCESS_KEY_ID…, GOOGLE_OAUTH_ACCESS_TOKEN, IDBRIDGE_ID_TOKEN).
+    /// KEY=VALUE lines (AWS_ACCESS_KEY_ID…, GOOGLE_OAUTH_ACCESS_TOKEN, IDBRIDGE_ID_TOKEN,
+    /// IDBRIDGE_AZURE_ACCESS_TOKEN).
     Env,
     /// AWS credential_process Version 1 JSON.
     CredentialProcess,
-    /// The bare token (Google access token or ID token).
+    /// The bare token (Google or Azure access token, or ID token).
     AccessToken,
     /// Google's executable-sourced credential response (for an `executable` credential source
     /// of an external_account file): an OIDC token with its expiry, or on failure the error

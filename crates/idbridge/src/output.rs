@@ -35,6 +35,7 @@ pub(crate) fn env_pairs(cred: &Credential) -> Vec<(&'static str, SecretString)> 
             ("CLOUDSDK_AUTH_ACCESS_TOKEN", t.token.clone()),
         ],
         Credential::IdToken(t) => vec![("IDBRIDGE_ID_TOKEN", t.token.clone())],
+        Credential::AzureAccessToken(t) => vec![("IDBRIDGE_AZURE_ACCESS_TOKEN", t.token.clone())],
         _ => Vec::new(),
     }
 }
@@ -61,6 +62,9 @@ pub(crate) fn render(cred: &Credential, format: TokenFormat) -> Result<SecretStr
             t.token.expose_secret().to_owned()
         }
         (TokenFormat::AccessToken, Credential::IdToken(t)) => t.token.expose_secret().to_owned(),
+        (TokenFormat::AccessToken, Credential::AzureAccessToken(t)) => {
+            t.token.expose_secret().to_owned()
+        }
         (TokenFormat::GoogleExecutable, Credential::IdToken(t)) => json!({
             "version": 1,
             "success": true,
@@ -95,6 +99,15 @@ pub(crate) fn render(cred: &Credential, format: TokenFormat) -> Result<SecretStr
             "token_type": "Bearer",
             "expire_time": rfc3339_seconds(t.expires_at),
             "principal": t.principal,
+        })
+        .to_string(),
+        (TokenFormat::Json, Credential::AzureAccessToken(t)) => json!({
+            "access_token": t.token.expose_secret(),
+            "token_type": "Bearer",
+            "expire_time": rfc3339_seconds(t.expires_at),
+            "tenant": t.tenant,
+            "client_id": t.client_id,
+            "scope": t.scope,
         })
         .to_string(),
         (TokenFormat::Json, Credential::IdToken(t)) => json!({
