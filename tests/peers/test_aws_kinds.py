@@ -190,8 +190,9 @@ source = { kind = "aws-web-identity-token", audience = "https://gcp.idbridge.tes
             switch(False)
 
     if turned_on:
-        # Off again: idbridge says so, and doctor names the switch.
-        r = sandbox.idbridge("token", "--config", config, "--route", "jwt", env=imds_env)
+        # Off again: idbridge says so (past its file cache, which still holds the token minted
+        # while the switch was on), and doctor names the switch.
+        r = sandbox.idbridge("token", "--config", config, "--route", "jwt", "--no-cache", env=imds_env)
         assert r.returncode != 0 and "OutboundWebIdentityFederationDisabledException" in r.stderr, describe(r)
         d = sandbox.idbridge("doctor", "--config", config, "--route", "jwt", "--format", "json", env=imds_env)
         diag = json.loads(d.stdout)["diagnosis"]
