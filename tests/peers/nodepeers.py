@@ -17,7 +17,8 @@ from conftest import describe
 NODE_DIR = Path(__file__).resolve().parent / "node"
 CLIENTS_MJS = NODE_DIR / "clients.mjs"
 NODE = NODE_DIR / "node_modules" / ".bin" / "node"
-PACKAGES = ["google-auth-library", "gcp-metadata", "@aws-sdk/credential-providers", "@aws-sdk/client-sts"]
+PACKAGES = ["google-auth-library", "gcp-metadata", "@aws-sdk/credential-providers", "@aws-sdk/client-sts",
+            "@kubernetes/client-node"]
 
 
 def node_bin() -> Path:

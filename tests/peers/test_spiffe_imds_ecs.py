@@ -108,11 +108,13 @@ def spiffe_raw(args):
             out["no_audience"] = None
         except grpc.RpcError as e:
             out["no_audience"] = {"code": e.code().name, "details": e.details()}
+        first = stub.FetchX509SVID(workload_pb2.X509SVIDRequest(), metadata=md, timeout=10).next()
+        out["x509"] = [svid.spiffe_id for svid in first.svids]
         try:
-            stub.FetchX509SVID(workload_pb2.X509SVIDRequest(), metadata=md, timeout=10).next()
-            out["x509"] = None
+            stub.FetchX509SVID(workload_pb2.X509SVIDRequest(), timeout=10).next()
+            out["x509_no_header"] = None
         except grpc.RpcError as e:
-            out["x509"] = {"code": e.code().name}
+            out["x509_no_header"] = {"code": e.code().name, "details": e.details()}
     return out
 
 
@@ -215,7 +217,8 @@ def test_grpc_stub_without_the_security_header(sandbox, emulator):
     for case in ("no_header", "wrong_header"):
         assert res[case] == {"code": "INVALID_ARGUMENT", "details": "security header missing from request"}, res
     assert res["no_audience"]["code"] == "INVALID_ARGUMENT", res
-    assert res["x509"] == {"code": "UNIMPLEMENTED"}, res
+    assert res["x509"] == [BILLING], res  # the stream's first message; reports is for another uid
+    assert res["x509_no_header"] == {"code": "INVALID_ARGUMENT", "details": "security header missing from request"}, res
 
 
 def test_spiffe_issuer_discovery(emulator):

@@ -12,30 +12,11 @@
 //! ]
 //! ```
 //!
-//! Sources (`source.kind`):
-//! * `gce-metadata` — `audience` (ID token) or `scopes` (access token); `service_account`
-//!   (default `default`); `format` `full`|`standard` for ID tokens (default `full`).
-//! * `service-account-key` — `key_file` (Google JSON key, relative to this file),
-//!   `target_audience` (ID token) or `scopes` (access token).
-//! * `impersonate` — `service_account`, `audience` or `scopes`, `delegates`, `include_email`
-//!   (default true), `lifetime_seconds`; `caller` is the source of the caller's access token
-//!   (default: the metadata server's token).
-//! * `oidc-file` — `path` of a token file, re-read on every refresh; `json_field` when the file
-//!   is JSON.
-//! * `oidc-url` — `url`, `headers`, `json_field`: a token served over HTTP.
-//! * `executable` — `command` printing Google's executable-sourced response; `timeout_millis`,
-//!   `output_file`, `audience`, `token_type`.
-//! * `aws` — `provider` `chain` (default: aws-config's chain), `imds`, `ecs` or `env-or-imds`;
-//!   `profile`, `region`, `imds_endpoint`.
-//! * `spiffe` — `audience`, `spiffe_id`, `socket` (default `SPIFFE_ENDPOINT_SOCKET`).
-//!
-//! Exchanges (`exchange[].kind`):
-//! * `aws-sts` — `role_arn`, `session_name` (default `idbridge-<route>`), `duration_seconds`
-//!   (900–43200, default 3600), `policy` (session policy JSON), `region` (default `us-east-1`).
-//! * `google-sts` — `audience` (the workload identity provider), `scopes`, `token_url`,
-//!   `subject_token_type` (for OIDC subjects), `region` (for AWS subjects).
-//! * `impersonate` — `service_account`, `audience` or `scopes`, `delegates`, `include_email`,
-//!   `lifetime_seconds`, `endpoint`.
+//! Sources (`source.kind`) and exchanges (`exchange[].kind`) are the kinds registered in
+//! [`crate::source::KINDS`] and [`crate::exchange::KINDS`]; each kind's module documents its
+//! fields. A kind reads its own table into typed values (role ARNs, providers, service
+//! accounts, audiences) and the route checks that each step takes what the previous one yields
+//! ([`crate::step`]).
 //!
 //! Instead of `source` and `exchange`, a route may name a Google credential file:
 //! `external_account = "cred.json"` (see [`crate::external_account`]).
@@ -50,6 +31,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::step::{KindError, Registry, Step};
 
 /// Why a config file is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -110,126 +93,6 @@ pub struct EndpointsConfig {
     pub google_iamcredentials: Option<String>,
 }
 
-/// Where the first identity comes from.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum SourceConfig {
-    /// The GCE metadata server.
-    GceMetadata {
-        /// Account name on the metadata server (`default` or an email).
-        #[serde(default = "default_sa")]
-        service_account: String,
-        /// ID-token audience.
-        #[serde(default)]
-        audience: Option<String>,
-        /// Access-token scopes.
-        #[serde(default)]
-        scopes: Option<Vec<String>>,
-        /// `full` (default) or `standard`.
-        #[serde(default)]
-        format: Option<String>,
-    },
-    /// A service-account key file.
-    ServiceAccountKey {
-        /// Path to the JSON key.
-        key_file: PathBuf,
-        /// ID-token audience.
-        #[serde(default)]
-        target_audience: Option<String>,
-        /// Access-token scopes.
-        #[serde(default)]
-        scopes: Option<Vec<String>>,
-    },
-    /// IAM Credentials impersonation.
-    Impersonate {
-        /// Target service account.
-        service_account: String,
-        /// ID-token audience.
-        #[serde(default)]
-        audience: Option<String>,
-        /// Access-token scopes.
-        #[serde(default)]
-        scopes: Option<Vec<String>>,
-        /// Delegation chain.
-        #[serde(default)]
-        delegates: Vec<String>,
-        /// Put `email` in ID tokens.
-        #[serde(default = "yes")]
-        include_email: bool,
-        /// Access-token lifetime.
-        #[serde(default)]
-        lifetime_seconds: Option<u32>,
-        /// Source of the caller's access token (default: metadata server).
-        #[serde(default)]
-        caller: Option<Box<SourceConfig>>,
-    },
-    /// A token file.
-    OidcFile {
-        /// Path.
-        path: PathBuf,
-        /// When the file is JSON, the field holding the token.
-        #[serde(default)]
-        json_field: Option<String>,
-    },
-    /// A token served over HTTP (a URL-sourced credential).
-    OidcUrl {
-        /// URL (GET).
-        url: String,
-        /// Extra request headers.
-        #[serde(default)]
-        headers: RequestHeaders,
-        /// When the response is JSON, the field holding the token.
-        #[serde(default)]
-        json_field: Option<String>,
-    },
-    /// A token printed by a program in Google's executable-sourced response format.
-    Executable {
-        /// Command line (split on whitespace, no shell).
-        command: String,
-        /// Time limit (5–120 s; default 30 s).
-        #[serde(default)]
-        timeout_millis: Option<u64>,
-        /// Where the program caches its response, if it does.
-        #[serde(default)]
-        output_file: Option<PathBuf>,
-        /// `GOOGLE_EXTERNAL_ACCOUNT_AUDIENCE` passed to the program.
-        #[serde(default)]
-        audience: Option<String>,
-        /// `GOOGLE_EXTERNAL_ACCOUNT_TOKEN_TYPE` passed to the program.
-        #[serde(default)]
-        token_type: Option<String>,
-    },
-    /// AWS credentials: the standard chain, or one provider of it.
-    Aws {
-        /// `chain` (default: environment, profile, web identity, ECS, IMDS — via aws-config,
-        /// reading the process environment), `imds` (the EC2 instance role through IMDSv2 at
-        /// `AWS_EC2_METADATA_SERVICE_ENDPOINT`), or `ecs` (the container endpoint at
-        /// `AWS_CONTAINER_CREDENTIALS_FULL_URI` with `AWS_CONTAINER_AUTHORIZATION_TOKEN`).
-        #[serde(default)]
-        provider: Option<String>,
-        /// Named profile for `chain`.
-        #[serde(default)]
-        profile: Option<String>,
-        /// Region (used for the GetCallerIdentity URL of a Google subject token).
-        #[serde(default)]
-        region: Option<String>,
-        /// IMDS endpoint for `imds` and `env-or-imds` (default `AWS_EC2_METADATA_SERVICE_ENDPOINT`).
-        #[serde(default)]
-        imds_endpoint: Option<String>,
-    },
-    /// A JWT-SVID from the SPIFFE Workload API.
-    Spiffe {
-        /// Audience of the JWT-SVID.
-        audience: String,
-        /// A specific SPIFFE ID (default: the workload's first identity).
-        #[serde(default)]
-        spiffe_id: Option<String>,
-        /// Workload API socket (default: `SPIFFE_ENDPOINT_SOCKET`).
-        #[serde(default)]
-        socket: Option<String>,
-    },
-}
-
 /// The extra request headers of an `oidc-url` source, name → value. A value may be a
 /// credential (an `Authorization` header for the token server), so `Debug` shows the names
 /// only, and the source marks every value sensitive when it sends them.
@@ -260,177 +123,50 @@ impl std::fmt::Debug for RequestHeaders {
     }
 }
 
-fn default_sa() -> String {
-    "default".to_owned()
-}
-fn yes() -> bool {
-    true
-}
+pub use crate::external_account::{ExchangeConfig, SourceConfig};
+pub use crate::step::Yields;
 
-/// What the source yields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Yields {
-    /// An OIDC ID token.
-    IdToken,
-    /// A Google access token.
-    AccessToken,
-    /// AWS credentials.
-    AwsCredentials,
-}
-
-impl SourceConfig {
-    /// The hop name.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            SourceConfig::GceMetadata { .. } => "gce-metadata",
-            SourceConfig::ServiceAccountKey { .. } => "service-account-key",
-            SourceConfig::Impersonate { .. } => "impersonate",
-            SourceConfig::OidcFile { .. } => "oidc-file",
-            SourceConfig::OidcUrl { .. } => "oidc-url",
-            SourceConfig::Executable { .. } => "executable",
-            SourceConfig::Aws { .. } => "aws",
-            SourceConfig::Spiffe { .. } => "spiffe",
-        }
-    }
-
-    fn audience_scopes(&self) -> (Option<&String>, Option<&Vec<String>>, &'static str) {
-        match self {
-            SourceConfig::GceMetadata {
-                audience, scopes, ..
-            } => (audience.as_ref(), scopes.as_ref(), "audience"),
-            SourceConfig::ServiceAccountKey {
-                target_audience,
-                scopes,
-                ..
-            } => (target_audience.as_ref(), scopes.as_ref(), "target_audience"),
-            SourceConfig::Impersonate {
-                audience, scopes, ..
-            } => (audience.as_ref(), scopes.as_ref(), "audience"),
-            SourceConfig::OidcFile { .. }
-            | SourceConfig::OidcUrl { .. }
-            | SourceConfig::Executable { .. }
-            | SourceConfig::Aws { .. }
-            | SourceConfig::Spiffe { .. } => (None, None, ""),
-        }
-    }
-
-    /// What the source yields, or which field is wrong.
-    pub fn yields(&self) -> Result<Yields, String> {
-        match self {
-            SourceConfig::OidcFile { .. }
-            | SourceConfig::OidcUrl { .. }
-            | SourceConfig::Executable { .. }
-            | SourceConfig::Spiffe { .. } => {
-                return Ok(Yields::IdToken);
-            }
-            SourceConfig::Aws { .. } => return Ok(Yields::AwsCredentials),
-            _ => {}
-        }
-        match self.audience_scopes() {
-            (Some(a), None, field) if a.is_empty() => {
-                Err(format!("field `source.{field}` is empty"))
-            }
-            (Some(_), None, _) => Ok(Yields::IdToken),
-            (None, Some(s), _) if s.is_empty() => Err("field `source.scopes` is empty".to_owned()),
-            (None, Some(_), _) => Ok(Yields::AccessToken),
-            (Some(_), Some(_), field) => Err(format!(
-                "set only one of `source.{field}` and `source.scopes`"
-            )),
-            (None, None, field) => Err(format!(
-                "set `source.{field}` (for an ID token) or `source.scopes` (for an access token)"
-            )),
-        }
-    }
-}
-
-/// One exchange step.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum ExchangeConfig {
-    /// AWS STS AssumeRoleWithWebIdentity.
-    AwsSts {
-        /// Role ARN.
-        role_arn: String,
-        /// Session name.
-        #[serde(default)]
-        session_name: Option<String>,
-        /// Session length.
-        #[serde(default)]
-        duration_seconds: Option<u32>,
-        /// Session policy JSON.
-        #[serde(default)]
-        policy: Option<String>,
-        /// Region for the STS client.
-        #[serde(default)]
-        region: Option<String>,
-    },
-    /// Google STS token exchange (workload identity federation).
-    GoogleSts {
-        /// The provider: `//iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/P/providers/PR`.
-        audience: String,
-        /// Scopes (default cloud-platform).
-        #[serde(default)]
-        scopes: Option<Vec<String>>,
-        /// Token endpoint (default `IDBRIDGE_GOOGLE_STS_URL`, then Google's).
-        #[serde(default)]
-        token_url: Option<String>,
-        /// For an OIDC subject: `urn:ietf:params:oauth:token-type:jwt` (default) or `…:id_token`.
-        #[serde(default)]
-        subject_token_type: Option<String>,
-        /// For an AWS subject: the region of the signed GetCallerIdentity URL (default us-east-1).
-        #[serde(default)]
-        region: Option<String>,
-    },
-    /// IAM Credentials: the previous hop's access token impersonates a service account.
-    Impersonate {
-        /// Target service account.
-        service_account: String,
-        /// ID-token audience.
-        #[serde(default)]
-        audience: Option<String>,
-        /// Access-token scopes (default cloud-platform when no audience).
-        #[serde(default)]
-        scopes: Option<Vec<String>>,
-        /// Delegation chain.
-        #[serde(default)]
-        delegates: Vec<String>,
-        /// Put `email` in ID tokens.
-        #[serde(default = "yes")]
-        include_email: bool,
-        /// Access-token lifetime.
-        #[serde(default)]
-        lifetime_seconds: Option<u32>,
-        /// IAM Credentials base URL for this hop (default: the resolved endpoint).
-        #[serde(default)]
-        endpoint: Option<String>,
-    },
-}
-
-impl ExchangeConfig {
-    /// The hop name.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ExchangeConfig::AwsSts { .. } => "aws-sts",
-            ExchangeConfig::GoogleSts { .. } => "google-sts",
-            ExchangeConfig::Impersonate { .. } => "impersonate",
-        }
-    }
-}
-
-/// One route as written.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+/// One route, read and checked.
+#[derive(Debug, Clone)]
 pub struct RouteConfig {
     /// Unique name.
     pub name: String,
     /// Free text.
-    #[serde(default)]
     pub description: Option<String>,
     /// The source.
-    pub source: SourceConfig,
+    pub source: Box<dyn Step>,
     /// The exchanges, in order.
-    #[serde(default)]
-    pub exchange: Vec<ExchangeConfig>,
+    pub exchange: Vec<Box<dyn Step>>,
+}
+
+impl RouteConfig {
+    /// The step that mints the route's credential: its last exchange, else its source.
+    pub fn last(&self) -> &dyn Step {
+        self.exchange.last().unwrap_or(&self.source).as_ref()
+    }
+
+    /// Every step in order: the source, then each exchange.
+    pub fn steps(&self) -> impl Iterator<Item = &dyn Step> {
+        std::iter::once(self.source.as_ref()).chain(self.exchange.iter().map(AsRef::as_ref))
+    }
+
+    /// What the route finally yields.
+    pub fn yields(&self) -> Yields {
+        self.last().yields()
+    }
+
+    /// Checks that each exchange takes what the step before it yields; the error names the
+    /// exchange (``field `exchange[i]`: …``).
+    pub fn check_inputs(&self) -> Result<(), String> {
+        let mut yields = self.source.yields();
+        for (i, ex) in self.exchange.iter().enumerate() {
+            if !ex.takes().contains(&yields) {
+                return Err(format!("field `exchange[{i}]`: {}", ex.refuses(yields)));
+            }
+            yields = ex.yields();
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -454,9 +190,9 @@ struct RawRoute {
     #[serde(default)]
     description: Option<String>,
     #[serde(default)]
-    source: Option<SourceConfig>,
+    source: Option<toml::Spanned<toml::Value>>,
     #[serde(default)]
-    exchange: Option<Vec<ExchangeConfig>>,
+    exchange: Option<Vec<toml::Spanned<toml::Value>>>,
     /// A Google `external_account` credential file standing for source + exchanges.
     #[serde(default)]
     external_account: Option<PathBuf>,
@@ -486,6 +222,16 @@ impl Config {
 
     /// Parses and validates config text.
     pub fn parse(text: &str, path: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::parse_with(text, path, base, &Registry::builtin())
+    }
+
+    /// Parses and validates config text whose routes may name the kinds of `registry`.
+    pub fn parse_with(
+        text: &str,
+        path: &str,
+        base: Option<&Path>,
+        registry: &Registry,
+    ) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: toml_error_message(text, &e),
@@ -495,12 +241,18 @@ impl Config {
             let line = line_of(text, spanned.span().start);
             let raw_route = spanned.into_inner();
             let name = raw_route.name.clone();
-            let invalid = |message: String| ConfigError::Invalid {
+            let at_line = |line: usize, message: String| ConfigError::Invalid {
                 path: path.to_owned(),
                 line,
                 message: format!("route {name:?}: {message}"),
             };
-            let mut route = match (
+            let invalid = |message: String| at_line(line, message);
+            // A table's shape is reported at its own line, a bad value at the route's.
+            let kind_error = |table_line: usize, e: KindError| match e {
+                KindError::Shape(m) => at_line(table_line, m),
+                KindError::Invalid(m) => at_line(line, m),
+            };
+            let (source, exchange) = match (
                 raw_route.source,
                 raw_route.exchange,
                 raw_route.external_account,
@@ -510,22 +262,50 @@ impl Config {
                         Some(b) if file.is_relative() => b.join(file),
                         _ => file,
                     };
-                    let (source, exchange) = crate::external_account::load(&file).map_err(|m| {
+                    let in_file = |m: String| {
                         invalid(format!("field `external_account`: {}: {m}", file.display()))
-                    })?;
-                    RouteConfig {
-                        name: raw_route.name,
-                        description: raw_route.description,
-                        source,
-                        exchange,
-                    }
+                    };
+                    let (source, exchange) =
+                        crate::external_account::load(&file).map_err(in_file)?;
+                    let message = |e: KindError| match e {
+                        KindError::Shape(m) | KindError::Invalid(m) => m,
+                    };
+                    let source = source
+                        .to_step(registry, base)
+                        .map_err(|e| in_file(message(e)))?;
+                    let exchange = exchange
+                        .iter()
+                        .enumerate()
+                        .map(|(i, ex)| {
+                            ex.to_step(registry, base).map_err(|e| {
+                                invalid(format!("field `exchange[{i}]`: {}", message(e)))
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    (source, exchange)
                 }
-                (Some(source), exchange, None) => RouteConfig {
-                    name: raw_route.name,
-                    description: raw_route.description,
-                    source,
-                    exchange: exchange.unwrap_or_default(),
-                },
+                (Some(source), exchange, None) => {
+                    let source_line = line_of(text, source.span().start);
+                    let source = registry
+                        .source(source.into_inner(), "source", base)
+                        .map_err(|e| kind_error(source_line, e))?;
+                    let mut steps = Vec::new();
+                    for (i, ex) in exchange.unwrap_or_default().into_iter().enumerate() {
+                        let ex_line = line_of(text, ex.span().start);
+                        let step = registry.exchange(ex.into_inner(), base).map_err(|e| {
+                            let prefix = |m: String| format!("field `exchange[{i}]`: {m}");
+                            kind_error(
+                                ex_line,
+                                match e {
+                                    KindError::Shape(m) => KindError::Shape(prefix(m)),
+                                    KindError::Invalid(m) => KindError::Invalid(prefix(m)),
+                                },
+                            )
+                        })?;
+                        steps.push(step);
+                    }
+                    (source, steps)
+                }
                 (None, _, None) => {
                     return Err(invalid(
                         "missing field `source` (or `external_account`)".into(),
@@ -536,6 +316,12 @@ impl Config {
                         "`external_account` replaces `source` and `exchange`; set only one".into(),
                     ));
                 }
+            };
+            let route = RouteConfig {
+                name: raw_route.name,
+                description: raw_route.description,
+                source,
+                exchange,
             };
             if route.name.is_empty()
                 || !route
@@ -550,13 +336,7 @@ impl Config {
             if routes.iter().any(|r: &RouteConfig| r.name == route.name) {
                 return Err(invalid("field `name`: duplicate route name".into()));
             }
-            validate_source(&route.source, "source").map_err(&invalid)?;
-            resolve_paths(&mut route.source, base);
-            let mut yields = route.source.yields().map_err(&invalid)?;
-            for (i, ex) in route.exchange.iter().enumerate() {
-                yields = validate_exchange(ex, yields)
-                    .map_err(|m| invalid(format!("field `exchange[{i}]`: {m}")))?;
-            }
+            route.check_inputs().map_err(&invalid)?;
             routes.push(route);
         }
         Ok(Config {
@@ -584,220 +364,6 @@ impl Config {
                         .join(", ")
                 },
             })
-    }
-}
-
-fn validate_source(s: &SourceConfig, at: &str) -> Result<(), String> {
-    s.yields()
-        .map_err(|m| m.replace("source.", &format!("{at}.")))?;
-    match s {
-        SourceConfig::GceMetadata { format, .. } => {
-            if let Some(f) = format
-                && f != "full"
-                && f != "standard"
-            {
-                return Err(format!(
-                    "field `{at}.format` must be \"full\" or \"standard\", not {f:?}"
-                ));
-            }
-        }
-        SourceConfig::ServiceAccountKey { .. } | SourceConfig::OidcFile { .. } => {}
-        SourceConfig::OidcUrl { url, .. } => {
-            if !url.starts_with("http://") && !url.starts_with("https://") {
-                return Err(format!("field `{at}.url` must be an http(s) URL"));
-            }
-        }
-        SourceConfig::Executable {
-            command,
-            timeout_millis,
-            ..
-        } => {
-            if command.trim().is_empty() {
-                return Err(format!("field `{at}.command` is empty"));
-            }
-            if let Some(t) = timeout_millis
-                && !(5000..=120_000).contains(t)
-            {
-                return Err(format!("field `{at}.timeout_millis` must be 5000..=120000"));
-            }
-        }
-        SourceConfig::Aws { provider, .. } => {
-            if let Some(p) = provider
-                && !["chain", "imds", "ecs", "env-or-imds"].contains(&p.as_str())
-            {
-                return Err(format!(
-                    "field `{at}.provider` must be \"chain\", \"imds\", \"ecs\" or \"env-or-imds\", not {p:?}"
-                ));
-            }
-        }
-        SourceConfig::Spiffe {
-            audience,
-            spiffe_id,
-            ..
-        } => {
-            if audience.is_empty() {
-                return Err(format!("field `{at}.audience` is empty"));
-            }
-            if let Some(id) = spiffe_id
-                && !id.starts_with("spiffe://")
-            {
-                return Err(format!("field `{at}.spiffe_id` must start with spiffe://"));
-            }
-        }
-        SourceConfig::Impersonate {
-            service_account,
-            caller,
-            lifetime_seconds,
-            ..
-        } => {
-            if !service_account.contains('@')
-                && !service_account.bytes().all(|b| b.is_ascii_digit())
-            {
-                return Err(format!(
-                    "field `{at}.service_account` must be an email or a numeric unique id"
-                ));
-            }
-            if let Some(l) = lifetime_seconds
-                && !(1..=43200).contains(l)
-            {
-                return Err(format!("field `{at}.lifetime_seconds` must be 1..=43200"));
-            }
-            if let Some(c) = caller {
-                if c.yields() != Ok(Yields::AccessToken) {
-                    return Err(format!(
-                        "field `{at}.caller` must yield an access token (set `scopes`)"
-                    ));
-                }
-                validate_source(c, &format!("{at}.caller"))?;
-            }
-        }
-    }
-    Ok(())
-}
-
-fn resolve_paths(s: &mut SourceConfig, base: Option<&Path>) {
-    let Some(base) = base else { return };
-    let fix = |p: &mut PathBuf| {
-        if p.is_relative() {
-            *p = base.join(&*p);
-        }
-    };
-    match s {
-        SourceConfig::ServiceAccountKey { key_file, .. } => fix(key_file),
-        SourceConfig::OidcFile { path, .. } => fix(path),
-        SourceConfig::Impersonate {
-            caller: Some(c), ..
-        } => resolve_paths(c, Some(base)),
-        _ => {}
-    }
-}
-
-fn validate_exchange(ex: &ExchangeConfig, input: Yields) -> Result<Yields, String> {
-    match ex {
-        ExchangeConfig::AwsSts {
-            role_arn,
-            session_name,
-            duration_seconds,
-            ..
-        } => {
-            if input != Yields::IdToken {
-                return Err("aws-sts needs an ID token, but the previous hop yields an access token (set an audience)".into());
-            }
-            let parts: Vec<&str> = role_arn.split(':').collect();
-            if parts.len() != 6
-                || parts[0] != "arn"
-                || parts[2] != "iam"
-                || !parts[5].starts_with("role/")
-            {
-                return Err(format!(
-                    "field `role_arn`: {role_arn:?} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
-                ));
-            }
-            if let Some(n) = session_name
-                && (n.len() < 2
-                    || n.len() > 64
-                    || !n
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c)))
-            {
-                return Err(format!(
-                    "field `session_name`: {n:?} must be 2–64 characters of [A-Za-z0-9_+=,.@-]"
-                ));
-            }
-            if let Some(d) = duration_seconds
-                && !(900..=43200).contains(d)
-            {
-                return Err(format!(
-                    "field `duration_seconds`: {d} is outside 900..=43200"
-                ));
-            }
-            Ok(Yields::AwsCredentials)
-        }
-        ExchangeConfig::GoogleSts {
-            audience,
-            subject_token_type,
-            scopes,
-            ..
-        } => {
-            if input == Yields::AccessToken {
-                return Err("google-sts needs AWS credentials or an OIDC token, but the previous hop yields a Google access token".into());
-            }
-            let a = audience.strip_prefix("https:").unwrap_or(audience);
-            if !a.starts_with("//iam.googleapis.com/")
-                || !a.contains("/workloadIdentityPools/")
-                || !a.contains("/providers/")
-            {
-                return Err(format!(
-                    "field `audience`: {audience:?} is not a workload identity provider (//iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER)"
-                ));
-            }
-            if let Some(t) = subject_token_type
-                && ![
-                    "urn:ietf:params:oauth:token-type:jwt",
-                    "urn:ietf:params:oauth:token-type:id_token",
-                ]
-                .contains(&t.as_str())
-            {
-                return Err(format!(
-                    "field `subject_token_type`: {t:?} is not a JWT token type"
-                ));
-            }
-            if scopes.as_ref().is_some_and(Vec::is_empty) {
-                return Err("field `scopes` is empty".into());
-            }
-            Ok(Yields::AccessToken)
-        }
-        ExchangeConfig::Impersonate {
-            service_account,
-            audience,
-            scopes,
-            lifetime_seconds,
-            ..
-        } => {
-            if input != Yields::AccessToken {
-                return Err("impersonate needs a Google access token from the previous hop".into());
-            }
-            if !service_account.contains('@')
-                && !service_account.bytes().all(|b| b.is_ascii_digit())
-            {
-                return Err(
-                    "field `service_account` must be an email or a numeric unique id".into(),
-                );
-            }
-            if audience.is_some() && scopes.is_some() {
-                return Err("set only one of `audience` and `scopes`".into());
-            }
-            if let Some(l) = lifetime_seconds
-                && !(1..=43200).contains(l)
-            {
-                return Err("field `lifetime_seconds` must be 1..=43200".into());
-            }
-            Ok(if audience.is_some() {
-                Yields::IdToken
-            } else {
-                Yields::AccessToken
-            })
-        }
     }
 }
 
@@ -891,10 +457,11 @@ exchange = [{ kind = "aws-sts", role_arn = "arn:aws:iam::111122223333:role/r" }]
         let printed = format!("{c:?} {:#?}", c.routes[0]);
         assert!(!printed.contains("inline-secret-value"), "{printed}");
         assert!(printed.contains("Authorization"), "{printed}");
-        let SourceConfig::OidcUrl { headers, .. } = &c.routes[0].source else {
-            panic!("not an oidc-url source");
-        };
-        assert_eq!(headers["Authorization"], "Bearer inline-secret-value");
+        let source = c.routes[0].source.credential_source("").unwrap();
+        assert_eq!(
+            source.credential_source["headers"]["Authorization"],
+            "Bearer inline-secret-value"
+        );
     }
 
     #[test]

@@ -22,6 +22,8 @@
 use std::fmt;
 use std::time::Duration;
 
+pub use crate::hop::Hop;
+
 /// What kind of failure, i.e. what the caller should do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -48,7 +50,7 @@ pub struct BrokerError {
     /// What to do next.
     pub kind: ErrorKind,
     /// The hop (`gce-metadata`, `aws-sts`, …).
-    pub hop: String,
+    pub hop: Hop,
     /// The cloud's error code, when it gave one (`AccessDenied`, `invalid_grant`).
     pub code: Option<String>,
     /// One line, no secrets.
@@ -59,7 +61,7 @@ pub struct BrokerError {
 
 impl BrokerError {
     /// A new error.
-    pub fn new(kind: ErrorKind, hop: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(kind: ErrorKind, hop: impl Into<Hop>, message: impl Into<String>) -> Self {
         Self {
             kind,
             hop: hop.into(),
@@ -71,7 +73,7 @@ impl BrokerError {
 
     /// An upstream's 200 answer that is not the document it should be (garbage, a truncated or
     /// empty document, a proxy's page): transient, because the next answer may well be right.
-    pub fn unparsable(hop: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn unparsable(hop: impl Into<Hop>, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Transient, hop, message)
     }
 
@@ -94,7 +96,7 @@ impl BrokerError {
 
     /// Classifies a reqwest error (connection refused, timeout, reset, a body cut short →
     /// transient).
-    pub fn from_http(hop: &str, url: &str, e: &reqwest::Error) -> Self {
+    pub fn from_http(hop: Hop, url: &str, e: &reqwest::Error) -> Self {
         let what = if e.is_timeout() {
             "timed out"
         } else if e.is_connect() {
@@ -108,7 +110,12 @@ impl BrokerError {
     }
 
     /// Classifies an HTTP status: 5xx/429/408 transient, other 4xx rejected.
-    pub fn from_status(hop: &str, status: u16, code: Option<String>, message: String) -> Self {
+    pub fn from_status(
+        hop: impl Into<Hop>,
+        status: u16,
+        code: Option<String>,
+        message: String,
+    ) -> Self {
         let kind = if status_is_transient(status) {
             ErrorKind::Transient
         } else {

@@ -15,11 +15,141 @@
 //! `service_account_impersonation.token_lifetime_seconds`). URLs equal to Google's defaults are
 //! left unset so that endpoint overrides (`IDBRIDGE_GOOGLE_STS_URL`, …) apply.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ExchangeConfig, SourceConfig};
+use crate::config::RequestHeaders;
+use crate::step::{KindError, Registry, Step};
+
+/// The source a credential file stands for, as a route would write it. It becomes a step
+/// through the same kind parsers as a config file's table ([`SourceConfig::to_step`]), so
+/// the kinds' checks and defaults apply unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum SourceConfig {
+    /// `aws` ([`crate::source::aws`]).
+    Aws {
+        /// Provider.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        provider: Option<String>,
+        /// Named profile.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        profile: Option<String>,
+        /// Region.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        region: Option<String>,
+        /// IMDS endpoint.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        imds_endpoint: Option<String>,
+    },
+    /// `oidc-file` ([`crate::source::oidc_file`]).
+    OidcFile {
+        /// Path.
+        path: PathBuf,
+        /// JSON field holding the token.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        json_field: Option<String>,
+    },
+    /// `oidc-url` ([`crate::source::oidc_url`]).
+    OidcUrl {
+        /// URL.
+        url: String,
+        /// Extra request headers.
+        headers: RequestHeaders,
+        /// JSON field holding the token.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        json_field: Option<String>,
+    },
+    /// `executable` ([`crate::source::executable`]).
+    Executable {
+        /// Command line.
+        command: String,
+        /// Time limit.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        timeout_millis: Option<u64>,
+        /// Cached response file.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        output_file: Option<PathBuf>,
+        /// Audience passed to the program.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        audience: Option<String>,
+        /// Token type passed to the program.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        token_type: Option<String>,
+    },
+}
+
+/// An exchange a credential file stands for, as a route would write it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ExchangeConfig {
+    /// `google-sts` ([`crate::exchange::google_sts`]).
+    GoogleSts {
+        /// The provider.
+        audience: String,
+        /// Scopes.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        scopes: Option<Vec<String>>,
+        /// Token URL.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        token_url: Option<String>,
+        /// Subject token type for OIDC subjects.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        subject_token_type: Option<String>,
+        /// Region for AWS subjects.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        region: Option<String>,
+    },
+    /// `impersonate` ([`crate::exchange::iam_credentials`]).
+    Impersonate {
+        /// Target service account.
+        service_account: String,
+        /// ID-token audience.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        audience: Option<String>,
+        /// Access-token scopes.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        scopes: Option<Vec<String>>,
+        /// Delegation chain.
+        delegates: Vec<String>,
+        /// Put `email` in ID tokens.
+        include_email: bool,
+        /// Access-token lifetime.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        lifetime_seconds: Option<u32>,
+        /// IAM Credentials base URL.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
+    },
+}
+
+/// `value` as the TOML table a route would hold.
+fn table<T: Serialize>(value: &T) -> Result<toml::Value, KindError> {
+    toml::Value::try_from(value).map_err(|e| KindError::Shape(e.to_string()))
+}
+
+impl SourceConfig {
+    /// The step, read by its kind's parser (`base`: where relative paths resolve).
+    pub fn to_step(
+        &self,
+        registry: &Registry,
+        base: Option<&Path>,
+    ) -> Result<Box<dyn Step>, KindError> {
+        registry.source(table(self)?, "source", base)
+    }
+}
+
+impl ExchangeConfig {
+    /// The step, read by its kind's parser.
+    pub fn to_step(
+        &self,
+        registry: &Registry,
+        base: Option<&Path>,
+    ) -> Result<Box<dyn Step>, KindError> {
+        registry.exchange(table(self)?, base)
+    }
+}
 
 /// The file, as Google writes it. Its `Debug` leaves out the values of
 /// `credential_source.headers` (a URL source's headers may carry a credential).

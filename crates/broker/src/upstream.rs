@@ -9,14 +9,14 @@
 
 use zeroize::Zeroizing;
 
-use crate::{BrokerError, Context};
+use crate::{BrokerError, Context, Hop};
 
 /// Sends `req` and returns its 200 body (zeroized on drop: it may hold a token). Any other
 /// status becomes an error whose code and message `describe` reads from the body, with the
 /// upstream's `Retry-After`. `shown` names the endpoint in messages (no query, no secret).
 pub(crate) async fn send(
     ctx: &Context,
-    hop: &str,
+    hop: Hop,
     shown: &str,
     req: reqwest::RequestBuilder,
     describe: impl FnOnce(&str) -> (Option<String>, String),

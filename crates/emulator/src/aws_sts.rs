@@ -10,6 +10,8 @@
 //! | action | authentication | checks |
 //! |---|---|---|
 //! | `AssumeRoleWithWebIdentity` | none (the token is the credential) | parameter constraints; the token's signature, issuer, `kid`, timestamps and claims ([`crate::token_verify`]); the role exists; its trust policy allows the token's claims (`idbridge-policy`); `DurationSeconds` within the role's maximum; the session policy parses |
+//! | `AssumeRole` | SigV4 by a session of this STS | parameter constraints; the role exists and its trust policy allows the calling session (`sts:AssumeRole`, `sts:TagSession` with tags, `sts:SetSourceIdentity` with a source identity; `sts:ExternalId`, `aws:PrincipalTag/…` of the caller, `aws:RequestTag/…`); the 1-hour limit of a chained session |
+//! | `GetWebIdentityToken` | SigV4 by a session of this STS | the account's outbound federation switch, audiences, algorithm, duration within the session ([`crate::aws_outbound`]) |
 //! | `GetCallerIdentity` | SigV4, header or presigned ([`crate::sigv4`]) | the key is a session this STS issued, with its session token, not expired; the signature; credential scope service `sts` |
 //!
 //! Issued sessions are kept in [`Emulator::aws_sessions`]; calls are counted as
@@ -206,7 +208,10 @@ fn dispatch(
     let Some(action) = params.get("Action") else {
         return Err(StsError::bad_request("MissingAction", "Missing Action"));
     };
-    let known = matches!(action, "AssumeRoleWithWebIdentity" | "GetCallerIdentity");
+    let known = matches!(
+        action,
+        "AssumeRoleWithWebIdentity" | "GetCallerIdentity" | "AssumeRole" | "GetWebIdentityToken"
+    );
     state.bump(&format!(
         "aws_sts.{}",
         if known { action } else { "InvalidAction" }
@@ -224,6 +229,8 @@ fn dispatch(
     }
     match action {
         "AssumeRoleWithWebIdentity" => assume_role_with_web_identity(state, &params, request_id),
+        "AssumeRole" => assume_role::assume_role(state, parts, body, &params, request_id),
+        "GetWebIdentityToken" => get_web_identity_token(state, parts, body, &params, request_id),
         _ => get_caller_identity(state, parts, body, request_id),
     }
 }
@@ -666,6 +673,23 @@ pub(crate) fn issue_session(
     session_name: &str,
     expires_at: time::OffsetDateTime,
 ) -> AwsSession {
+    issue_session_with(
+        state,
+        role_arn,
+        session_name,
+        expires_at,
+        Default::default(),
+    )
+}
+
+/// [`issue_session`] with what the session carries into a role chain.
+pub(crate) fn issue_session_with(
+    state: &Emulator,
+    role_arn: &str,
+    session_name: &str,
+    expires_at: time::OffsetDateTime,
+    context: crate::state::SessionContext,
+) -> AwsSession {
     let session = AwsSession {
         access_key_id: access_key_id(),
         secret_access_key: SecretString::new(random_b64(30)),
@@ -674,6 +698,7 @@ pub(crate) fn issue_session(
         session_name: session_name.to_owned(),
         role_id: role_id(role_arn),
         expires_at,
+        context,
     };
     state.insert_session(session.clone());
     session
@@ -725,12 +750,13 @@ pub fn role_id(role_arn: &str) -> String {
 // GetCallerIdentity
 // ---------------------------------------------------------------------------------------------
 
-fn get_caller_identity(
+/// The live session whose credentials SigV4-signed this request (service `sts`).
+fn authenticate(
     state: &Emulator,
     parts: &request::Parts,
     body: &[u8],
-    request_id: &str,
-) -> Result<String, StsError> {
+    action: &str,
+) -> Result<AwsSession, StsError> {
     let headers: Vec<(String, String)> = parts
         .headers
         .iter()
@@ -772,15 +798,62 @@ fn get_caller_identity(
             ));
         }
         Err(e) => {
-            tracing::info!(error = %e, code = e.code(), "GetCallerIdentity: signature rejected");
+            tracing::info!(error = %e, code = e.code(), action, "signature rejected");
             return Err(e.into());
         }
         Ok(caller) => caller,
     };
     sigv4::check_service(&caller, "sts")?;
-    let Some(session) = state.session(&caller.access_key_id) else {
-        return Err(SigV4Error::UnknownAccessKey.into());
+    state
+        .session(&caller.access_key_id)
+        .ok_or_else(|| SigV4Error::UnknownAccessKey.into())
+}
+
+/// `GetWebIdentityToken` ([`crate::aws_outbound`] mints the token).
+fn get_web_identity_token(
+    state: &Emulator,
+    parts: &request::Parts,
+    body: &[u8],
+    params: &Params,
+    request_id: &str,
+) -> Result<String, StsError> {
+    let caller = authenticate(state, parts, body, "GetWebIdentityToken")?;
+    let region = parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.split("Credential=").nth(1))
+        .and_then(|c| c.split('/').nth(2))
+        .unwrap_or("us-east-1");
+    let get = |name: &str| params.get(name).map(str::to_owned);
+    let (token, expires_at) = crate::aws_outbound::mint(state, &caller, &get, region)
+        .map_err(|e| StsError::new(e.status, e.code, e.message))?;
+    let doc = wire::GetWebIdentityTokenResponse {
+        xmlns: wire::XMLNS,
+        get_web_identity_token_result: wire::GetWebIdentityTokenResult {
+            web_identity_token: token,
+            expiration: rfc3339_seconds(expires_at),
+        },
+        response_metadata: wire::ResponseMetadata {
+            request_id: request_id.to_owned(),
+        },
     };
+    wire::to_xml(&doc).map_err(|_| {
+        StsError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalFailure",
+            "The request processing has failed because of an unknown error.",
+        )
+    })
+}
+
+fn get_caller_identity(
+    state: &Emulator,
+    parts: &request::Parts,
+    body: &[u8],
+    request_id: &str,
+) -> Result<String, StsError> {
+    let session = authenticate(state, parts, body, "GetCallerIdentity")?;
     let doc = wire::GetCallerIdentityResponse {
         xmlns: wire::XMLNS,
         get_caller_identity_result: wire::GetCallerIdentityResult {
@@ -800,6 +873,8 @@ fn get_caller_identity(
         )
     })
 }
+
+mod assume_role;
 
 #[cfg(test)]
 mod tests {
@@ -1334,11 +1409,15 @@ mod tests {
         )
         .await;
         r.assert_error(400, "InvalidAction");
-        let r = post(&env, &[("Action", "AssumeRole"), ("Version", API_VERSION)]).await;
+        let r = post(
+            &env,
+            &[("Action", "AssumeRoleWithSAML"), ("Version", API_VERSION)],
+        )
+        .await;
         r.assert_error(400, "InvalidAction");
         assert_eq!(
             r.message(),
-            "Could not find operation AssumeRole for version 2011-06-15"
+            "Could not find operation AssumeRoleWithSAML for version 2011-06-15"
         );
         let token = google_token(&env, &google_claims(SEED000_SA, "aud"));
         let r = arwwi(
@@ -1481,6 +1560,85 @@ mod tests {
         assert_caller(&send(&env, into_axum(req)).await);
 
         assert_eq!(env.state.count("aws_sts.GetCallerIdentity"), 4);
+    }
+
+    fn signed_form(c: &Client<'_>, body: String) -> Request<Body> {
+        let mut req = Request::post("/")
+            .header("host", STS_HOST)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body.into_bytes())
+            .unwrap();
+        c.sign(&mut req, None, false);
+        into_axum(req)
+    }
+
+    #[tokio::test]
+    async fn assume_role_chains_with_external_id_tags_and_the_one_hour_limit() {
+        let env = env();
+        let creds = assume(&env).await;
+        let c = client(&creds, NOW + 10);
+        let chained = "arn:aws:iam::111122223333:role/chained-reader";
+        let call = |extra: &[(&str, &str)]| {
+            let mut params = vec![
+                ("Action", "AssumeRole"),
+                ("Version", API_VERSION),
+                ("RoleArn", chained),
+                ("RoleSessionName", "chain"),
+            ];
+            params.extend_from_slice(extra);
+            form(&params)
+        };
+        let ok = send(
+            &env,
+            signed_form(
+                &c,
+                call(&[
+                    ("ExternalId", "tenant-7"),
+                    ("SourceIdentity", "alice"),
+                    ("Tags.member.1.Key", "team"),
+                    ("Tags.member.1.Value", "billing"),
+                    ("TransitiveTagKeys.member.1", "team"),
+                ]),
+            ),
+        )
+        .await;
+        assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+        assert!(ok.body.starts_with("<AssumeRoleResponse"), "{}", ok.body);
+        assert_eq!(
+            ok.tag("Arn").as_deref(),
+            Some("arn:aws:sts::111122223333:assumed-role/chained-reader/chain")
+        );
+        assert_eq!(ok.tag("SourceIdentity").as_deref(), Some("alice"));
+        let session = env.state.session(&ok.tag("AccessKeyId").unwrap()).unwrap();
+        assert!(session.context.chained);
+        assert_eq!(
+            session.context.tags,
+            [("team".to_owned(), "billing".to_owned())]
+        );
+        assert_eq!(session.context.transitive_tag_keys, ["team"]);
+        assert_eq!(session.expires_at.unix_timestamp(), NOW + 3600);
+
+        let denied = send(&env, signed_form(&c, call(&[("ExternalId", "tenant-8")]))).await;
+        denied.assert_error(403, "AccessDenied");
+        assert_eq!(
+            denied.message(),
+            "User: arn:aws:sts::111122223333:assumed-role/psoxy-tenant-access/gci is not authorized to perform: sts:AssumeRole on resource: arn:aws:iam::111122223333:role/chained-reader"
+        );
+        let long = send(
+            &env,
+            signed_form(
+                &c,
+                call(&[("ExternalId", "tenant-7"), ("DurationSeconds", "7200")]),
+            ),
+        )
+        .await;
+        long.assert_error(400, "ValidationError");
+        assert_eq!(
+            long.message(),
+            "The requested DurationSeconds exceeds the 1 hour session limit for roles assumed by role chaining."
+        );
+        let unsigned = post(&env, &[("Action", "AssumeRole"), ("Version", API_VERSION)]).await;
+        unsigned.assert_error(403, "MissingAuthenticationToken");
     }
 
     #[tokio::test]

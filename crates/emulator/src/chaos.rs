@@ -20,7 +20,8 @@
 //! seed = 7                    # decisions come from a PRNG seeded with this (omit: random)
 //!
 //! [[chaos.rule]]
-//! listener = "aws_sts"        # aws_sts, google, metadata, imds, ecs, spiffe_oidc, or "*"
+//! listener = "aws_sts"        # aws_sts, google, metadata, imds, ecs, spiffe_oidc, roles_anywhere,
+//!                             # aws_iam, kubernetes, or "*"
 //! path_prefix = "/"           # optional: only requests whose path starts with it
 //! error_500 = 0.05            # probabilities per request, summing to at most 1:
 //! error_502 = 0.05            #   5xx with a load balancer's HTML page (not the cloud's body)
@@ -83,6 +84,12 @@ pub enum Listener {
     Ecs,
     /// The SPIFFE issuer's OIDC discovery.
     SpiffeOidc,
+    /// IAM Roles Anywhere.
+    RolesAnywhere,
+    /// AWS IAM (outbound federation) and the outbound issuers' discovery.
+    AwsIam,
+    /// The Kubernetes API server.
+    Kubernetes,
     /// Every listener.
     #[serde(rename = "*")]
     Any,
@@ -98,6 +105,9 @@ impl Listener {
             Listener::Imds => "imds",
             Listener::Ecs => "ecs",
             Listener::SpiffeOidc => "spiffe_oidc",
+            Listener::RolesAnywhere => "roles_anywhere",
+            Listener::AwsIam => "aws_iam",
+            Listener::Kubernetes => "kubernetes",
             Listener::Any => "*",
         }
     }

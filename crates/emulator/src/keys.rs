@@ -15,6 +15,13 @@ use serde::Serialize;
 #[error("emulator key error: {0}")]
 pub struct KeyError(String);
 
+impl KeyError {
+    /// An error with `message`.
+    pub(crate) fn new(message: String) -> Self {
+        KeyError(message)
+    }
+}
+
 /// A private signing key with its public forms.
 pub struct SigningKey {
     /// Key id (`kid`).

@@ -13,6 +13,9 @@
 //! | EC2 IMDSv2 | [`aws_instance`] | `/latest/api/token`, `/latest/meta-data/…` of the world's EC2 instance |
 //! | ECS credentials | [`aws_instance`] | the `[[ecs_task]]` container credential endpoints |
 //! | SPIFFE OIDC | [`spiffe`] | discovery and JWKS of the JWT-SVID issuer |
+//! | IAM Roles Anywhere | [`roles_anywhere`] | `POST /sessions` (`CreateSession`, certificate-signed) |
+//! | AWS IAM | [`aws_outbound`] | the outbound identity federation switch; the outbound issuers' discovery and JWKS |
+//! | Kubernetes API | [`kubernetes`] | pods (list, get, watch by field selector), namespaces, service accounts, TokenRequest, the cluster issuer's OIDC discovery |
 //!
 //! plus, when the world has a `[spiffe]` section, the SPIFFE Workload API (gRPC) on a unix
 //! socket ([`spiffe::serve_unix`]).
@@ -24,12 +27,15 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod aws_instance;
+pub mod aws_outbound;
 pub mod aws_sts;
 pub mod chaos;
 pub mod expiring;
 pub mod gce_metadata;
 pub mod google;
 pub mod keys;
+pub mod kubernetes;
+pub mod roles_anywhere;
 pub mod sigv4;
 pub mod spiffe;
 pub mod state;
@@ -62,6 +68,12 @@ pub struct Ports {
     pub ecs: u16,
     /// OIDC discovery of the SPIFFE JWT issuer.
     pub spiffe_oidc: u16,
+    /// IAM Roles Anywhere.
+    pub roles_anywhere: u16,
+    /// AWS IAM (outbound federation).
+    pub aws_iam: u16,
+    /// The Kubernetes API server.
+    pub kubernetes: u16,
 }
 
 /// Options of [`serve_with`] beyond the TCP ports.
@@ -89,6 +101,12 @@ pub struct Running {
     pub ecs: SocketAddr,
     /// SPIFFE issuer OIDC discovery address.
     pub spiffe_oidc: SocketAddr,
+    /// IAM Roles Anywhere address.
+    pub roles_anywhere: SocketAddr,
+    /// AWS IAM address.
+    pub aws_iam: SocketAddr,
+    /// Kubernetes API server address.
+    pub kubernetes: SocketAddr,
     /// The SPIFFE Workload API socket (absolute), when the world has `[spiffe]`.
     pub spiffe_socket: Option<PathBuf>,
     /// The default socket's temp directory (removed when dropped).
@@ -116,6 +134,14 @@ impl Running {
                 format!("{g}/oauth2/v3/certs"),
             ),
             ("IDBRIDGE_EMULATOR_GOOGLE_URL".into(), g),
+            (
+                "AWS_ENDPOINT_URL_ROLESANYWHERE".into(),
+                format!("http://{}", self.roles_anywhere),
+            ),
+            (
+                "AWS_ENDPOINT_URL_IAM".into(),
+                format!("http://{}", self.aws_iam),
+            ),
         ]
         .into_iter()
         .chain(self.instance_env_pairs())
@@ -154,6 +180,12 @@ impl Running {
                 format!("http://{}", self.spiffe_oidc),
             ));
         }
+        if world.kubernetes.is_some() {
+            out.push((
+                "IDBRIDGE_EMULATOR_KUBERNETES_URL".into(),
+                format!("http://{}", self.kubernetes),
+            ));
+        }
         out
     }
 
@@ -161,6 +193,7 @@ impl Running {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         self.emulator.chaos.release_hangs();
+        self.emulator.kubernetes.close_watches();
         for t in self.tasks {
             let _ = t.await;
         }
@@ -190,6 +223,10 @@ pub async fn serve_with(
     let imds = TcpListener::bind((ip, ports.imds)).await?;
     let ecs = TcpListener::bind((ip, ports.ecs)).await?;
     let spiffe_oidc = TcpListener::bind((ip, ports.spiffe_oidc)).await?;
+    let roles_anywhere = TcpListener::bind((ip, ports.roles_anywhere)).await?;
+    let roles_anywhere_addr = roles_anywhere.local_addr()?;
+    let aws_iam = TcpListener::bind((ip, ports.aws_iam)).await?;
+    let aws_iam_addr = aws_iam.local_addr()?;
     let (imds_addr, ecs_addr, spiffe_oidc_addr) = (
         imds.local_addr()?,
         ecs.local_addr()?,
@@ -205,11 +242,16 @@ pub async fn serve_with(
             aws_sts: format!("http://{aws_addr}"),
             google: format!("http://{google_addr}"),
             metadata: format!("http://{md_addr}"),
+            aws_iam: format!("http://{aws_iam_addr}"),
         };
     }
     let (tx, rx) = watch::channel(false);
     let mut tasks = Vec::new();
     use chaos::Listener;
+    // The Kubernetes API server.
+    let kubernetes = TcpListener::bind((ip, ports.kubernetes)).await?;
+    let kubernetes_addr = kubernetes.local_addr()?;
+    let kubernetes_router = kubernetes::router(emulator.clone());
     for (listener, router, name) in [
         (aws, aws_sts::router(emulator.clone()), Listener::AwsSts),
         (google, google::router(emulator.clone()), Listener::Google),
@@ -233,6 +275,17 @@ pub async fn serve_with(
             spiffe::oidc_router(emulator.clone()),
             Listener::SpiffeOidc,
         ),
+        (
+            roles_anywhere,
+            roles_anywhere::router(emulator.clone()),
+            Listener::RolesAnywhere,
+        ),
+        (
+            aws_iam,
+            aws_outbound::iam_router(emulator.clone()),
+            Listener::AwsIam,
+        ),
+        (kubernetes, kubernetes_router, Listener::Kubernetes),
     ] {
         let router = chaos::layer(router, emulator.clone(), name);
         let mut rx = rx.clone();
@@ -277,6 +330,9 @@ pub async fn serve_with(
         imds: imds_addr,
         ecs: ecs_addr,
         spiffe_oidc: spiffe_oidc_addr,
+        roles_anywhere: roles_anywhere_addr,
+        aws_iam: aws_iam_addr,
+        kubernetes: kubernetes_addr,
         spiffe_socket,
         spiffe_dir,
         shutdown: tx,

@@ -1,4 +1,4 @@
-//! The emulated SPIFFE Workload API (a SPIRE agent's JWT profile) on a unix socket, and the OIDC
+//! The emulated SPIFFE Workload API (a SPIRE agent's JWT and X.509 profiles) on a unix socket, and the OIDC
 //! discovery document of its JWT issuer.
 //!
 //! The world's `[spiffe]` section names the trust domain, the JWT issuer (an `[[oidc_issuer]]`
@@ -13,7 +13,9 @@
 //! | `FetchJWTSVID` | unary | `audience` required (else `InvalidArgument`); `spiffe_id` empty → every identity the caller may have, named but not the caller's → `PermissionDenied`; RS256 JWT-SVIDs with header `kid` and `typ: JWT`, claims `iss`, `sub`, `aud`, `iat`, `exp = iat + svid_ttl_seconds` |
 //! | `FetchJWTBundles` | server streaming | one message `{"spiffe://<trust domain>": JWKS}` (keys with `"use": "jwt-svid"` and `kid`), then the stream stays open until the client leaves or the emulator shuts down |
 //! | `ValidateJWTSVID` | unary | both fields required; signature against the issuer key, `exp` against the emulator clock (no leeway), `aud` must contain the audience, `sub` must be in the trust domain → `spiffe_id` + `claims` (`google.protobuf.Struct`); anything wrong → `InvalidArgument` |
-//! | `FetchX509SVID`, `FetchX509Bundles`, any other | — | `Unimplemented` (the emulator has no X.509 profile) |
+//! | `FetchX509SVID` | server streaming | the caller's X.509-SVIDs (ECDSA P-256, signed by the trust domain's CA, [`x509`]), again every half lifetime (`x509_svid_ttl_seconds`); none → `PermissionDenied` |
+//! | `FetchX509Bundles` | server streaming | one message `{"spiffe://<trust domain>": CA DER}`, then held open |
+//! | any other | — | `Unimplemented` |
 //!
 //! Every request must carry the metadata `workload.spiffe.io: true` exactly, else
 //! `InvalidArgument` ("security header missing from request"), as the SPIFFE Workload Endpoint
@@ -31,6 +33,7 @@
 
 mod h2_authority;
 pub mod proto;
+pub mod x509;
 
 use std::convert::Infallible;
 use std::path::Path;
@@ -86,6 +89,9 @@ pub struct SpiffeConfig {
     /// Lifetime of issued JWT-SVIDs.
     #[serde(default = "default_svid_ttl")]
     pub svid_ttl_seconds: i64,
+    /// Lifetime of issued X.509-SVIDs (rotated at half of it).
+    #[serde(default = "default_x509_svid_ttl")]
+    pub x509_svid_ttl_seconds: i64,
     /// `[[spiffe.workload]]`: identities and who may have them.
     #[serde(default, rename = "workload")]
     pub workloads: Vec<SpiffeWorkload>,
@@ -93,6 +99,10 @@ pub struct SpiffeConfig {
 
 fn default_svid_ttl() -> i64 {
     300
+}
+
+fn default_x509_svid_ttl() -> i64 {
+    3600
 }
 
 /// `[[spiffe.workload]]`: one registration entry.
@@ -147,6 +157,9 @@ pub(crate) fn validate_world(world: &World) -> Result<(), String> {
     }
     if !(1..=86_400).contains(&cfg.svid_ttl_seconds) {
         return Err("spiffe: field `svid_ttl_seconds` must be 1..=86400".to_owned());
+    }
+    if !(2..=86_400).contains(&cfg.x509_svid_ttl_seconds) {
+        return Err("spiffe: field `x509_svid_ttl_seconds` must be 2..=86400".to_owned());
     }
     let prefix = format!("{}/", cfg.trust_domain_id());
     for (i, w) in cfg.workloads.iter().enumerate() {
@@ -226,6 +239,22 @@ impl tower::Service<http::Request<tonic::body::Body>> for WorkloadApi {
                         .server_streaming(svc, req)
                         .await
                 }
+                "FetchX509SVID" => {
+                    let svc = tower::service_fn(move |r| {
+                        std::future::ready(api.fetch_x509_svid(r).map(tonic::Response::new))
+                    });
+                    Grpc::new(ProstCodec::default())
+                        .server_streaming(svc, req)
+                        .await
+                }
+                "FetchX509Bundles" => {
+                    let svc = tower::service_fn(move |r| {
+                        std::future::ready(api.fetch_x509_bundles(r).map(tonic::Response::new))
+                    });
+                    Grpc::new(ProstCodec::default())
+                        .server_streaming(svc, req)
+                        .await
+                }
                 "ValidateJWTSVID" => {
                     let svc = tower::service_fn(move |r| {
                         std::future::ready(api.validate_jwt_svid(r).map(tonic::Response::new))
@@ -237,7 +266,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for WorkloadApi {
                         api.state.bump(&format!("spiffe.{other}"));
                     }
                     Status::unimplemented(format!(
-                        "the emulated Workload API does not implement {other:?} (JWT profile only)"
+                        "the emulated Workload API does not implement {other:?}"
                     ))
                     .into_http()
                 }
@@ -807,9 +836,69 @@ mod tests {
             Code::PermissionDenied,
         );
         let r: Result<JwtSvidResponse, _> =
-            unary(&ch, "FetchX509SVID", JwtBundlesRequest {}, Some("true")).await;
+            unary(&ch, "FetchWITSVID", JwtBundlesRequest {}, Some("true")).await;
         assert_code(r, Code::Unimplemented);
+        assert_eq!(a.state.count("spiffe.FetchWITSVID"), 1);
+    }
+
+    async fn x509_stream<Q, R>(ch: &Channel, method: &str, message: Q) -> tonic::Streaming<R>
+    where
+        Q: prost::Message + Send + Sync + 'static,
+        R: prost::Message + Default + Send + Sync + 'static,
+    {
+        let mut grpc = tonic::client::Grpc::new(ch.clone());
+        grpc.ready().await.unwrap();
+        let path =
+            http::uri::PathAndQuery::from_str(&format!("/SpiffeWorkloadAPI/{method}")).unwrap();
+        grpc.server_streaming(request(message, Some("true")), path, ProstCodec::default())
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    #[tokio::test]
+    async fn x509_svids_chain_to_the_streamed_bundle() {
+        use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+        let a = agent().await;
+        let ch = channel(&a.path).await;
+        let mut svids: tonic::Streaming<proto::X509SvidResponse> =
+            x509_stream(&ch, "FetchX509SVID", proto::X509SvidRequest {}).await;
+        let first = svids.message().await.unwrap().unwrap();
+        // The uid selector leaves out `reports` (nobody runs as its uid).
+        assert_eq!(first.svids.len(), 1);
+        let svid = &first.svids[0];
+        assert_eq!(svid.spiffe_id, BILLING);
+        let ca = a.state.spiffe_ca.as_ref().unwrap();
+        assert_eq!(svid.bundle, ca.cert_der);
+        let (_, leaf) = X509Certificate::from_der(&svid.x509_svid).unwrap();
+        let ca_der = rustls_pki_types::CertificateDer::from(ca.cert_der.as_slice());
+        let anchor = webpki::anchor_from_trusted_cert(&ca_der).unwrap();
+        let leaf_der = rustls_pki_types::CertificateDer::from(svid.x509_svid.as_slice());
+        let now = u64::try_from(a.clock.now().unix_timestamp()).unwrap();
+        webpki::EndEntityCert::try_from(&leaf_der)
+            .unwrap()
+            .verify_for_usage(
+                webpki::ALL_VERIFICATION_ALGS,
+                &[anchor],
+                &[],
+                rustls_pki_types::UnixTime::since_unix_epoch(Duration::from_secs(now)),
+                webpki::KeyUsage::client_auth(),
+                None,
+                None,
+            )
+            .unwrap();
+        let san = leaf.subject_alternative_name().unwrap().unwrap();
+        assert!(matches!(san.value.general_names[..], [GeneralName::URI(u)] if u == BILLING));
+        let ttl = leaf.validity().not_after.timestamp() - a.clock.now().unix_timestamp();
+        assert_eq!(ttl, 3600);
+        assert!(!format!("{svid:?}").contains("x509_svid_key:"));
+
+        let mut bundles: tonic::Streaming<proto::X509BundlesResponse> =
+            x509_stream(&ch, "FetchX509Bundles", proto::X509BundlesRequest {}).await;
+        let b = bundles.message().await.unwrap().unwrap();
+        assert_eq!(b.bundles["spiffe://example.org"], ca.cert_der);
         assert_eq!(a.state.count("spiffe.FetchX509SVID"), 1);
+        assert_eq!(a.state.count("spiffe.FetchX509Bundles"), 1);
     }
 
     /// The uid selector, with the uid this test runs as.

@@ -41,6 +41,21 @@ pub struct AwsSession {
     pub role_id: String,
     /// Expiry.
     pub expires_at: OffsetDateTime,
+    /// What the session carries into a role chain.
+    pub context: SessionContext,
+}
+
+/// What a session carries into the sessions assumed with it (role chaining).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionContext {
+    /// `SourceIdentity`, kept for the whole chain once set.
+    pub source_identity: Option<String>,
+    /// Session tags (`aws:PrincipalTag/…` of the session), keys as given.
+    pub tags: Vec<(String, String)>,
+    /// Keys of the tags that pass on to the next session of the chain.
+    pub transitive_tag_keys: Vec<String>,
+    /// Whether the session was assumed with role credentials (`AssumeRole`).
+    pub chained: bool,
 }
 
 impl AwsSession {
@@ -94,6 +109,8 @@ pub struct Endpoints {
     pub google: String,
     /// GCE metadata server, e.g. `http://127.0.0.1:4003`.
     pub metadata: String,
+    /// IAM (outbound federation) and the outbound issuers' discovery.
+    pub aws_iam: String,
 }
 
 /// The emulated clouds.
@@ -122,9 +139,15 @@ pub struct Emulator {
     pub aws_instance: crate::aws_instance::InstanceState,
     /// Fault injection in front of every listener ([`crate::chaos`]).
     pub chaos: crate::chaos::Chaos,
+    /// Outbound identity federation: the switch per account, the ES384 keys.
+    pub aws_outbound: crate::aws_outbound::OutboundState,
+    /// The SPIFFE trust domain's X.509 CA (when the world has `[spiffe]`).
+    pub spiffe_ca: Option<crate::spiffe::x509::SpiffeCa>,
     /// The VM's instance attributes (set through `/_emulator/metadata/…`) and the metadata
     /// server's hanging GETs.
     pub vm_metadata: crate::gce_metadata::VmMetadata,
+    /// The Kubernetes cluster's pods and watches ([`crate::kubernetes`]).
+    pub kubernetes: crate::kubernetes::Cluster,
 }
 
 /// Why an emulator could not start.
@@ -168,8 +191,18 @@ impl Emulator {
             })?;
             issuer_jwks.insert(issuer.clone(), set);
         }
+        let aws_outbound = crate::aws_outbound::OutboundState::new(&world, &mut issuer_jwks)?;
         let chaos = crate::chaos::Chaos::new(world.chaos.clone());
+        let spiffe_ca = match &world.spiffe {
+            Some(cfg) => Some(crate::spiffe::x509::SpiffeCa::generate(
+                &cfg.trust_domain,
+                clock.now(),
+            )?),
+            None => None,
+        };
+        let kubernetes = crate::kubernetes::Cluster::new(&world, clock.now());
         Ok(Arc::new(Self {
+            kubernetes,
             chaos,
             world,
             clock,
@@ -181,6 +214,8 @@ impl Emulator {
             stats: Mutex::default(),
             endpoints: RwLock::default(),
             aws_instance: Default::default(),
+            spiffe_ca,
+            aws_outbound,
             vm_metadata: Default::default(),
         }))
     }
@@ -280,6 +315,7 @@ mod tests {
             session_name: "s".into(),
             role_id: "AROAEXAMPLE".into(),
             expires_at: emu.clock.now() + time::Duration::HOUR,
+            context: Default::default(),
         });
         assert!(emu.google_token(&token).is_some());
         assert!(emu.google_token("ya29.unknown").is_none());

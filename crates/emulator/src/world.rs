@@ -9,7 +9,8 @@
 //!   `[[service_account.keys]]` with `id` and `public_key_pem` or `public_key_file`.
 //! * `[vm]` — the emulated GCE instance: `project`, `service_account`, `scopes`,
 //!   `instance_id`, `instance_name`, `zone`.
-//! * `[[aws_account]]` — `id`; `[[aws_role]]` — `arn`, `max_session_duration` (3600–43200),
+//! * `[[aws_account]]` — `id`, `outbound_issuer`, `outbound_federation_enabled`
+//!   ([`crate::aws_outbound`]); `[[aws_role]]` — `arn`, `max_session_duration` (3600–43200),
 //!   `trust_policy` (IAM JSON, verbatim).
 //! * `[[oidc_issuer]]` — `issuer` plus `jwks` (inline JSON), `jwks_file`, or
 //!   `generate_key = true` (the emulator holds the key and can mint tokens for tests).
@@ -20,7 +21,7 @@
 //! * `[[ecs_task]]` — a container credential endpoint: `path`, `role_arn`,
 //!   `authorization_token` ([`crate::aws_instance`]).
 //! * `[spiffe]` — the emulated SPIFFE Workload API: `trust_domain`, `jwt_issuer` (an
-//!   `[[oidc_issuer]]` with `generate_key = true`), `svid_ttl_seconds`, and
+//!   `[[oidc_issuer]]` with `generate_key = true`), `svid_ttl_seconds`, `x509_svid_ttl_seconds`, and
 //!   `[[spiffe.workload]]` with `spiffe_id` and an optional `uid` selector ([`crate::spiffe`]).
 //! * `[[workload_identity_pool]]` — a Google workload identity pool: `project`, `id`,
 //!   `disabled`, and `[[workload_identity_pool.provider]]` with `id`, `disabled`, `aws =
@@ -28,6 +29,15 @@
 //!   `attribute_mapping`, `attribute_condition`; `[google_sts]` — `aws_sts_endpoint`
 //!   ([`crate::google::sts`]). Service accounts' `workload_identity_users` grant federated
 //!   principals `roles/iam.workloadIdentityUser`.
+//! * `[roles_anywhere]` — IAM Roles Anywhere: `[[roles_anywhere.trust_anchor]]` (`arn`, CA
+//!   bundle), `[[roles_anywhere.profile]]` (`arn`, `role_arns`, `duration_seconds`),
+//!   `[[roles_anywhere.crl]]` ([`crate::roles_anywhere`]).
+//! * `[kubernetes]` — the emulated cluster: `issuer` (an `[[oidc_issuer]]` with
+//!   `generate_key = true`), `api_audiences`, `[[kubernetes.namespace]]`,
+//!   `[[kubernetes.service_account]]`, `[[kubernetes.pod]]` (`namespace`, `name`,
+//!   `service_account`, `pod_ip`, `node`, `host_network`, `phase`, `labels`, `annotations`,
+//!   `uid`), `[[kubernetes.user]]` (`name`, `token`, `groups`) and `[[kubernetes.grant]]`
+//!   (`user` or `group`, `verbs`, `resources`, `namespaces`) ([`crate::kubernetes`]).
 //! * `[chaos]` — fault injection per listener: `seed` and `[[chaos.rule]]` ([`crate::chaos`]).
 //!
 //! Loading never panics: syntax errors and unknown fields name the file, line and field;
@@ -44,6 +54,7 @@ pub use crate::google::sts::{
     AwsProviderConfig, GoogleStsConfig, OidcProviderConfig, WorkloadIdentityPool,
     WorkloadIdentityProvider,
 };
+pub use crate::kubernetes::KubernetesConfig;
 pub use crate::spiffe::{SpiffeConfig, SpiffeWorkload};
 
 /// The built-in world's TOML.
@@ -165,6 +176,13 @@ fn default_zone() -> String {
 pub struct AwsAccount {
     /// 12-digit id.
     pub id: String,
+    /// Outbound identity federation: the account's token issuer, an `[[oidc_issuer]]` with
+    /// `generate_key = true` ([`crate::aws_outbound`]).
+    #[serde(default)]
+    pub outbound_issuer: Option<String>,
+    /// Whether outbound identity federation starts enabled.
+    #[serde(default)]
+    pub outbound_federation_enabled: bool,
 }
 
 /// An IAM role.
@@ -278,6 +296,12 @@ pub struct World {
     /// Google STS settings.
     #[serde(default)]
     pub google_sts: GoogleStsConfig,
+    /// IAM Roles Anywhere trust anchors, profiles and CRLs.
+    #[serde(default)]
+    pub roles_anywhere: crate::roles_anywhere::RolesAnywhereConfig,
+    /// The emulated Kubernetes cluster.
+    #[serde(default)]
+    pub kubernetes: Option<KubernetesConfig>,
     /// Fault injection.
     #[serde(default)]
     pub chaos: crate::chaos::ChaosConfig,
@@ -416,6 +440,9 @@ impl World {
         crate::aws_instance::validate_world(self).map_err(invalid)?;
         crate::spiffe::validate_world(self).map_err(invalid)?;
         crate::google::sts::validate_world(self).map_err(invalid)?;
+        crate::roles_anywhere::resolve_world(self, base).map_err(invalid)?;
+        crate::aws_outbound::validate_world(self).map_err(invalid)?;
+        crate::kubernetes::validate_world(self).map_err(invalid)?;
         self.chaos.validate().map_err(invalid)?;
         Ok(())
     }

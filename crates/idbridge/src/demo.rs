@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use idbridge_broker::exchange::aws_sts;
+use idbridge_broker::proof;
 use idbridge_broker::{Config, Context, HopReport, Route};
 use idbridge_core::Credential;
 use idbridge_core::env::MapEnv;
@@ -200,10 +200,8 @@ async fn run_flow(
                 );
             }
             let proof = match &out.credential {
-                Credential::Aws(c) => Some(aws_sts::get_caller_identity(&ctx, c, None).await),
-                Credential::GoogleAccessToken(t) => {
-                    Some(idbridge_broker::source::impersonate::tokeninfo(&ctx, t).await)
-                }
+                Credential::Aws(c) => Some(proof::get_caller_identity(&ctx, c, None).await),
+                Credential::GoogleAccessToken(t) => Some(proof::tokeninfo(&ctx, t).await),
                 _ => None,
             };
             match proof {
@@ -232,7 +230,7 @@ fn print_flow(flow: &Flow, ok: bool, hops: &[HopReport], outcome: &str) {
         .iter()
         .map(|h| {
             [
-                h.hop.clone(),
+                h.hop.to_string(),
                 shorten(&h.endpoint, 64),
                 h.identity.clone(),
                 h.expires_at

@@ -38,6 +38,9 @@ pub(crate) async fn run(a: EmulateArgs) -> Result<ExitCode, CliError> {
     eprintln!("  EC2 IMDSv2     http://{}", running.imds);
     eprintln!("  ECS endpoint   http://{}", running.ecs);
     eprintln!("  SPIFFE OIDC    http://{}", running.spiffe_oidc);
+    eprintln!("  Roles Anywhere http://{}", running.roles_anywhere);
+    eprintln!("  AWS IAM        http://{}", running.aws_iam);
+    eprintln!("  Kubernetes API http://{}", running.kubernetes);
     if let Some(p) = &running.spiffe_socket {
         eprintln!("  SPIFFE         unix://{}", p.display());
     }

@@ -22,9 +22,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
-use idbridge_broker::config::{ExchangeConfig, RouteConfig, SourceConfig};
+use idbridge_broker::config::RouteConfig;
 use idbridge_broker::exchange::aws_sts;
 use idbridge_broker::{Config, Context, Route};
+use idbridge_broker::{Step, Yields};
 use idbridge_core::Credential;
 use idbridge_core::jwt::UnverifiedJwt;
 use idbridge_policy::aws::TrustPolicy;
@@ -42,6 +43,16 @@ const DEFAULT_STS_URL: &str = "https://sts.googleapis.com/v1/token";
 const DEFAULT_IAMCREDENTIALS: &str = "https://iamcredentials.googleapis.com";
 const AWS4_REQUEST: &str = "urn:ietf:params:aws:token-type:aws4_request";
 const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+
+mod aws;
+mod external_account;
+mod gcp;
+mod world;
+
+use aws::*;
+use external_account::*;
+use gcp::*;
+use world::*;
 
 /// An AWS role the route assumes, and whom it must trust.
 #[derive(Debug, Clone)]
@@ -153,22 +164,15 @@ pub(crate) async fn run(a: SetupArgs) -> Result<ExitCode, CliError> {
 /// The service account whose `generateIdToken` makes the ID token that aws-sts hop `i` sends,
 /// when it is made that way (an `impersonate` source or exchange with an audience).
 fn id_token_from_generate_id_token(route: &RouteConfig, i: usize) -> Option<&str> {
-    let from_exchange = route.exchange[..i].iter().rev().find_map(|ex| match ex {
-        ExchangeConfig::Impersonate {
-            service_account,
-            audience: Some(_),
-            ..
-        } => Some(service_account.as_str()),
-        _ => None,
-    });
-    from_exchange.or(match &route.source {
-        SourceConfig::Impersonate {
-            service_account,
-            audience: Some(_),
-            ..
-        } => Some(service_account.as_str()),
-        _ => None,
-    })
+    fn minted_by(step: &dyn Step) -> Option<&str> {
+        let f = step.facts();
+        f.service_account.filter(|_| f.generate_id_token)
+    }
+    route.exchange[..i]
+        .iter()
+        .rev()
+        .find_map(|ex| minted_by(ex.as_ref()))
+        .or_else(|| minted_by(route.source.as_ref()))
 }
 
 /// Warns (stderr) where clients of the same account get the other `azp` form than the one the
@@ -234,36 +238,22 @@ fn first_aud(jwt: &UnverifiedJwt) -> Option<String> {
     }
 }
 
+/// The step before exchange `i`.
+fn step_before(route: &RouteConfig, i: usize) -> &dyn Step {
+    match i.checked_sub(1).and_then(|j| route.exchange.get(j)) {
+        Some(ex) => ex.as_ref(),
+        None => route.source.as_ref(),
+    }
+}
+
 /// Whether the step before exchange `i` yields a Google-issued ID token.
 fn google_token_before(route: &RouteConfig, i: usize) -> bool {
-    match i.checked_sub(1).and_then(|j| route.exchange.get(j)) {
-        Some(ExchangeConfig::Impersonate { audience, .. }) => audience.is_some(),
-        Some(_) => false,
-        None => matches!(
-            route.source,
-            SourceConfig::GceMetadata { .. }
-                | SourceConfig::ServiceAccountKey { .. }
-                | SourceConfig::Impersonate { .. }
-        ),
-    }
+    step_before(route, i).facts().google_id_token
 }
 
 /// The audience the route asks for in the token handed to exchange `i`.
 fn configured_audience(route: &RouteConfig, i: usize) -> Option<String> {
-    match i.checked_sub(1).and_then(|j| route.exchange.get(j)) {
-        Some(ExchangeConfig::Impersonate { audience, .. }) => audience.clone(),
-        Some(_) => None,
-        None => match &route.source {
-            SourceConfig::GceMetadata { audience, .. }
-            | SourceConfig::Impersonate { audience, .. } => audience.clone(),
-            SourceConfig::ServiceAccountKey {
-                target_audience, ..
-            } => target_audience.clone(),
-            SourceConfig::Spiffe { audience, .. } => Some(audience.clone()),
-            SourceConfig::Executable { audience, .. } => audience.clone(),
-            _ => None,
-        },
-    }
+    step_before(route, i).facts().audience.map(str::to_owned)
 }
 
 /// The project id in a service account's email (`NAME@PROJECT.iam.gserviceaccount.com`).
@@ -291,12 +281,9 @@ async fn plan(a: &SetupArgs, route: &RouteConfig, ctx: Option<&Context>) -> Resu
     let usage = |m: String| CliError::Usage(format!("setup: route {:?}: {m}", route.name));
     let mut plan = Plan::default();
     for (i, ex) in route.exchange.iter().enumerate() {
-        match ex {
-            ExchangeConfig::AwsSts {
-                role_arn,
-                duration_seconds,
-                ..
-            } => {
+        let facts = ex.facts();
+        if let Some(role) = facts.aws_role {
+            {
                 let google = google_token_before(route, i);
                 let need_probe = if google {
                     a.sa_unique_id.is_none()
@@ -376,27 +363,28 @@ async fn plan(a: &SetupArgs, route: &RouteConfig, ctx: Option<&Context>) -> Resu
                     }
                 };
                 plan.aws.push(AwsRolePlan {
-                    role_arn: role_arn.clone(),
-                    max_session: duration_seconds.filter(|d| *d > 3600),
+                    role_arn: role.arn.to_string(),
+                    max_session: role.duration_seconds.filter(|d| *d > 3600),
                     trust,
                 });
                 plan.aws_tokens.push(token);
             }
-            ExchangeConfig::GoogleSts { audience, .. } => {
+        } else if let Some(sts) = facts.google_sts {
+            {
+                let audience = sts.provider.as_str();
                 let name = ProviderName::parse_audience(audience).ok_or_else(|| {
                     usage(format!("exchange[{i}]: audience {audience:?} is not //iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER"))
                 })?;
-                let service_account = match route.exchange.get(i + 1) {
-                    Some(ExchangeConfig::Impersonate {
-                        service_account, ..
-                    }) => Some(service_account.clone()),
-                    _ => None,
-                };
+                let service_account = route
+                    .exchange
+                    .get(i + 1)
+                    .and_then(|x| x.facts().impersonation)
+                    .map(|imp| imp.service_account.to_owned());
                 let project_id = a
                     .project_id
                     .clone()
                     .or_else(|| service_account.as_deref().and_then(sa_project));
-                let aws_source = matches!(route.source, SourceConfig::Aws { .. }) && i == 0;
+                let aws_source = route.source.yields() == Yields::AwsCredentials && i == 0;
                 let (source, condition, member, subject) = if aws_source {
                     let arn = match &a.aws_caller_arn {
                         Some(arn) => arn.clone(),
@@ -501,21 +489,21 @@ async fn plan(a: &SetupArgs, route: &RouteConfig, ctx: Option<&Context>) -> Resu
                     subject,
                 });
             }
-            ExchangeConfig::Impersonate {
-                service_account, ..
-            } => {
+        } else if let Some(imp) = facts.impersonation {
+            {
+                let service_account = imp.service_account;
                 let federated = i > 0
-                    && matches!(
-                        route.exchange.get(i - 1),
-                        Some(ExchangeConfig::GoogleSts { .. })
-                    );
+                    && route
+                        .exchange
+                        .get(i - 1)
+                        .is_some_and(|x| x.facts().google_sts.is_some());
                 if !federated {
                     let caller = match probe(ctx, route, i).await {
                         Some(Credential::GoogleAccessToken(t)) => t.principal,
                         _ => None,
                     };
                     plan.creators.push(TokenCreator {
-                        target: service_account.clone(),
+                        target: service_account.to_owned(),
                         target_unique_id: None,
                         caller,
                     });
@@ -523,10 +511,8 @@ async fn plan(a: &SetupArgs, route: &RouteConfig, ctx: Option<&Context>) -> Resu
             }
         }
     }
-    if let SourceConfig::Impersonate {
-        service_account, ..
-    } = &route.source
-    {
+    if let Some(imp) = route.source.facts().impersonation {
+        let service_account = imp.service_account;
         let caller = match ctx {
             Some(ctx) => caller_email(ctx, route, None).await,
             None => None,
@@ -539,75 +525,13 @@ async fn plan(a: &SetupArgs, route: &RouteConfig, ctx: Option<&Context>) -> Resu
         plan.creators.insert(
             0,
             TokenCreator {
-                target: service_account.clone(),
+                target: service_account.to_owned(),
                 target_unique_id,
                 caller,
             },
         );
     }
     Ok(plan)
-}
-
-/// The trust policy of a role, as IAM JSON.
-fn trust_policy(r: &AwsRolePlan) -> Value {
-    match &r.trust {
-        AwsTrust::Google {
-            unique_id,
-            audience,
-            has_azp,
-            azp,
-        } => {
-            let (equals, nulls) = if *has_azp {
-                (
-                    json!({
-                        "accounts.google.com:aud": azp,
-                        "accounts.google.com:oaud": audience,
-                        "accounts.google.com:sub": unique_id,
-                    }),
-                    json!({
-                        "accounts.google.com:aud": "false",
-                        "accounts.google.com:oaud": "false",
-                        "accounts.google.com:sub": "false",
-                    }),
-                )
-            } else {
-                (
-                    json!({"accounts.google.com:aud": audience, "accounts.google.com:sub": unique_id}),
-                    json!({"accounts.google.com:aud": "false", "accounts.google.com:sub": "false"}),
-                )
-            };
-            json!({
-                "Version": "2012-10-17",
-                "Statement": [{
-                    "Effect": "Allow",
-                    "Principal": {"Federated": GOOGLE_ISSUER},
-                    "Action": "sts:AssumeRoleWithWebIdentity",
-                    "Condition": {"StringEquals": equals, "Null": nulls},
-                }],
-            })
-        }
-        AwsTrust::Oidc {
-            issuer,
-            audience,
-            subject,
-        } => {
-            let host = iam_issuer_name(issuer);
-            let account = r.role_arn.split(':').nth(4).unwrap_or_default();
-            let partition = r.role_arn.split(':').nth(1).unwrap_or("aws");
-            let mut equals = serde_json::Map::new();
-            equals.insert(format!("{host}:aud"), json!(audience));
-            equals.insert(format!("{host}:sub"), json!(subject));
-            json!({
-                "Version": "2012-10-17",
-                "Statement": [{
-                    "Effect": "Allow",
-                    "Principal": {"Federated": format!("arn:{partition}:iam::{account}:oidc-provider/{host}")},
-                    "Action": "sts:AssumeRoleWithWebIdentity",
-                    "Condition": {"StringEquals": equals},
-                }],
-            })
-        }
-    }
 }
 
 /// The order keys are printed in (serde_json's maps sort them): IAM's and Google's usual order.
@@ -672,27 +596,6 @@ fn pretty(v: &Value) -> String {
     let mut out = String::new();
     write(v, 0, &mut out);
     out
-}
-
-/// The provider as `explain --gcp-provider` reads it (and as the emulator world declares it).
-fn provider_doc(g: &GcpPlan) -> Value {
-    let mut doc = json!({
-        "project_number": g.name.pool.project_number,
-        "pool": g.name.pool.pool,
-        "id": g.name.provider,
-        "attribute_condition": g.condition,
-    });
-    match &g.source {
-        GcpSource::Aws { account_id, .. } => doc["aws"] = json!({"account_id": account_id}),
-        GcpSource::Oidc {
-            issuer,
-            allowed_audiences,
-        } => {
-            doc["oidc"] = json!({"issuer_uri": issuer, "allowed_audiences": allowed_audiences});
-            doc["attribute_mapping"] = json!({"google.subject": "assertion.sub"});
-        }
-    }
-    doc
 }
 
 /// Checks what was generated with the policy engine against the credential it was made from,
@@ -770,27 +673,6 @@ fn header(route: &RouteConfig, comment: &str) -> String {
     )
 }
 
-fn no_aws(route: &RouteConfig) -> CliError {
-    CliError::Usage(format!(
-        "setup: route {:?} assumes no AWS role (no aws-sts exchange): use --format gcloud, terraform, external-account or world",
-        route.name
-    ))
-}
-
-fn aws_json(plan: &Plan, route: &RouteConfig) -> Result<String, CliError> {
-    match plan.aws.as_slice() {
-        [] => Err(no_aws(route)),
-        [one] => Ok(format!("{}\n", pretty(&trust_policy(one)))),
-        many => {
-            let by_role: serde_json::Map<String, Value> = many
-                .iter()
-                .map(|r| (r.role_arn.clone(), trust_policy(r)))
-                .collect();
-            Ok(format!("{}\n", pretty(&Value::Object(by_role))))
-        }
-    }
-}
-
 /// A word for the shell: bare when safe, else quoted.
 fn sh(s: &str) -> String {
     let safe = !s.is_empty()
@@ -803,645 +685,4 @@ fn sh(s: &str) -> String {
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
     }
-}
-
-fn role_name_path(arn: &str) -> (String, String) {
-    let resource = arn.splitn(6, ':').nth(5).unwrap_or_default();
-    let path_name = resource.strip_prefix("role/").unwrap_or(resource);
-    match path_name.rsplit_once('/') {
-        Some((path, name)) => (name.to_owned(), format!("/{path}/")),
-        None => (path_name.to_owned(), "/".to_owned()),
-    }
-}
-
-fn aws_cli(plan: &Plan, route: &RouteConfig) -> Result<String, CliError> {
-    if plan.aws.is_empty() {
-        return Err(no_aws(route));
-    }
-    let mut out = header(route, "#");
-    for r in &plan.aws {
-        let (name, path) = role_name_path(&r.role_arn);
-        let file = format!("trust-policy-{name}.json");
-        if let AwsTrust::Oidc {
-            issuer, audience, ..
-        } = &r.trust
-        {
-            let _ = writeln!(
-                out,
-                "\n# The issuer {issuer} as an IAM OIDC provider (once per account; Google, Cognito and Amazon are built in):"
-            );
-            let _ = writeln!(
-                out,
-                "aws iam create-open-id-connect-provider --url {} --client-id-list {}",
-                sh(issuer),
-                sh(audience)
-            );
-        }
-        let _ = writeln!(out, "\n# The role {} and whom it trusts:", r.role_arn);
-        let _ = writeln!(
-            out,
-            "cat > {file} <<'EOF'\n{}\nEOF",
-            pretty(&trust_policy(r))
-        );
-        let mut create = format!(
-            "aws iam create-role --role-name {} --assume-role-policy-document file://{file}",
-            sh(&name)
-        );
-        if path != "/" {
-            let _ = write!(create, " --path {}", sh(&path));
-        }
-        if let Some(d) = r.max_session {
-            let _ = write!(create, " --max-session-duration {d}");
-        }
-        let _ = writeln!(out, "{create}");
-        let _ = writeln!(
-            out,
-            "# or, for an existing role:\n# aws iam update-assume-role-policy --role-name {} --policy-document file://{file}",
-            sh(&name)
-        );
-    }
-    Ok(out)
-}
-
-fn gcloud(plan: &Plan, route: &RouteConfig, org: Option<&str>) -> Result<String, CliError> {
-    if plan.gcp.is_empty() && plan.creators.is_empty() {
-        return Err(CliError::Usage(format!(
-            "setup: route {:?} needs nothing on Google Cloud (no google-sts or impersonate hop): use --format aws-json, aws-cli, terraform or world",
-            route.name
-        )));
-    }
-    let mut out = header(route, "#");
-    for g in &plan.gcp {
-        let project = g
-            .project_id
-            .clone()
-            .unwrap_or_else(|| g.name.pool.project_number.clone());
-        let pool = &g.name.pool.pool;
-        let prov = &g.name.provider;
-        if let GcpSource::Aws { account_id, .. } = &g.source {
-            let _ = writeln!(
-                out,
-                "\n# Allow AWS account {account_id} in workload identity pools (organization policy; once per account):"
-            );
-            let _ = writeln!(
-                out,
-                "gcloud resource-manager org-policies allow constraints/iam.workloadIdentityPoolAwsAccounts {account_id} --organization={}",
-                sh(org.unwrap_or("ORGANIZATION_ID"))
-            );
-        }
-        let admits = match &g.source {
-            GcpSource::Aws { role, .. } => format!("AWS role {role}"),
-            GcpSource::Oidc { issuer, .. } => format!("tokens of {issuer}"),
-        };
-        let _ = writeln!(out, "\n# The pool and its provider, admitting {admits}:");
-        let _ = writeln!(
-            out,
-            "gcloud iam workload-identity-pools create {pool} --project={} --location=global",
-            sh(&project)
-        );
-        match &g.source {
-            GcpSource::Aws { account_id, .. } => {
-                let _ = writeln!(
-                    out,
-                    "gcloud iam workload-identity-pools providers create-aws {prov} --project={} --location=global --workload-identity-pool={pool} --account-id={account_id} --attribute-condition={}",
-                    sh(&project),
-                    sh(&g.condition)
-                );
-            }
-            GcpSource::Oidc {
-                issuer,
-                allowed_audiences,
-            } => {
-                let mut line = format!(
-                    "gcloud iam workload-identity-pools providers create-oidc {prov} --project={} --location=global --workload-identity-pool={pool} --issuer-uri={} --attribute-mapping={} --attribute-condition={}",
-                    sh(&project),
-                    sh(issuer),
-                    sh("google.subject=assertion.sub"),
-                    sh(&g.condition)
-                );
-                if !allowed_audiences.is_empty() {
-                    let _ = write!(
-                        line,
-                        " --allowed-audiences={}",
-                        sh(&allowed_audiences.join(","))
-                    );
-                }
-                let _ = writeln!(out, "{line}");
-            }
-        }
-        match &g.service_account {
-            Some(sa) => {
-                let _ = writeln!(out, "\n# Let the federated identity impersonate {sa}:");
-                let _ = writeln!(
-                    out,
-                    "gcloud iam service-accounts add-iam-policy-binding {} --role=roles/iam.workloadIdentityUser --member={}",
-                    sh(sa),
-                    sh(&g.member)
-                );
-            }
-            None => {
-                let _ = writeln!(
-                    out,
-                    "\n# The route uses the federated token directly: grant roles on resources to {}",
-                    g.member
-                );
-            }
-        }
-    }
-    for c in &plan.creators {
-        let _ = writeln!(out, "\n# Let the caller mint tokens of {}:", c.target);
-        let _ = writeln!(
-            out,
-            "gcloud iam service-accounts add-iam-policy-binding {} --role=roles/iam.serviceAccountTokenCreator --member={}",
-            sh(&c.target),
-            sh(&format!(
-                "serviceAccount:{}",
-                c.caller.as_deref().unwrap_or("CALLER_EMAIL")
-            ))
-        );
-    }
-    if !plan.aws.is_empty() {
-        let _ = writeln!(
-            out,
-            "\n# The AWS side: idbridge setup --config FILE --route {} --format aws-cli",
-            route.name
-        );
-    }
-    Ok(out)
-}
-
-/// An HCL string literal (JSON escapes, and no template sequences).
-fn hcl(s: &str) -> String {
-    serde_json::to_string(s)
-        .unwrap_or_default()
-        .replace("${", "$${")
-        .replace("%{", "%%{")
-}
-
-/// A Terraform resource name from any text.
-fn tf_name(s: &str) -> String {
-    let mut n: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if n.chars().next().is_none_or(|c| c.is_ascii_digit()) {
-        n.insert(0, 'r');
-    }
-    n
-}
-
-fn terraform(plan: &Plan, route: &RouteConfig, org: Option<&str>) -> Result<String, CliError> {
-    if plan.aws.is_empty() && plan.gcp.is_empty() && plan.creators.is_empty() {
-        return Err(CliError::Usage(format!(
-            "setup: route {:?} has no federation hop to configure",
-            route.name
-        )));
-    }
-    let mut out = header(route, "#");
-    for r in &plan.aws {
-        let (name, path) = role_name_path(&r.role_arn);
-        if let AwsTrust::Oidc {
-            issuer, audience, ..
-        } = &r.trust
-        {
-            let _ = writeln!(
-                out,
-                "\nresource \"aws_iam_openid_connect_provider\" \"{}\" {{\n  url            = {}\n  client_id_list = [{}]\n}}",
-                tf_name(&iam_issuer_name(issuer)),
-                hcl(issuer),
-                hcl(audience)
-            );
-        }
-        let policy = pretty(&trust_policy(r))
-            .replace("${", "$${")
-            .replace("%{", "%%{");
-        let _ = writeln!(out, "\nresource \"aws_iam_role\" \"{}\" {{", tf_name(&name));
-        let _ = writeln!(out, "  name = {}", hcl(&name));
-        if path != "/" {
-            let _ = writeln!(out, "  path = {}", hcl(&path));
-        }
-        if let Some(d) = r.max_session {
-            let _ = writeln!(out, "  max_session_duration = {d}");
-        }
-        let _ = writeln!(out, "  assume_role_policy = <<-EOT\n{policy}\n  EOT\n}}");
-    }
-    for g in &plan.gcp {
-        let project = g
-            .project_id
-            .clone()
-            .unwrap_or_else(|| g.name.pool.project_number.clone());
-        let pool_res = tf_name(&g.name.pool.pool);
-        let prov_res = tf_name(&g.name.provider);
-        if let GcpSource::Aws { account_id, .. } = &g.source {
-            let org = org.unwrap_or("ORGANIZATION_ID");
-            let _ = writeln!(
-                out,
-                "\nresource \"google_org_policy_policy\" \"wif_aws_accounts\" {{\n  name   = {}\n  parent = {}\n  spec {{\n    rules {{\n      values {{\n        allowed_values = [{}]\n      }}\n    }}\n  }}\n}}",
-                hcl(&format!(
-                    "organizations/{org}/policies/iam.workloadIdentityPoolAwsAccounts"
-                )),
-                hcl(&format!("organizations/{org}")),
-                hcl(account_id)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "\nresource \"google_iam_workload_identity_pool\" \"{pool_res}\" {{\n  project                   = {}\n  workload_identity_pool_id = {}\n}}",
-            hcl(&project),
-            hcl(&g.name.pool.pool)
-        );
-        let _ = writeln!(
-            out,
-            "\nresource \"google_iam_workload_identity_pool_provider\" \"{prov_res}\" {{"
-        );
-        let _ = writeln!(
-            out,
-            "  project                            = {}",
-            hcl(&project)
-        );
-        let _ = writeln!(
-            out,
-            "  workload_identity_pool_id          = google_iam_workload_identity_pool.{pool_res}.workload_identity_pool_id"
-        );
-        let _ = writeln!(
-            out,
-            "  workload_identity_pool_provider_id = {}",
-            hcl(&g.name.provider)
-        );
-        let _ = writeln!(
-            out,
-            "  attribute_condition                = {}",
-            hcl(&g.condition)
-        );
-        match &g.source {
-            GcpSource::Aws { account_id, .. } => {
-                let _ = writeln!(out, "  aws {{\n    account_id = {}\n  }}", hcl(account_id));
-            }
-            GcpSource::Oidc {
-                issuer,
-                allowed_audiences,
-            } => {
-                let _ = writeln!(
-                    out,
-                    "  attribute_mapping = {{\n    \"google.subject\" = \"assertion.sub\"\n  }}"
-                );
-                let _ = writeln!(out, "  oidc {{\n    issuer_uri = {}", hcl(issuer));
-                if !allowed_audiences.is_empty() {
-                    let auds: Vec<String> = allowed_audiences.iter().map(|a| hcl(a)).collect();
-                    let _ = writeln!(out, "    allowed_audiences = [{}]", auds.join(", "));
-                }
-                let _ = writeln!(out, "  }}");
-            }
-        }
-        let _ = writeln!(out, "}}");
-        if let Some(sa) = &g.service_account {
-            let sa_project = sa_project(sa).unwrap_or_else(|| "-".into());
-            let _ = writeln!(
-                out,
-                "\nresource \"google_service_account_iam_member\" \"{prov_res}_workload_identity_user\" {{\n  service_account_id = {}\n  role               = \"roles/iam.workloadIdentityUser\"\n  member             = {}\n}}",
-                hcl(&format!("projects/{sa_project}/serviceAccounts/{sa}")),
-                hcl(&g.member)
-            );
-        }
-    }
-    for c in &plan.creators {
-        let sa_project = sa_project(&c.target).unwrap_or_else(|| "-".into());
-        let _ = writeln!(
-            out,
-            "\nresource \"google_service_account_iam_member\" \"{}_token_creator\" {{\n  service_account_id = {}\n  role               = \"roles/iam.serviceAccountTokenCreator\"\n  member             = {}\n}}",
-            tf_name(c.target.split('@').next().unwrap_or(&c.target)),
-            hcl(&format!(
-                "projects/{sa_project}/serviceAccounts/{}",
-                c.target
-            )),
-            hcl(&format!(
-                "serviceAccount:{}",
-                c.caller.as_deref().unwrap_or("CALLER_EMAIL")
-            ))
-        );
-    }
-    Ok(out)
-}
-
-/// The base URLs an external-account file points at when the route does not name its own.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct EndpointUrls {
-    sts_token_url: String,
-    iamcredentials: String,
-    imds: String,
-}
-
-impl EndpointUrls {
-    fn production() -> Self {
-        EndpointUrls {
-            sts_token_url: DEFAULT_STS_URL.to_owned(),
-            iamcredentials: DEFAULT_IAMCREDENTIALS.to_owned(),
-            imds: DEFAULT_IMDS.to_owned(),
-        }
-    }
-
-    /// What idbridge itself uses here: the same variables and `[endpoints]` the route runs with.
-    fn effective(ctx: &Context) -> Self {
-        let var = |name: &str| {
-            ctx.env
-                .get(name)
-                .map(|v| v.trim().trim_end_matches('/').to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        EndpointUrls {
-            sts_token_url: var(idbridge_core::env::IDBRIDGE_GOOGLE_STS_URL)
-                .unwrap_or_else(|| DEFAULT_STS_URL.to_owned()),
-            iamcredentials: ctx.endpoints.google_iamcredentials.clone(),
-            imds: var(idbridge_core::env::AWS_EC2_METADATA_SERVICE_ENDPOINT)
-                .unwrap_or_else(|| DEFAULT_IMDS.to_owned()),
-        }
-    }
-}
-
-fn external_account(
-    plan: &Plan,
-    route: &RouteConfig,
-    urls: &EndpointUrls,
-) -> Result<String, CliError> {
-    let usage = |m: String| CliError::Usage(format!("setup: route {:?}: {m}", route.name));
-    let Some(g) = plan.gcp.first() else {
-        return Err(usage(
-            "an external_account file describes a Google STS exchange, and the route has none"
-                .into(),
-        ));
-    };
-    if g.exchange_index != 0 {
-        return Err(usage("an external_account file starts at Google STS: the route must begin with its subject token's source".into()));
-    }
-    let (token_url, sts_type) = match route.exchange.first() {
-        Some(ExchangeConfig::GoogleSts {
-            token_url,
-            subject_token_type,
-            ..
-        }) => (token_url.clone(), subject_token_type.clone()),
-        _ => (None, None),
-    };
-    let (credential_source, subject_token_type) = match &route.source {
-        SourceConfig::Aws {
-            provider,
-            imds_endpoint,
-            ..
-        } => {
-            if provider.as_deref() == Some("ecs") {
-                eprintln!(
-                    "idbridge setup: note: Google's libraries read AWS credentials from the environment or IMDSv2, not from the ECS endpoint: on ECS, export the task's credentials or use idbridge itself"
-                );
-            }
-            let base = imds_endpoint
-                .as_deref()
-                .unwrap_or(&urls.imds)
-                .trim_end_matches('/');
-            (
-                json!({
-                    "environment_id": "aws1",
-                    "region_url": format!("{base}/latest/meta-data/placement/availability-zone"),
-                    "url": format!("{base}/latest/meta-data/iam/security-credentials"),
-                    "regional_cred_verification_url": "https://sts.{region}.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15",
-                    "imdsv2_session_token_url": format!("{base}/latest/api/token"),
-                }),
-                AWS4_REQUEST.to_owned(),
-            )
-        }
-        SourceConfig::OidcFile { path, json_field } => {
-            let mut src = json!({"file": path.display().to_string()});
-            if let Some(f) = json_field {
-                src["format"] = json!({"type": "json", "subject_token_field_name": f});
-            }
-            (src, sts_type.unwrap_or_else(|| JWT_TYPE.into()))
-        }
-        SourceConfig::OidcUrl {
-            url,
-            headers,
-            json_field,
-        } => {
-            let mut src = json!({"url": url});
-            if !headers.is_empty() {
-                src["headers"] = json!(headers);
-            }
-            if let Some(f) = json_field {
-                src["format"] = json!({"type": "json", "subject_token_field_name": f});
-            }
-            (src, sts_type.unwrap_or_else(|| JWT_TYPE.into()))
-        }
-        SourceConfig::Executable {
-            command,
-            timeout_millis,
-            output_file,
-            ..
-        } => {
-            let mut exe = json!({"command": command});
-            if let Some(t) = timeout_millis {
-                exe["timeout_millis"] = json!(t);
-            }
-            if let Some(f) = output_file {
-                exe["output_file"] = json!(f.display().to_string());
-            }
-            (
-                json!({"executable": exe}),
-                sts_type.unwrap_or_else(|| JWT_TYPE.into()),
-            )
-        }
-        other => {
-            return Err(usage(format!(
-                "a {} source has no external_account credential_source (aws, file, url and executable do): give Google's libraries a route that ends in the subject token through an executable source running `idbridge token --format google-executable`",
-                other.kind()
-            )));
-        }
-    };
-    let mut doc = json!({
-        "type": "external_account",
-        "audience": g.name.canonical(),
-        "subject_token_type": subject_token_type,
-        "token_url": token_url.unwrap_or_else(|| urls.sts_token_url.clone()),
-        "credential_source": credential_source,
-    });
-    if let Some(ExchangeConfig::Impersonate {
-        service_account,
-        lifetime_seconds,
-        endpoint,
-        audience: None,
-        ..
-    }) = route.exchange.get(1)
-    {
-        let base = endpoint
-            .as_deref()
-            .unwrap_or(&urls.iamcredentials)
-            .trim_end_matches('/');
-        doc["service_account_impersonation_url"] = json!(format!(
-            "{base}/v1/projects/-/serviceAccounts/{service_account}:generateAccessToken"
-        ));
-        if let Some(l) = lifetime_seconds {
-            doc["service_account_impersonation"] = json!({"token_lifetime_seconds": l});
-        }
-    }
-    Ok(format!("{}\n", pretty(&doc)))
-}
-
-/// A TOML string: a literal multi-line string for JSON documents, else a basic string (JSON's
-/// escapes are TOML's).
-fn toml_str(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_default()
-}
-
-/// An emulator-only stand-in for a service account's numeric id (FNV-1a of the email).
-fn placeholder_unique_id(email: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in email.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("1{h:020}")
-}
-
-#[derive(Debug, Default)]
-struct WorldSa {
-    unique_id: Option<String>,
-    token_creators: Vec<String>,
-    workload_identity_users: Vec<String>,
-}
-
-fn world(plan: &Plan, route: &RouteConfig, config_path: &str) -> String {
-    let mut out = format!(
-        "# Emulator world fragment for route {:?} of {config_path}, generated by `idbridge setup --format world`.\n# Add it to a world that declares the rest (projects of the service accounts, the VM, issuers).\n",
-        route.name
-    );
-    let mut accounts: Vec<String> = Vec::new();
-    for r in &plan.aws {
-        let account = r.role_arn.split(':').nth(4).unwrap_or_default().to_owned();
-        if !accounts.contains(&account) {
-            accounts.push(account);
-        }
-    }
-    for a in &accounts {
-        let _ = writeln!(out, "\n[[aws_account]]\nid = {}", toml_str(a));
-    }
-    for r in &plan.aws {
-        if let AwsTrust::Oidc { issuer, .. } = &r.trust {
-            let _ = writeln!(
-                out,
-                "\n# The issuer {issuer} must be an [[oidc_issuer]] of the world (with its keys)."
-            );
-        }
-        let policy = pretty(&trust_policy(r));
-        let policy = if policy.contains("'''") {
-            toml_str(&policy)
-        } else {
-            format!("'''\n{policy}\n'''")
-        };
-        let _ = writeln!(
-            out,
-            "\n[[aws_role]]\narn = {}\nmax_session_duration = {}\ntrust_policy = {policy}",
-            toml_str(&r.role_arn),
-            r.max_session.unwrap_or(3600).max(3600)
-        );
-    }
-    let mut sas: BTreeMap<String, WorldSa> = BTreeMap::new();
-    let mut projects: BTreeMap<String, String> = BTreeMap::new();
-    for g in &plan.gcp {
-        let project = g
-            .project_id
-            .clone()
-            .unwrap_or_else(|| format!("project-{}", g.name.pool.project_number));
-        projects.insert(project.clone(), g.name.pool.project_number.clone());
-        if let Some(sa) = &g.service_account {
-            let e = sas.entry(sa.clone()).or_default();
-            e.workload_identity_users.push(g.member.clone());
-            e.unique_id = e.unique_id.clone().or_else(|| g.sa_unique_id.clone());
-        }
-    }
-    for c in &plan.creators {
-        if let Some(caller) = &c.caller {
-            let e = sas.entry(c.target.clone()).or_default();
-            e.token_creators.push(format!("serviceAccount:{caller}"));
-            e.unique_id = e.unique_id.clone().or_else(|| c.target_unique_id.clone());
-        } else {
-            let _ = writeln!(
-                out,
-                "\n# {} needs token_creators = [\"serviceAccount:CALLER\"]: the caller could not be read.",
-                c.target
-            );
-        }
-    }
-    for (id, number) in &projects {
-        let _ = writeln!(
-            out,
-            "\n[[project]]\nid = {}\nnumber = {}",
-            toml_str(id),
-            toml_str(number)
-        );
-    }
-    for (email, sa) in &sas {
-        let project = sa_project(email).unwrap_or_default();
-        let unique_id = match &sa.unique_id {
-            Some(u) => u.clone(),
-            None => {
-                let _ = writeln!(
-                    out,
-                    "\n# unique_id below is an emulator-only stand-in: pass --sa-unique-id for the real one."
-                );
-                placeholder_unique_id(email)
-            }
-        };
-        let _ = writeln!(
-            out,
-            "\n[[service_account]]\nemail = {}\nunique_id = {}\nproject = {}",
-            toml_str(email),
-            toml_str(&unique_id),
-            toml_str(&project)
-        );
-        let list = |v: &[String]| v.iter().map(|m| toml_str(m)).collect::<Vec<_>>().join(", ");
-        if !sa.token_creators.is_empty() {
-            let _ = writeln!(out, "token_creators = [{}]", list(&sa.token_creators));
-        }
-        if !sa.workload_identity_users.is_empty() {
-            let _ = writeln!(
-                out,
-                "workload_identity_users = [{}]",
-                list(&sa.workload_identity_users)
-            );
-        }
-    }
-    for g in &plan.gcp {
-        let project = g
-            .project_id
-            .clone()
-            .unwrap_or_else(|| format!("project-{}", g.name.pool.project_number));
-        let _ = writeln!(
-            out,
-            "\n[[workload_identity_pool]]\nproject = {}\nid = {}\n\n[[workload_identity_pool.provider]]\nid = {}",
-            toml_str(&project),
-            toml_str(&g.name.pool.pool),
-            toml_str(&g.name.provider)
-        );
-        match &g.source {
-            GcpSource::Aws { account_id, .. } => {
-                let _ = writeln!(out, "aws = {{ account_id = {} }}", toml_str(account_id));
-            }
-            GcpSource::Oidc {
-                issuer,
-                allowed_audiences,
-            } => {
-                let auds: Vec<String> = allowed_audiences.iter().map(|a| toml_str(a)).collect();
-                let _ = writeln!(
-                    out,
-                    "oidc = {{ issuer_uri = {}, allowed_audiences = [{}] }}\nattribute_mapping = {{ \"google.subject\" = \"assertion.sub\" }}",
-                    toml_str(issuer),
-                    auds.join(", ")
-                );
-            }
-        }
-        let _ = writeln!(out, "attribute_condition = {}", toml_str(&g.condition));
-    }
-    out
 }

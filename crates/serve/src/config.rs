@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use idbridge_broker::config::{ExchangeConfig, RouteConfig, SourceConfig, Yields};
+use idbridge_broker::config::{RouteConfig, Yields};
+use idbridge_broker::step::AwsRole;
 use idbridge_broker::{Config, ConfigError, Overrides, Route};
 use idbridge_core::SecretString;
 use serde::Deserialize;
@@ -600,64 +601,27 @@ fn listeners<'a>(
 
 /// What a route finally yields (its config is already validated by the broker).
 pub fn final_yield(route: &RouteConfig) -> Yields {
-    match route.exchange.last() {
-        Some(ExchangeConfig::AwsSts { .. }) => Yields::AwsCredentials,
-        Some(ExchangeConfig::Impersonate {
-            audience: Some(_), ..
-        }) => Yields::IdToken,
-        Some(_) => Yields::AccessToken,
-        None => route.source.yields().unwrap_or(Yields::IdToken),
-    }
+    route.yields()
 }
 
 /// The scopes of the access tokens a route mints, when it says.
 fn route_scopes(route: &RouteConfig) -> Option<Vec<String>> {
-    let default = || vec![CLOUD_PLATFORM.to_owned()];
-    match route.exchange.last() {
-        Some(ExchangeConfig::Impersonate {
-            scopes,
-            audience: None,
-            ..
-        })
-        | Some(ExchangeConfig::GoogleSts { scopes, .. }) => {
-            Some(scopes.clone().unwrap_or_else(default))
-        }
-        Some(_) => None,
-        None => match &route.source {
-            SourceConfig::GceMetadata { scopes, .. }
-            | SourceConfig::ServiceAccountKey { scopes, .. }
-            | SourceConfig::Impersonate { scopes, .. } => scopes.clone(),
-            _ => None,
-        },
-    }
+    route.last().facts().scopes.map(<[String]>::to_vec)
 }
 
 /// The service account a route's final Google credential belongs to, when the config says.
 fn route_service_account(route: &RouteConfig) -> Option<String> {
-    let sa = match route.exchange.last() {
-        Some(ExchangeConfig::Impersonate {
-            service_account, ..
-        }) => service_account,
-        Some(_) => return None,
-        None => match &route.source {
-            SourceConfig::Impersonate {
-                service_account, ..
-            }
-            | SourceConfig::GceMetadata {
-                service_account, ..
-            } => service_account,
-            _ => return None,
-        },
-    };
-    sa.contains('@').then(|| sa.clone())
+    route
+        .last()
+        .facts()
+        .service_account
+        .filter(|sa| sa.contains('@'))
+        .map(str::to_owned)
 }
 
-/// The role a route assumes last, when it ends in `aws-sts`.
-fn route_role_arn(route: &RouteConfig) -> Option<&ExchangeConfig> {
-    route
-        .exchange
-        .last()
-        .filter(|e| matches!(e, ExchangeConfig::AwsSts { .. }))
+/// The role a route assumes last, when its last exchange assumes one.
+fn route_role(route: &RouteConfig) -> Option<AwsRole<'_>> {
+    route.exchange.last().and_then(|e| e.facts().aws_role)
 }
 
 struct Validator<'a> {
@@ -705,11 +669,7 @@ impl Validator<'_> {
         })?;
         let got = final_yield(route);
         if got != want {
-            let what = |y: Yields| match y {
-                Yields::AwsCredentials => "AWS credentials",
-                Yields::AccessToken => "a Google access token",
-                Yields::IdToken => "an ID token",
-            };
+            let what = Yields::described;
             return Err(self.err(
                 name.span(),
                 format!(
@@ -1026,14 +986,12 @@ impl Validator<'_> {
             ));
         }
         let route = self.route(S, "route", &i.route, Yields::AwsCredentials)?;
-        let (arn_role, route_region) = match route_role_arn(route) {
-            Some(ExchangeConfig::AwsSts {
-                role_arn, region, ..
-            }) => (
-                role_arn.rsplit('/').next().map(str::to_owned),
-                region.clone(),
+        let (arn_role, route_region) = match route_role(route) {
+            Some(role) => (
+                Some(role.arn.name().to_owned()),
+                role.region.map(str::to_owned),
             ),
-            _ => (None, None),
+            None => (None, None),
         };
         let role_name = match &i.role_name {
             Some(r) => {
@@ -1140,12 +1098,7 @@ impl Validator<'_> {
                 None => Ok(default),
             }
         };
-        let role_account = match route_role_arn(route) {
-            Some(ExchangeConfig::AwsSts { role_arn, .. }) => {
-                role_arn.split(':').nth(4).map(str::to_owned)
-            }
-            _ => None,
-        };
+        let role_account = route_role(route).map(|role| role.arn.account().to_owned());
         let account_id = check(
             &i.account_id,
             "account_id",
@@ -1298,10 +1251,7 @@ impl Validator<'_> {
                 &role.route,
                 Yields::AwsCredentials,
             )?;
-            let role_arn = match route_role_arn(route) {
-                Some(ExchangeConfig::AwsSts { role_arn, .. }) => Some(role_arn.clone()),
-                _ => None,
-            };
+            let role_arn = route_role(route).map(|role| role.arn.to_string());
             roles.push(EcsRole {
                 path: path.clone(),
                 route: route.name.clone(),

@@ -1,7 +1,7 @@
 //! AWS STS query-protocol responses (`https://sts.amazonaws.com/doc/2011-06-15/`).
 //!
 //! Shapes follow botocore's `sts/2011-06-15/service-2.json`: result wrappers
-//! `AssumeRoleWithWebIdentityResult` and `GetCallerIdentityResult`, and the error document
+//! `AssumeRoleWithWebIdentityResult`, `AssumeRoleResult` and `GetCallerIdentityResult`, and the error document
 //! `<ErrorResponse><Error><Type/><Code/><Message/></Error><RequestId/></ErrorResponse>`.
 //! Note the wire error codes are inconsistent on purpose: `InvalidIdentityToken` but
 //! `ExpiredTokenException`; `IDPRejectedClaim` and `AccessDenied` are 403, the others 400.
@@ -92,6 +92,70 @@ pub struct AssumeRoleWithWebIdentityResponse {
     pub xmlns: &'static str,
     /// Result.
     pub assume_role_with_web_identity_result: AssumeRoleWithWebIdentityResult,
+    /// Metadata.
+    pub response_metadata: ResponseMetadata,
+}
+
+/// `AssumeRoleResult`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AssumeRoleResult {
+    /// The assumed role.
+    pub assumed_role_user: AssumedRoleUser,
+    /// The credentials.
+    pub credentials: Credentials,
+    /// Packed size of the session policy and tags, in percent of the allowed maximum.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packed_policy_size: Option<u32>,
+    /// The session's source identity, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_identity: Option<String>,
+}
+
+/// `AssumeRoleResponse` document.
+#[derive(Debug, Serialize)]
+#[serde(rename = "AssumeRoleResponse", rename_all = "PascalCase")]
+pub struct AssumeRoleResponse {
+    /// Namespace attribute.
+    #[serde(rename = "@xmlns")]
+    pub xmlns: &'static str,
+    /// Result.
+    pub assume_role_result: AssumeRoleResult,
+    /// Metadata.
+    pub response_metadata: ResponseMetadata,
+}
+
+/// `GetWebIdentityTokenResult`. Its `Debug` shows the token's length only.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GetWebIdentityTokenResult {
+    /// The JWT.
+    pub web_identity_token: String,
+    /// `YYYY-MM-DDTHH:MM:SSZ`.
+    pub expiration: String,
+}
+
+impl std::fmt::Debug for GetWebIdentityTokenResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GetWebIdentityTokenResult")
+            .field(
+                "web_identity_token",
+                &crate::redact::redacted(&self.web_identity_token),
+            )
+            .field("expiration", &self.expiration)
+            .finish()
+    }
+}
+
+/// `GetWebIdentityTokenResponse` document.
+#[derive(Debug, Serialize)]
+#[serde(rename = "GetWebIdentityTokenResponse", rename_all = "PascalCase")]
+pub struct GetWebIdentityTokenResponse {
+    /// Namespace attribute.
+    #[serde(rename = "@xmlns")]
+    pub xmlns: &'static str,
+    /// Result.
+    pub get_web_identity_token_result: GetWebIdentityTokenResult,
     /// Metadata.
     pub response_metadata: ResponseMetadata,
 }

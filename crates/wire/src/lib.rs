@@ -12,3 +12,4 @@ pub mod gce_metadata;
 pub mod google;
 pub mod proto_json;
 mod redact;
+pub mod x509_sigv4;

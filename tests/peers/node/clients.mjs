@@ -20,6 +20,7 @@ import {
   fromTokenFile,
 } from '@aws-sdk/credential-providers';
 import { SignatureV4 } from '@smithy/signature-v4';
+import { CoreV1Api, KubeConfig, Watch } from '@kubernetes/client-node';
 import * as gcpMetadata from 'gcp-metadata';
 import { ExternalAccountClient, GoogleAuth, Impersonated, OAuth2Client } from 'google-auth-library';
 
@@ -209,6 +210,80 @@ async function presigned_caller_identity(args) {
   });
 }
 
+// -------------------------------------------------------------------------- Kubernetes ---
+
+/** A KubeConfig for the emulated API server and a bearer token (no kubeconfig file). The
+ * client refuses an http:// server unless skipTLSVerify is set, and the emulator is plain HTTP. */
+function kubeConfig(args) {
+  const kc = new KubeConfig();
+  kc.loadFromClusterAndUser({ name: 'emulated', server: args.url, skipTLSVerify: true }, { name: 'agent', token: args.token });
+  return kc;
+}
+
+/** A pod by IP (field selector), a watch from the list's resourceVersion, a pod-bound
+ * TokenRequest, and the API server's 422 for a too-short token, with @kubernetes/client-node. */
+async function kubernetes(args) {
+  return attempt(async () => {
+    const kc = kubeConfig(args);
+    const core = kc.makeApiClient(CoreV1Api);
+    const list = await core.listPodForAllNamespaces({ fieldSelector: `status.podIP=${args.pod_ip}` });
+    const pod = list.items[0];
+    const out = {
+      pods: list.items.map((p) => ({ name: p.metadata.name, namespace: p.metadata.namespace, service_account: p.spec.serviceAccountName })),
+    };
+    // A pod added after the list: the watch from the list's version replays it.
+    const put = await fetch(`${args.url}/_emulator/kubernetes/namespaces/default/pods/${args.new_pod}`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ pod_ip: args.new_pod_ip, node: 'node-9' }),
+    });
+    out.put_status = put.status;
+    out.events = await new Promise((resolve, reject) => {
+      const events = [];
+      let controller;
+      new Watch(kc)
+        .watch(
+          '/api/v1/pods',
+          { fieldSelector: 'spec.nodeName=node-9', resourceVersion: list.metadata.resourceVersion, timeoutSeconds: 20 },
+          (type, obj) => {
+            events.push({ type, name: obj.metadata.name });
+            controller?.abort();
+            resolve(events);
+          },
+          (err) => (err && err.name !== 'AbortError' ? reject(err) : resolve(events)),
+        )
+        .then((c) => {
+          controller = c;
+          if (events.length) c.abort();
+        }, reject);
+    });
+    const token = await core.createNamespacedServiceAccountToken({
+      name: pod.spec.serviceAccountName,
+      namespace: pod.metadata.namespace,
+      body: {
+        spec: {
+          audiences: args.audiences,
+          boundObjectRef: { kind: 'Pod', apiVersion: 'v1', name: pod.metadata.name, uid: pod.metadata.uid },
+        },
+      },
+    });
+    out.token = token.status.token;
+    out.expiration = token.status.expirationTimestamp.toISOString();
+    out.pod_uid = pod.metadata.uid;
+    try {
+      await core.createNamespacedServiceAccountToken({
+        name: pod.spec.serviceAccountName,
+        namespace: pod.metadata.namespace,
+        body: { spec: { audiences: args.audiences, expirationSeconds: 60 } },
+      });
+      out.short = { status: 201 };
+    } catch (e) {
+      out.short = { status: e.code, body: typeof e.body === 'string' ? JSON.parse(e.body) : e.body };
+    }
+    return out;
+  });
+}
+
 // ------------------------------------------------------------------------------- main ---
 
 const ACTIONS = {
@@ -219,6 +294,7 @@ const ACTIONS = {
   external_account,
   aws_caller_identity,
   presigned_caller_identity,
+  kubernetes,
 };
 
 async function main() {

@@ -18,44 +18,170 @@ use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use idbridge_core::{AwsCredentials, Credential, IdToken};
 use tokio::time::Instant;
 
-use crate::{BrokerError, Context, ErrorKind, HopReport};
+use serde::Deserialize;
 
-const HOP: &str = "aws-sts";
+pub use crate::proof::get_caller_identity;
+use crate::step::{AwsRole, Facts, Input, KindError, Parse, Step, StepFuture, Yields};
+use crate::values::{RoleArn, SessionName};
+use crate::{BrokerError, Context, ErrorKind, Hop, HopReport, Overrides};
+
+/// The hop.
+pub const HOP: Hop = Hop::new(
+    "aws-sts",
+    "AWS_ENDPOINT_URL_STS (or AWS_ENDPOINT_URL, or [endpoints] aws_sts in the config)",
+);
 /// Region used when the route names none; STS is global, the SDK still wants a region.
 pub const DEFAULT_REGION: &str = "us-east-1";
 
-/// Parameters of one AssumeRoleWithWebIdentity call.
-#[derive(Debug)]
-pub struct Request<'a> {
-    /// Role ARN.
-    pub role_arn: &'a str,
-    /// Session name.
-    pub session_name: &'a str,
-    /// DurationSeconds.
-    pub duration_seconds: Option<u32>,
-    /// Session policy.
-    pub policy: Option<&'a str>,
-    /// Region.
-    pub region: Option<&'a str>,
+/// `exchange = [{ kind = "aws-sts", … }]`: `role_arn`, `session_name` (default
+/// `idbridge-<route>`), `duration_seconds` (900–43200, default 3600), `policy` (session policy
+/// JSON), `region` (default `us-east-1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsSts {
+    role_arn: RoleArn,
+    session_name: Option<SessionName>,
+    duration_seconds: Option<u32>,
+    policy: Option<String>,
+    region: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    role_arn: String,
+    #[serde(default)]
+    session_name: Option<String>,
+    #[serde(default)]
+    duration_seconds: Option<u32>,
+    #[serde(default)]
+    policy: Option<String>,
+    #[serde(default)]
+    region: Option<String>,
+}
+
+impl AwsSts {
+    /// Reads `{ kind = "aws-sts", … }` in `exchange`.
+    pub fn parse(table: toml::Value, p: &Parse<'_>) -> Result<Box<dyn Step>, KindError> {
+        let raw: Raw = p.table(table)?;
+        let invalid =
+            |field: &str, m: String| KindError::Invalid(format!("field `{}`: {m}", p.field(field)));
+        let role_arn = RoleArn::parse(&raw.role_arn).map_err(|m| invalid("role_arn", m))?;
+        let session_name = raw
+            .session_name
+            .as_deref()
+            .map(SessionName::parse)
+            .transpose()
+            .map_err(|m| invalid("session_name", m))?;
+        if let Some(d) = raw.duration_seconds
+            && !(900..=43200).contains(&d)
+        {
+            return Err(invalid(
+                "duration_seconds",
+                format!("{d} is outside 900..=43200"),
+            ));
+        }
+        Ok(Box::new(AwsSts {
+            role_arn,
+            session_name,
+            duration_seconds: raw.duration_seconds,
+            policy: raw.policy,
+            region: raw.region,
+        }))
+    }
+
+    async fn assume(
+        &self,
+        input: Input<'_>,
+        ctx: &Context,
+        hops: &mut Vec<HopReport>,
+    ) -> Result<Credential, BrokerError> {
+        let Some(Credential::IdToken(token)) = input.credential else {
+            return Err(BrokerError::new(
+                ErrorKind::InvalidConfiguration,
+                HOP,
+                "needs an ID token from the previous hop",
+            ));
+        };
+        let session_name = match &self.session_name {
+            Some(n) => n.clone(),
+            None => SessionName::derived(&format!("idbridge-{}", input.route)),
+        };
+        exchange(ctx, token, self, &session_name, hops).await
+    }
+}
+
+impl Step for AwsSts {
+    fn kind(&self) -> &'static str {
+        "aws-sts"
+    }
+
+    fn takes(&self) -> &'static [Yields] {
+        &[Yields::IdToken]
+    }
+
+    fn refuses(&self, _got: Yields) -> String {
+        "aws-sts needs an ID token, but the previous hop yields an access token (set an audience)"
+            .to_owned()
+    }
+
+    fn yields(&self) -> Yields {
+        Yields::AwsCredentials
+    }
+
+    fn describe(&self) -> String {
+        format!("role {}", self.role_arn)
+    }
+
+    fn facts(&self) -> Facts<'_> {
+        Facts {
+            aws_role: Some(AwsRole {
+                arn: &self.role_arn,
+                session_name: self.session_name.as_deref(),
+                duration_seconds: self.duration_seconds,
+                region: self.region.as_deref(),
+            }),
+            ..Facts::default()
+        }
+    }
+
+    fn with_overrides(&self, _overrides: &Overrides) -> Option<Result<Box<dyn Step>, String>> {
+        Some(Err(
+            "its last hop yields AWS credentials; audience/scopes do not apply".to_owned(),
+        ))
+    }
+
+    fn region(&self) -> Option<&str> {
+        None
+    }
+
+    fn run<'a>(
+        &'a self,
+        input: Input<'a>,
+        ctx: &'a Context,
+        hops: &'a mut Vec<HopReport>,
+    ) -> StepFuture<'a> {
+        Box::pin(self.assume(input, ctx, hops))
+    }
 }
 
 /// Assumes the role with `token`.
-pub async fn exchange(
+async fn exchange(
     ctx: &Context,
     token: &IdToken,
-    req: &Request<'_>,
+    req: &AwsSts,
+    session_name: &str,
     hops: &mut Vec<HopReport>,
 ) -> Result<Credential, BrokerError> {
     let started = Instant::now();
-    let region = req.region.unwrap_or(DEFAULT_REGION);
+    let region = req.region.as_deref().unwrap_or(DEFAULT_REGION);
     let (client, endpoint) = sts_client(ctx, region, None);
     let out = client
         .assume_role_with_web_identity()
-        .role_arn(req.role_arn)
-        .role_session_name(req.session_name)
+        .role_arn(req.role_arn.as_str())
+        .role_session_name(session_name)
         .web_identity_token(token.token.expose_secret())
         .set_duration_seconds(req.duration_seconds.map(|d| d as i32))
-        .set_policy(req.policy.map(str::to_owned))
+        .set_policy(req.policy.clone())
         .send()
         .await
         .map_err(|e| map_sdk_error(ctx, &endpoint, e))?;
@@ -64,11 +190,14 @@ pub async fn exchange(
         .ok_or_else(|| BrokerError::unparsable(HOP, "the response has no Credentials"))?;
     let expiration = time::OffsetDateTime::from_unix_timestamp(creds.expiration().secs()).ok();
     let arn = out.assumed_role_user().map(|u| u.arn().to_owned());
-    let account = req.role_arn.split(':').nth(4).map(str::to_owned);
+    let account = Some(req.role_arn.account().to_owned());
     hops.push(HopReport::new(
         HOP,
         endpoint,
-        format!("AWS session: {}", arn.as_deref().unwrap_or(req.role_arn)),
+        format!(
+            "AWS session: {}",
+            arn.as_deref().unwrap_or(req.role_arn.as_str())
+        ),
         expiration,
         started,
     ));
@@ -84,7 +213,7 @@ pub async fn exchange(
 
 /// An STS client for `region` (with `creds` for signed calls; none for the unsigned
 /// AssumeRoleWithWebIdentity), and the endpoint it talks to, for messages.
-fn sts_client(
+pub(crate) fn sts_client(
     ctx: &Context,
     region: &str,
     creds: Option<&AwsCredentials>,
@@ -125,7 +254,7 @@ const TRANSIENT_CODES: &[&str] = &[
     "InternalFailure",
 ];
 
-fn map_sdk_error<E: ProvideErrorMetadata + std::fmt::Debug>(
+pub(crate) fn map_sdk_error<E: ProvideErrorMetadata + std::fmt::Debug>(
     ctx: &Context,
     endpoint: &str,
     e: SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
@@ -192,28 +321,4 @@ fn map_sdk_error<E: ProvideErrorMetadata + std::fmt::Debug>(
             format!("request to {endpoint} failed"),
         ),
     }
-}
-
-/// The caller identity of `creds` (`GetCallerIdentity`, SigV4-signed by the SDK): proves the
-/// credentials work and shows whose they are.
-pub async fn get_caller_identity(
-    ctx: &Context,
-    creds: &AwsCredentials,
-    region: Option<&str>,
-) -> Result<HopReport, BrokerError> {
-    const GCI: &str = "aws-sts GetCallerIdentity";
-    let started = Instant::now();
-    let (client, endpoint) = sts_client(ctx, region.unwrap_or(DEFAULT_REGION), Some(creds));
-    let out = client.get_caller_identity().send().await.map_err(|e| {
-        let mut b = map_sdk_error(ctx, &endpoint, e);
-        b.hop = GCI.to_owned();
-        b
-    })?;
-    Ok(HopReport::new(
-        GCI,
-        endpoint,
-        format!("caller: {}", out.arn().unwrap_or("?")),
-        creds.expiration,
-        started,
-    ))
 }

@@ -16,13 +16,21 @@
 use std::time::SystemTime;
 
 use idbridge_core::{AwsCredentials, Credential, GoogleAccessToken, SecretString};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::sigv4::{UnsignedRequest, sign_request};
-use crate::{BrokerError, Context, ErrorKind, HopReport};
+use crate::step::{
+    Facts, GoogleSts as StsFacts, Input, KindError, Parse, Step, StepFuture, Yields,
+};
+use crate::values::WorkloadProvider;
+use crate::{BrokerError, Context, ErrorKind, Hop, HopReport, Overrides};
 
-const HOP: &str = "google-sts";
+/// The hop.
+pub const HOP: Hop = Hop::new(
+    "google-sts",
+    "IDBRIDGE_GOOGLE_STS_URL (or the exchange's `token_url`)",
+);
 /// Token-exchange grant.
 pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 /// Requested token type.
@@ -34,19 +42,134 @@ pub const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 /// Default scope.
 pub const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
 
-/// Parameters of one exchange.
-#[derive(Debug)]
-pub struct Request<'a> {
-    /// Provider resource name.
-    pub audience: &'a str,
-    /// Scopes.
-    pub scopes: &'a [String],
-    /// Token URL override.
-    pub token_url: Option<&'a str>,
-    /// Subject token type for JWTs.
-    pub subject_token_type: Option<&'a str>,
-    /// Region for an AWS subject token.
-    pub region: Option<&'a str>,
+/// `exchange = [{ kind = "google-sts", … }]`: `audience` (the workload identity provider),
+/// `scopes` (default cloud-platform), `token_url`, `subject_token_type` (for OIDC subjects),
+/// `region` (for AWS subjects; default the AWS source's, then `us-east-1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoogleSts {
+    provider: WorkloadProvider,
+    scopes: Vec<String>,
+    token_url: Option<String>,
+    subject_token_type: Option<String>,
+    region: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    audience: String,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    token_url: Option<String>,
+    #[serde(default)]
+    subject_token_type: Option<String>,
+    #[serde(default)]
+    region: Option<String>,
+}
+
+/// The subject token types of an OIDC subject.
+const JWT_TYPES: [&str; 2] = [JWT_TYPE, "urn:ietf:params:oauth:token-type:id_token"];
+
+impl GoogleSts {
+    /// Reads `{ kind = "google-sts", … }` in `exchange`.
+    pub fn parse(table: toml::Value, p: &Parse<'_>) -> Result<Box<dyn Step>, KindError> {
+        let raw: Raw = p.table(table)?;
+        let provider = WorkloadProvider::parse(&raw.audience)
+            .map_err(|m| KindError::Invalid(format!("field `{}`: {m}", p.field("audience"))))?;
+        if let Some(t) = &raw.subject_token_type
+            && !JWT_TYPES.contains(&t.as_str())
+        {
+            return Err(KindError::Invalid(format!(
+                "field `{}`: {t:?} is not a JWT token type",
+                p.field("subject_token_type")
+            )));
+        }
+        if raw.scopes.as_ref().is_some_and(Vec::is_empty) {
+            return Err(p.invalid("scopes", "is empty"));
+        }
+        Ok(Box::new(GoogleSts {
+            provider,
+            scopes: raw
+                .scopes
+                .unwrap_or_else(|| vec![CLOUD_PLATFORM.to_owned()]),
+            token_url: raw.token_url,
+            subject_token_type: raw.subject_token_type,
+            region: raw.region,
+        }))
+    }
+}
+
+impl Step for GoogleSts {
+    fn kind(&self) -> &'static str {
+        "google-sts"
+    }
+
+    fn takes(&self) -> &'static [Yields] {
+        &[Yields::IdToken, Yields::AwsCredentials]
+    }
+
+    fn refuses(&self, _got: Yields) -> String {
+        "google-sts needs AWS credentials or an OIDC token, but the previous hop yields a Google access token".to_owned()
+    }
+
+    fn yields(&self) -> Yields {
+        Yields::AccessToken
+    }
+
+    fn describe(&self) -> String {
+        format!("provider {}", self.provider)
+    }
+
+    fn facts(&self) -> Facts<'_> {
+        Facts {
+            scopes: Some(&self.scopes),
+            google_sts: Some(StsFacts {
+                provider: &self.provider,
+                token_url: self.token_url.as_deref(),
+                subject_token_type: self.subject_token_type.as_deref(),
+            }),
+            ..Facts::default()
+        }
+    }
+
+    fn with_overrides(&self, overrides: &Overrides) -> Option<Result<Box<dyn Step>, String>> {
+        Some(match (&overrides.audience, &overrides.scopes) {
+            (None, Some(s)) => Ok(Box::new(GoogleSts {
+                scopes: s.clone(),
+                ..self.clone()
+            })),
+            _ => Err(
+                "its last hop (google-sts) yields access tokens, not ID tokens for an audience"
+                    .to_owned(),
+            ),
+        })
+    }
+
+    fn run<'a>(
+        &'a self,
+        input: Input<'a>,
+        ctx: &'a Context,
+        hops: &'a mut Vec<HopReport>,
+    ) -> StepFuture<'a> {
+        Box::pin(async move {
+            let Some(subject) = input.credential else {
+                return Err(BrokerError::new(
+                    ErrorKind::InvalidConfiguration,
+                    HOP,
+                    "needs a credential from the previous hop",
+                ));
+            };
+            exchange(
+                ctx,
+                subject,
+                self,
+                self.region.as_deref().or(input.region),
+                hops,
+            )
+            .await
+        })
+    }
 }
 
 #[derive(Serialize)]
@@ -112,10 +235,11 @@ pub fn aws_subject_token(
 }
 
 /// Exchanges `subject` (AWS credentials or a JWT) for a federated access token.
-pub async fn exchange(
+async fn exchange(
     ctx: &Context,
     subject: &Credential,
-    req: &Request<'_>,
+    req: &GoogleSts,
+    region: Option<&str>,
     hops: &mut Vec<HopReport>,
 ) -> Result<Credential, BrokerError> {
     let started = Instant::now();
@@ -126,16 +250,16 @@ pub async fn exchange(
                 reason = "SigV4 signs with wall-clock time; the verifier allows 15 minutes of skew"
             )]
             let now = SystemTime::now();
-            let region = req.region.unwrap_or("us-east-1");
+            let region = region.unwrap_or("us-east-1");
             (
-                aws_subject_token(c, req.audience, region, now)?,
+                aws_subject_token(c, &req.provider, region, now)?,
                 AWS4_REQUEST_TYPE,
                 format!("signed GetCallerIdentity of {}", c.access_key_id),
             )
         }
         Credential::IdToken(t) => (
             t.token.clone(),
-            req.subject_token_type.unwrap_or(JWT_TYPE),
+            req.subject_token_type.as_deref().unwrap_or(JWT_TYPE),
             "OIDC token".to_owned(),
         ),
         other => {
@@ -151,17 +275,17 @@ pub async fn exchange(
     };
     let url = req
         .token_url
-        .map(str::to_owned)
+        .clone()
         .or_else(|| ctx.env.get(idbridge_core::env::IDBRIDGE_GOOGLE_STS_URL))
         .unwrap_or_else(|| idbridge_core::env::DEFAULT_GOOGLE_STS_URL.to_owned());
     let scope = req.scopes.join(" ");
-    let body = crate::source::send_google(
+    let body = crate::google::send_google(
         ctx,
         HOP,
         &url,
         ctx.http.post(&url).form(&[
             ("grant_type", GRANT_TYPE),
-            ("audience", req.audience),
+            ("audience", req.provider.as_str()),
             ("scope", &scope),
             ("requested_token_type", ACCESS_TOKEN_TYPE),
             ("subject_token", token.expose_secret()),
@@ -195,7 +319,7 @@ pub async fn exchange(
     Ok(Credential::GoogleAccessToken(GoogleAccessToken {
         token: parsed.access_token,
         expires_at,
-        principal: Some(format!("federated via {}", req.audience)),
-        scopes: req.scopes.to_vec(),
+        principal: Some(format!("federated via {}", req.provider)),
+        scopes: req.scopes.clone(),
     }))
 }

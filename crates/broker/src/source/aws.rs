@@ -15,12 +15,128 @@ use aws_credential_types::provider::ProvideCredentials;
 use idbridge_core::{AwsCredentials, Credential};
 use tokio::time::Instant;
 
-use crate::{BrokerError, Context, ErrorKind, HopReport};
+use serde::Deserialize;
 
-const HOP: &str = "aws";
+use crate::step::{CredentialSource, Facts, Input, KindError, Parse, Step, StepFuture, Yields};
+use crate::{BrokerError, Context, ErrorKind, Hop, HopReport};
+
+/// The hop.
+pub const HOP: Hop = Hop::new(
+    "aws",
+    "AWS_EC2_METADATA_SERVICE_ENDPOINT (or the source's `imds_endpoint`)",
+);
+/// The hop of the container endpoint.
+pub const HOP_ECS: Hop = Hop::new("aws ecs", "AWS_CONTAINER_CREDENTIALS_FULL_URI");
+
+/// The providers `provider` may name.
+const PROVIDERS: [&str; 4] = ["chain", "imds", "ecs", "env-or-imds"];
+
+/// `source = { kind = "aws", … }`: `provider` `chain` (default: aws-config's chain), `imds`,
+/// `ecs` or `env-or-imds`; `profile`, `region`, `imds_endpoint`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Aws {
+    /// `chain` (default: environment, profile, web identity, ECS, IMDS — via aws-config,
+    /// reading the process environment), `imds` (the EC2 instance role through IMDSv2 at
+    /// `AWS_EC2_METADATA_SERVICE_ENDPOINT`), `ecs` (the container endpoint at
+    /// `AWS_CONTAINER_CREDENTIALS_FULL_URI` with `AWS_CONTAINER_AUTHORIZATION_TOKEN`), or
+    /// `env-or-imds` (environment credentials first, as Google's libraries read them).
+    #[serde(default)]
+    provider: Option<String>,
+    /// Named profile for `chain`.
+    #[serde(default)]
+    profile: Option<String>,
+    /// Region (used for the GetCallerIdentity URL of a Google subject token).
+    #[serde(default)]
+    region: Option<String>,
+    /// IMDS endpoint for `imds` and `env-or-imds` (default `AWS_EC2_METADATA_SERVICE_ENDPOINT`).
+    #[serde(default)]
+    imds_endpoint: Option<String>,
+}
+
+impl Aws {
+    /// Reads `source = { kind = "aws", … }`.
+    pub fn parse(table: toml::Value, p: &Parse<'_>) -> Result<Box<dyn Step>, KindError> {
+        let raw: Aws = p.table(table)?;
+        if let Some(provider) = &raw.provider
+            && !PROVIDERS.contains(&provider.as_str())
+        {
+            return Err(p.invalid(
+                "provider",
+                format!(
+                    "must be \"chain\", \"imds\", \"ecs\" or \"env-or-imds\", not {provider:?}"
+                ),
+            ));
+        }
+        Ok(Box::new(raw))
+    }
+
+    /// The provider (`chain` when none is named).
+    pub fn provider(&self) -> &str {
+        self.provider.as_deref().unwrap_or("chain")
+    }
+}
+
+impl Step for Aws {
+    fn kind(&self) -> &'static str {
+        "aws"
+    }
+
+    fn yields(&self) -> Yields {
+        Yields::AwsCredentials
+    }
+
+    fn describe(&self) -> String {
+        format!("AWS credentials ({})", self.provider())
+    }
+
+    fn facts(&self) -> Facts<'_> {
+        Facts {
+            region: self.region.as_deref(),
+            ..Facts::default()
+        }
+    }
+
+    fn credential_source(&self, imds: &str) -> Option<CredentialSource> {
+        let base = self
+            .imds_endpoint
+            .as_deref()
+            .unwrap_or(imds)
+            .trim_end_matches('/');
+        Some(CredentialSource {
+            credential_source: serde_json::json!({
+                "environment_id": "aws1",
+                "region_url": format!("{base}/latest/meta-data/placement/availability-zone"),
+                "url": format!("{base}/latest/meta-data/iam/security-credentials"),
+                "regional_cred_verification_url": "https://sts.{region}.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15",
+                "imdsv2_session_token_url": format!("{base}/latest/api/token"),
+            }),
+            aws: true,
+            note: (self.provider() == "ecs").then_some(
+                "Google's libraries read AWS credentials from the environment or IMDSv2, not from the ECS endpoint: on ECS, export the task's credentials or use idbridge itself",
+            ),
+        })
+    }
+
+    fn run<'a>(
+        &'a self,
+        _input: Input<'a>,
+        ctx: &'a Context,
+        hops: &'a mut Vec<HopReport>,
+    ) -> StepFuture<'a> {
+        Box::pin(fetch(
+            ctx,
+            self.provider.as_deref(),
+            self.profile.as_deref(),
+            self.region.as_deref(),
+            self.imds_endpoint.as_deref(),
+            hops,
+        ))
+    }
+}
 
 /// Resolves AWS credentials.
-pub async fn fetch(
+async fn fetch(
     ctx: &Context,
     provider: Option<&str>,
     profile: Option<&str>,
@@ -161,7 +277,6 @@ async fn ecs(
     hops: &mut Vec<HopReport>,
     started: Instant,
 ) -> Result<Credential, BrokerError> {
-    const HOP_ECS: &str = "aws ecs";
     let bad = |m: String| BrokerError::new(ErrorKind::InvalidConfiguration, HOP_ECS, m);
     let uri = match (ctx.env.get(ECS_RELATIVE_URI), ctx.env.get(ECS_FULL_URI)) {
         (Some(rel), _) => format!("http://169.254.170.2{rel}"),

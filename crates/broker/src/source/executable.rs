@@ -8,32 +8,98 @@
 //! running it, as Google's libraries do. Unlike them, idbridge needs no
 //! `GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES`: the route's author chose the command.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use idbridge_core::{Credential, SecretString};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::{BrokerError, Context, ErrorKind, HopReport};
+use crate::step::{CredentialSource, Facts, Input, KindError, Parse, Step, StepFuture, Yields};
+use crate::token::{describe_claims, id_token_from_jwt};
+use crate::{BrokerError, Context, ErrorKind, Hop, HopReport};
 
-const HOP: &str = "executable";
+/// The hop.
+pub const HOP: Hop = Hop::named("executable");
 /// Google's default time limit for the program.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What to run.
-#[derive(Debug)]
-pub struct Request<'a> {
-    /// Command line.
-    pub command: &'a str,
-    /// Time limit.
-    pub timeout_millis: Option<u64>,
-    /// Cached response file.
-    pub output_file: Option<&'a Path>,
-    /// Audience passed to the program.
-    pub audience: Option<&'a str>,
-    /// Token type passed to the program.
-    pub token_type: Option<&'a str>,
+/// `source = { kind = "executable", … }`: `command` printing Google's executable-sourced
+/// response (split on whitespace, no shell); `timeout_millis` (5000–120000, default 30 s),
+/// `output_file`, `audience`, `token_type` (passed to the program).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Executable {
+    command: String,
+    #[serde(default)]
+    timeout_millis: Option<u64>,
+    #[serde(default)]
+    output_file: Option<PathBuf>,
+    #[serde(default)]
+    audience: Option<String>,
+    #[serde(default)]
+    token_type: Option<String>,
+}
+
+impl Executable {
+    /// Reads `source = { kind = "executable", … }`.
+    pub fn parse(table: toml::Value, p: &Parse<'_>) -> Result<Box<dyn Step>, KindError> {
+        let raw: Executable = p.table(table)?;
+        if raw.command.trim().is_empty() {
+            return Err(p.invalid("command", "is empty"));
+        }
+        if let Some(t) = raw.timeout_millis
+            && !(5000..=120_000).contains(&t)
+        {
+            return Err(p.invalid("timeout_millis", "must be 5000..=120000"));
+        }
+        Ok(Box::new(raw))
+    }
+}
+
+impl Step for Executable {
+    fn kind(&self) -> &'static str {
+        "executable"
+    }
+
+    fn yields(&self) -> Yields {
+        Yields::IdToken
+    }
+
+    fn describe(&self) -> String {
+        format!("program {}", self.command)
+    }
+
+    fn facts(&self) -> Facts<'_> {
+        Facts {
+            audience: self.audience.as_deref(),
+            ..Facts::default()
+        }
+    }
+
+    fn credential_source(&self, _imds: &str) -> Option<CredentialSource> {
+        let mut exe = serde_json::json!({"command": self.command});
+        if let Some(t) = self.timeout_millis {
+            exe["timeout_millis"] = serde_json::json!(t);
+        }
+        if let Some(f) = &self.output_file {
+            exe["output_file"] = serde_json::json!(f.display().to_string());
+        }
+        Some(CredentialSource {
+            credential_source: serde_json::json!({"executable": exe}),
+            aws: false,
+            note: None,
+        })
+    }
+
+    fn run<'a>(
+        &'a self,
+        _input: Input<'a>,
+        ctx: &'a Context,
+        hops: &'a mut Vec<HopReport>,
+    ) -> StepFuture<'a> {
+        Box::pin(fetch(ctx, self, hops))
+    }
 }
 
 #[derive(Deserialize)]
@@ -92,23 +158,23 @@ fn parse(
 }
 
 /// Runs the program (or reads its still-valid cached output).
-pub async fn fetch(
+async fn fetch(
     ctx: &Context,
-    req: &Request<'_>,
+    req: &Executable,
     hops: &mut Vec<HopReport>,
 ) -> Result<Credential, BrokerError> {
     let started = Instant::now();
-    if let Some(path) = req.output_file
+    if let Some(path) = &req.output_file
         && let Ok(text) = tokio::fs::read_to_string(path)
             .await
             .map(zeroize::Zeroizing::new)
         && let Ok(Some((token, _))) = parse(ctx, &text, &path.display().to_string())
     {
-        let (tok, parsed) = super::id_token_from_jwt(HOP, token.expose_secret())?;
+        let (tok, parsed) = id_token_from_jwt(HOP, token.expose_secret())?;
         hops.push(HopReport::new(
             HOP,
             path.display().to_string(),
-            format!("cached token: {}", super::describe_claims(&parsed)),
+            format!("cached token: {}", describe_claims(&parsed)),
             Some(tok.expires_at),
             started,
         ));
@@ -123,13 +189,13 @@ pub async fn fetch(
         .kill_on_drop(true)
         .stdin(std::process::Stdio::null());
     cmd.env("GOOGLE_EXTERNAL_ACCOUNT_INTERACTIVE", "0");
-    if let Some(a) = req.audience {
+    if let Some(a) = &req.audience {
         cmd.env("GOOGLE_EXTERNAL_ACCOUNT_AUDIENCE", a);
     }
-    if let Some(t) = req.token_type {
+    if let Some(t) = &req.token_type {
         cmd.env("GOOGLE_EXTERNAL_ACCOUNT_TOKEN_TYPE", t);
     }
-    if let Some(p) = req.output_file {
+    if let Some(p) = &req.output_file {
         cmd.env("GOOGLE_EXTERNAL_ACCOUNT_OUTPUT_FILE", p);
     }
     let limit = req
@@ -168,11 +234,11 @@ pub async fn fetch(
             format!("{program} printed an expired token"),
         )
     })?;
-    let (tok, parsed) = super::id_token_from_jwt(HOP, token.expose_secret())?;
+    let (tok, parsed) = id_token_from_jwt(HOP, token.expose_secret())?;
     hops.push(HopReport::new(
         HOP,
         program.to_owned(),
-        format!("token: {}", super::describe_claims(&parsed)),
+        format!("token: {}", describe_claims(&parsed)),
         Some(tok.expires_at),
         started,
     ));

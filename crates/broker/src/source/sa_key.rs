@@ -22,9 +22,110 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::{BrokerError, Context, ErrorKind, HopReport};
+use crate::step::{Facts, Input, KindError, Parse, Step, StepFuture, Yields};
+use crate::token::{describe_claims, id_token_from_jwt, json_error_message};
+use crate::values::Mint;
+use crate::{BrokerError, Context, ErrorKind, Hop, HopReport, Overrides};
 
-const HOP: &str = "service-account-key";
+/// The hop.
+pub const HOP: Hop = Hop::new(
+    "service-account-key",
+    "IDBRIDGE_GOOGLE_OAUTH2_URL (or [endpoints] google_oauth2)",
+);
+
+/// `source = { kind = "service-account-key", … }`: `key_file` (Google JSON key, relative to
+/// the config file), `target_audience` (ID token) or `scopes` (access token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAccountKey {
+    key_file: std::path::PathBuf,
+    mint: Mint,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    key_file: std::path::PathBuf,
+    #[serde(default)]
+    target_audience: Option<String>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+}
+
+impl ServiceAccountKey {
+    /// Reads `source = { kind = "service-account-key", … }`.
+    pub fn parse(table: toml::Value, p: &Parse<'_>) -> Result<Box<dyn Step>, KindError> {
+        let raw: Raw = p.table(table)?;
+        let mint = Mint::exactly_one(
+            raw.target_audience,
+            raw.scopes,
+            &p.field("target_audience"),
+            &p.field("scopes"),
+        )
+        .map_err(KindError::Invalid)?;
+        Ok(Box::new(ServiceAccountKey {
+            key_file: p.path(raw.key_file),
+            mint,
+        }))
+    }
+
+    async fn fetch(
+        &self,
+        ctx: &Context,
+        hops: &mut Vec<HopReport>,
+    ) -> Result<Credential, BrokerError> {
+        fetch(
+            ctx,
+            &self.key_file,
+            self.mint.audience(),
+            self.mint.scopes(),
+            hops,
+        )
+        .await
+    }
+}
+
+impl Step for ServiceAccountKey {
+    fn kind(&self) -> &'static str {
+        "service-account-key"
+    }
+
+    fn yields(&self) -> Yields {
+        self.mint.yields()
+    }
+
+    fn describe(&self) -> String {
+        match &self.mint {
+            Mint::IdToken(a) => format!("ID token for {a} with key {}", self.key_file.display()),
+            Mint::AccessToken(_) => format!("access token with key {}", self.key_file.display()),
+        }
+    }
+
+    fn facts(&self) -> Facts<'_> {
+        Facts {
+            audience: self.mint.audience(),
+            scopes: self.mint.scopes(),
+            google_id_token: true,
+            ..Facts::default()
+        }
+    }
+
+    fn with_overrides(&self, overrides: &Overrides) -> Option<Result<Box<dyn Step>, String>> {
+        let mint = Mint::overridden(overrides)?;
+        Some(Ok(Box::new(ServiceAccountKey {
+            mint,
+            ..self.clone()
+        })))
+    }
+
+    fn run<'a>(
+        &'a self,
+        _input: Input<'a>,
+        ctx: &'a Context,
+        hops: &'a mut Vec<HopReport>,
+    ) -> StepFuture<'a> {
+        Box::pin(self.fetch(ctx, hops))
+    }
+}
 /// Google caps assertion lifetime at one hour.
 const ASSERTION_LIFETIME_SECS: i64 = 3600;
 
@@ -67,7 +168,7 @@ async fn read_key(path: &Path) -> Result<KeyFile, BrokerError> {
             format!(
                 "key file {}: not a service-account key: {}",
                 path.display(),
-                super::json_error_message(&e)
+                json_error_message(&e)
             ),
         )
     })?;
@@ -86,7 +187,7 @@ async fn read_key(path: &Path) -> Result<KeyFile, BrokerError> {
 }
 
 /// Exchanges a signed assertion for an ID token or access token.
-pub async fn fetch(
+async fn fetch(
     ctx: &Context,
     key_file: &Path,
     target_audience: Option<&str>,
@@ -133,7 +234,7 @@ pub async fn fetch(
         .clone()
         .or(key.token_uri.clone())
         .unwrap_or_else(|| idbridge_core::env::DEFAULT_GOOGLE_OAUTH2_URL.to_owned());
-    let body = super::send_google(
+    let body = crate::google::send_google(
         ctx,
         HOP,
         &url,
@@ -153,11 +254,11 @@ pub async fn fetch(
             .ok_or_else(|| {
                 BrokerError::unparsable(HOP, format!("no id_token in the response from {url}"))
             })?;
-        let (tok, claims) = super::id_token_from_jwt(HOP, &jwt)?;
+        let (tok, claims) = id_token_from_jwt(HOP, &jwt)?;
         hops.push(HopReport::new(
             HOP,
             url,
-            format!("ID token: {}", super::describe_claims(&claims)),
+            format!("ID token: {}", describe_claims(&claims)),
             Some(tok.expires_at),
             started,
         ));

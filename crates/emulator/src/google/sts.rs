@@ -943,6 +943,7 @@ mod tests {
             role_arn,
             session_name: SESSION.to_owned(),
             expires_at: emu.clock.now() + time::Duration::hours(1),
+            context: Default::default(),
         });
         creds
     }

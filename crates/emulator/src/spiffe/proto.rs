@@ -1,4 +1,4 @@
-//! The JWT messages of the SPIFFE Workload API (`workload.proto`, which has no `package`),
+//! The JWT and X.509 messages of the SPIFFE Workload API (`workload.proto`, which has no `package`),
 //! declared with `prost` so no protobuf compiler is needed. Field numbers follow the proto file.
 
 use std::collections::HashMap;
@@ -149,4 +149,68 @@ mod tests {
         };
         assert_eq!(r.encode_to_vec(), [0x0a, 1, b'i', 0x12, 0]);
     }
+}
+
+/// `X509SVIDRequest` (empty).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct X509SvidRequest {}
+
+/// `X509SVIDResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct X509SvidResponse {
+    /// The X.509-SVIDs, the default identity first.
+    #[prost(message, repeated, tag = "1")]
+    pub svids: Vec<X509Svid>,
+    /// CRLs (DER), none here.
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    pub crl: Vec<Vec<u8>>,
+    /// Federated trust domain → CA certificates (concatenated DER), none here.
+    #[prost(map = "string, bytes", tag = "3")]
+    pub federated_bundles: HashMap<String, Vec<u8>>,
+}
+
+/// `X509SVID`. Its `Debug` (hand-written, not prost's) leaves out the private key.
+#[derive(Clone, PartialEq, prost::Message)]
+#[prost(skip_debug)]
+pub struct X509Svid {
+    /// The SPIFFE ID (the certificate's URI SAN).
+    #[prost(string, tag = "1")]
+    pub spiffe_id: String,
+    /// The certificate chain, leaf first, concatenated DER.
+    #[prost(bytes = "vec", tag = "2")]
+    pub x509_svid: Vec<u8>,
+    /// The private key, PKCS#8 DER.
+    #[prost(bytes = "vec", tag = "3")]
+    pub x509_svid_key: Vec<u8>,
+    /// The trust domain's CA certificates, concatenated DER.
+    #[prost(bytes = "vec", tag = "4")]
+    pub bundle: Vec<u8>,
+    /// Operator-chosen hint telling SVIDs apart.
+    #[prost(string, tag = "5")]
+    pub hint: String,
+}
+
+impl std::fmt::Debug for X509Svid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("X509Svid")
+            .field("spiffe_id", &self.spiffe_id)
+            .field("x509_svid_len", &self.x509_svid.len())
+            .field("hint", &self.hint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `X509BundlesRequest` (empty).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct X509BundlesRequest {}
+
+/// `X509BundlesResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct X509BundlesResponse {
+    /// CRLs (DER), none here.
+    #[prost(bytes = "vec", repeated, tag = "1")]
+    pub crl: Vec<Vec<u8>>,
+    /// Trust domain SPIFFE ID → CA certificates (concatenated DER).
+    #[prost(map = "string, bytes", tag = "2")]
+    pub bundles: HashMap<String, Vec<u8>>,
 }

@@ -1,0 +1,149 @@
+//! `setup`'s AWS side: the role's trust policy, as IAM JSON (`--format aws-json`) and as
+//! AWS CLI commands (`--format aws-cli`).
+
+#[allow(
+    unused_imports,
+    reason = "the formats read the parent's plan and helpers"
+)]
+use super::*;
+
+/// The trust policy of a role, as IAM JSON.
+pub(super) fn trust_policy(r: &AwsRolePlan) -> Value {
+    match &r.trust {
+        AwsTrust::Google {
+            unique_id,
+            audience,
+            has_azp,
+            azp,
+        } => {
+            let (equals, nulls) = if *has_azp {
+                (
+                    json!({
+                        "accounts.google.com:aud": azp,
+                        "accounts.google.com:oaud": audience,
+                        "accounts.google.com:sub": unique_id,
+                    }),
+                    json!({
+                        "accounts.google.com:aud": "false",
+                        "accounts.google.com:oaud": "false",
+                        "accounts.google.com:sub": "false",
+                    }),
+                )
+            } else {
+                (
+                    json!({"accounts.google.com:aud": audience, "accounts.google.com:sub": unique_id}),
+                    json!({"accounts.google.com:aud": "false", "accounts.google.com:sub": "false"}),
+                )
+            };
+            json!({
+                "Version": "2012-10-17",
+                "Statement": [{
+                    "Effect": "Allow",
+                    "Principal": {"Federated": GOOGLE_ISSUER},
+                    "Action": "sts:AssumeRoleWithWebIdentity",
+                    "Condition": {"StringEquals": equals, "Null": nulls},
+                }],
+            })
+        }
+        AwsTrust::Oidc {
+            issuer,
+            audience,
+            subject,
+        } => {
+            let host = iam_issuer_name(issuer);
+            let account = r.role_arn.split(':').nth(4).unwrap_or_default();
+            let partition = r.role_arn.split(':').nth(1).unwrap_or("aws");
+            let mut equals = serde_json::Map::new();
+            equals.insert(format!("{host}:aud"), json!(audience));
+            equals.insert(format!("{host}:sub"), json!(subject));
+            json!({
+                "Version": "2012-10-17",
+                "Statement": [{
+                    "Effect": "Allow",
+                    "Principal": {"Federated": format!("arn:{partition}:iam::{account}:oidc-provider/{host}")},
+                    "Action": "sts:AssumeRoleWithWebIdentity",
+                    "Condition": {"StringEquals": equals},
+                }],
+            })
+        }
+    }
+}
+
+pub(super) fn no_aws(route: &RouteConfig) -> CliError {
+    CliError::Usage(format!(
+        "setup: route {:?} assumes no AWS role (no aws-sts exchange): use --format gcloud, terraform, external-account or world",
+        route.name
+    ))
+}
+
+pub(super) fn aws_json(plan: &Plan, route: &RouteConfig) -> Result<String, CliError> {
+    match plan.aws.as_slice() {
+        [] => Err(no_aws(route)),
+        [one] => Ok(format!("{}\n", pretty(&trust_policy(one)))),
+        many => {
+            let by_role: serde_json::Map<String, Value> = many
+                .iter()
+                .map(|r| (r.role_arn.clone(), trust_policy(r)))
+                .collect();
+            Ok(format!("{}\n", pretty(&Value::Object(by_role))))
+        }
+    }
+}
+
+pub(super) fn role_name_path(arn: &str) -> (String, String) {
+    let resource = arn.splitn(6, ':').nth(5).unwrap_or_default();
+    let path_name = resource.strip_prefix("role/").unwrap_or(resource);
+    match path_name.rsplit_once('/') {
+        Some((path, name)) => (name.to_owned(), format!("/{path}/")),
+        None => (path_name.to_owned(), "/".to_owned()),
+    }
+}
+
+pub(super) fn aws_cli(plan: &Plan, route: &RouteConfig) -> Result<String, CliError> {
+    if plan.aws.is_empty() {
+        return Err(no_aws(route));
+    }
+    let mut out = header(route, "#");
+    for r in &plan.aws {
+        let (name, path) = role_name_path(&r.role_arn);
+        let file = format!("trust-policy-{name}.json");
+        if let AwsTrust::Oidc {
+            issuer, audience, ..
+        } = &r.trust
+        {
+            let _ = writeln!(
+                out,
+                "\n# The issuer {issuer} as an IAM OIDC provider (once per account; Google, Cognito and Amazon are built in):"
+            );
+            let _ = writeln!(
+                out,
+                "aws iam create-open-id-connect-provider --url {} --client-id-list {}",
+                sh(issuer),
+                sh(audience)
+            );
+        }
+        let _ = writeln!(out, "\n# The role {} and whom it trusts:", r.role_arn);
+        let _ = writeln!(
+            out,
+            "cat > {file} <<'EOF'\n{}\nEOF",
+            pretty(&trust_policy(r))
+        );
+        let mut create = format!(
+            "aws iam create-role --role-name {} --assume-role-policy-document file://{file}",
+            sh(&name)
+        );
+        if path != "/" {
+            let _ = write!(create, " --path {}", sh(&path));
+        }
+        if let Some(d) = r.max_session {
+            let _ = write!(create, " --max-session-duration {d}");
+        }
+        let _ = writeln!(out, "{create}");
+        let _ = writeln!(
+            out,
+            "# or, for an existing role:\n# aws iam update-assume-role-policy --role-name {} --policy-document file://{file}",
+            sh(&name)
+        );
+    }
+    Ok(out)
+}
