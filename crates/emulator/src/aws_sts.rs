@@ -882,16 +882,15 @@ mod tests {
 
     use axum::body::Body;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use http::{HeaderMap, Request};
-    use http_body_util::BodyExt;
+    use http::Request;
     use idbridge_core::clock::ManualClock;
     use jsonwebtoken::{Algorithm, EncodingKey, Header};
     use serde_json::{Value, json};
-    use tower::ServiceExt;
 
     use super::*;
     use crate::World;
     use crate::sigv4::testing::Client;
+    use crate::test_util::Reply;
 
     /// 2025-06-15T15:06:40Z.
     const NOW: i64 = 1_750_000_000;
@@ -918,13 +917,15 @@ mod tests {
         Env { state, clock }
     }
 
-    struct Reply {
-        status: StatusCode,
-        headers: HeaderMap,
-        body: String,
+    /// AWS's XML answers, read from a [`Reply`].
+    trait XmlReply {
+        fn tag(&self, name: &str) -> Option<String>;
+        fn code(&self) -> String;
+        fn message(&self) -> String;
+        fn assert_error(&self, status: u16, code: &str);
     }
 
-    impl Reply {
+    impl XmlReply for Reply {
         fn tag(&self, name: &str) -> Option<String> {
             let open = format!("<{name}>");
             let start = self.body.find(&open)? + open.len();
@@ -954,15 +955,7 @@ mod tests {
     }
 
     async fn send(env: &Env, req: Request<Body>) -> Reply {
-        let response = router(env.state.clone()).oneshot(req).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let reply = Reply {
-            status,
-            headers,
-            body: String::from_utf8(bytes.to_vec()).unwrap(),
-        };
+        let reply = crate::test_util::send(&router(env.state.clone()), req).await;
         assert_eq!(reply.headers[CONTENT_TYPE], "text/xml");
         let id = reply.headers["x-amzn-requestid"]
             .to_str()

@@ -1,6 +1,5 @@
 //! `doctor`'s diagnosis of a failed AWS hop: `aws-sts` (AssumeRoleWithWebIdentity).
 
-#[allow(unused_imports, reason = "the diagnosis reads the parent's helpers")]
 use super::*;
 
 /// Why AWS STS refused, and the fix (the trust policy evaluated when given).

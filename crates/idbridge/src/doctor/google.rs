@@ -1,7 +1,6 @@
 //! `doctor`'s diagnosis of a failed Google hop: `google-sts` (the provider's mapping and
 //! condition) and `impersonate` (IAM Credentials bindings).
 
-#[allow(unused_imports, reason = "the diagnosis reads the parent's helpers")]
 use super::*;
 
 /// Why Google STS refused, and the fix (the provider evaluated when given).
