@@ -34,11 +34,16 @@ def _error(e: BaseException) -> dict:
 
 
 def boto3_caller_identity(args: dict) -> dict:
-    """Session(profile_name=…).client('sts').get_caller_identity() + the credential method."""
+    """Session(profile_name=…).client('sts').get_caller_identity() + the credential method; a
+    provider's failure is reported as botocore raises it (CredentialRetrievalError)."""
     import boto3
+    from botocore.exceptions import CredentialRetrievalError
 
     session = boto3.Session(profile_name=args.get("profile"))
-    creds = session.get_credentials()
+    try:
+        creds = session.get_credentials()
+    except CredentialRetrievalError as e:  # a provider that ran and failed (credential_process)
+        return _error(e)
     if creds is None:
         return {"error": {"type": "NoCredentials", "code": None, "message": "no credentials found"}}
     method = creds.method
