@@ -107,7 +107,11 @@ string_value!(
 impl ServiceAccount {
     /// Checks the form.
     pub fn parse(s: &str) -> Result<Self, String> {
-        if !s.contains('@') && !s.bytes().all(|b| b.is_ascii_digit()) {
+        let email = s.split_once('@').is_some_and(|(user, domain)| {
+            !user.is_empty() && domain.contains('.') && !domain.contains('@')
+        });
+        let unique_id = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if !email && !unique_id {
             return Err("must be an email or a numeric unique id".to_owned());
         }
         Ok(Self(s.to_owned()))
@@ -242,5 +246,23 @@ mod tests {
         assert_eq!(n.as_str(), "my-route-with-spaces");
         assert!(SessionName::parse(&n).is_ok());
         assert!(SessionName::parse("x").is_err());
+    }
+
+    #[test]
+    fn service_accounts_are_emails_or_unique_ids() {
+        for ok in ["sa@p.iam.gserviceaccount.com", "110000000000000000001"] {
+            assert!(ServiceAccount::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "@",
+            "sa@",
+            "@p.iam.gserviceaccount.com",
+            "sa@localhost",
+            "a@b@c.d",
+            "12a",
+        ] {
+            assert!(ServiceAccount::parse(bad).is_err(), "{bad:?}");
+        }
     }
 }
