@@ -22,6 +22,10 @@
 //! | …and its audience is among the assertion's `aud` | none | 401 | `invalid_client` | 700212 |
 //! | the resource is an app of the tenant (identifier URI, `api://{appId}`, appId) or a Microsoft API | unknown | 400 | `invalid_resource` | 500011 |
 //!
+//! The assertion's checks (algorithm through audience) are `idbridge_policy::azure::federate`'s
+//! decision, which `idbridge explain --entra` prints too; this module verifies the signature
+//! with the issuer's keys and passes the outcome in.
+//!
 //! The answer is an Entra-shaped access token (`issue_access_token`), v1 or v2 as the
 //! resource app's `access_token_version` says. Calls are counted as `azure.entra.token`.
 
