@@ -110,6 +110,19 @@ pub struct Facts<'a> {
     pub region: Option<&'a str>,
     /// The step whose credential it runs first as its caller (the `impersonate` source's).
     pub caller: Option<&'a dyn Step>,
+    /// The Entra app or managed identity it federates to.
+    pub entra: Option<EntraFederation<'a>>,
+}
+
+/// An Entra ID workload identity federation exchange.
+#[derive(Debug, Clone, Copy)]
+pub struct EntraFederation<'a> {
+    /// The tenant (id or domain).
+    pub tenant: &'a str,
+    /// The app registration's or managed identity's client id.
+    pub client_id: &'a str,
+    /// The scope asked for (`<resource>/.default`).
+    pub scope: &'a str,
 }
 
 /// The role an AWS step assumes.

@@ -53,6 +53,7 @@ use crate::Emulator;
 use crate::keys::{KeyError, SigningKey};
 use crate::world::World;
 
+pub use idbridge_policy::azure::FederatedCredential;
 pub use idbridge_wire::entra::DEFAULT_FEDERATION_AUDIENCE;
 
 /// The v1 issuer of tenant `tid`'s tokens.
@@ -88,25 +89,6 @@ pub struct EntraTenant {
     /// Verified domain, usable in URLs in place of the id.
     #[serde(default)]
     pub domain: Option<String>,
-}
-
-/// A federated identity credential.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FederatedCredential {
-    /// Name (unique within the app).
-    pub name: String,
-    /// Must equal the assertion's `iss`.
-    pub issuer: String,
-    /// Must equal the assertion's `sub` (case-sensitive).
-    pub subject: String,
-    /// Exactly one audience the assertion's `aud` must contain.
-    #[serde(default = "default_audiences")]
-    pub audiences: Vec<String>,
-}
-
-fn default_audiences() -> Vec<String> {
-    vec![DEFAULT_FEDERATION_AUDIENCE.to_owned()]
 }
 
 /// An app registration and its service principal.
@@ -345,38 +327,12 @@ pub(crate) fn validate_world(world: &World) -> Result<(), String> {
     }
     let tenant_known = |t: &str| world.entra_tenants.iter().any(|x| x.id == t);
     let check_fics = |at: &str, fics: &[FederatedCredential]| -> Result<(), String> {
-        for (j, f) in fics.iter().enumerate() {
-            let at = format!("{at}.federated_credential[{j}] ({})", f.name);
-            if f.name.is_empty() || f.name.len() > 120 {
-                return Err(format!("{at}: field `name` must be 1..=120 characters"));
-            }
-            if f.audiences.len() != 1 {
-                return Err(format!(
-                    "{at}: field `audiences` must hold exactly one value (Entra's rule)"
-                ));
-            }
-            for (field, v) in [
-                ("issuer", &f.issuer),
-                ("subject", &f.subject),
-                ("audiences", &f.audiences[0]),
-            ] {
-                if v.is_empty() || v.len() > 600 {
-                    return Err(format!("{at}: field `{field}` must be 1..=600 characters"));
-                }
-            }
-            if fics[..j]
-                .iter()
-                .any(|g| g.issuer == f.issuer && g.subject == f.subject)
-            {
-                return Err(format!(
-                    "{at}: the pair (issuer, subject) is already used by another credential"
-                ));
-            }
-            if fics[..j].iter().any(|g| g.name == f.name) {
-                return Err(format!("{at}: field `name`: already used"));
-            }
-        }
-        Ok(())
+        idbridge_policy::azure::validate(fics).map_err(|e| {
+            format!(
+                "{at}.federated_credential[{}] ({}): {}",
+                e.index, e.name, e.rule
+            )
+        })
     };
     let mut client_ids: Vec<&str> = Vec::new();
     for (i, a) in world.entra_apps.iter().enumerate() {

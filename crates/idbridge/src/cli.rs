@@ -94,10 +94,17 @@ pub(crate) struct ExplainArgs {
     /// The role's trust policy (IAM JSON file).
     #[arg(
         long,
-        required_unless_present = "gcp_provider",
-        conflicts_with = "gcp_provider"
+        required_unless_present_any = ["gcp_provider", "entra"],
+        conflicts_with_all = ["gcp_provider", "entra"]
     )]
     pub(crate) aws_trust_policy: Option<PathBuf>,
+    /// An Entra app registration or managed identity (or a world file) with its federated
+    /// credentials (TOML or JSON; see below).
+    #[arg(long, long_help = crate::explain::ENTRA_HELP, conflicts_with = "gcp_provider")]
+    pub(crate) entra: Option<PathBuf>,
+    /// With --entra: the client id of the app or managed identity in a world file.
+    #[arg(long, requires = "entra")]
+    pub(crate) client_id: Option<String>,
     /// A Google workload identity pool provider (TOML or JSON; see below).
     #[arg(long, long_help = crate::explain::GCP_PROVIDER_HELP)]
     pub(crate) gcp_provider: Option<PathBuf>,
@@ -138,6 +145,10 @@ pub(crate) struct DoctorArgs {
     /// The Google provider (as for `explain --gcp-provider`): on a refusal, evaluate against it.
     #[arg(long)]
     pub(crate) gcp_provider: Option<PathBuf>,
+    /// The Entra app or world file (as for `explain --entra`): on an AADSTS refusal, compare
+    /// the token with its federated credentials.
+    #[arg(long)]
+    pub(crate) entra: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub(crate) format: DoctorFormat,
@@ -165,6 +176,8 @@ pub(crate) enum SetupFormat {
     ExternalAccount,
     /// A fragment of the emulator's world file (roles, pools, providers, bindings).
     World,
+    /// `az` commands (the Entra federated identity credentials of `entra` hops).
+    AzCli,
 }
 
 /// Which endpoint URLs `setup --format external-account` writes.
@@ -213,6 +226,10 @@ pub(crate) struct SetupArgs {
     /// OIDC audience of the source's tokens (read from a token when absent).
     #[arg(long)]
     pub(crate) audience: Option<String>,
+    /// For an `entra` hop: the ARM id of the user-assigned managed identity that has the
+    /// client id (the credential is written for an app registration otherwise).
+    #[arg(long)]
+    pub(crate) managed_identity: Option<String>,
     /// Do not call any endpoint: everything comes from the config and the flags.
     #[arg(long)]
     pub(crate) offline: bool,

@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use idbridge_broker::config::RouteConfig;
-use idbridge_broker::exchange::{aws_sts, google_sts, iam_credentials};
+use idbridge_broker::exchange::{aws_sts, entra as entra_exchange, google_sts, iam_credentials};
 use idbridge_broker::step::Input;
 use idbridge_broker::{BrokerError, Config, Context, ErrorKind, Route, StepOutcome};
 use idbridge_broker::{Hop, proof};
@@ -18,10 +18,11 @@ use serde_json::Value;
 
 use crate::cli::{DoctorArgs, DoctorFormat};
 use crate::commands::CliError;
-use crate::explain::{self, GcpProvider, GcpSubject};
+use crate::explain::{self, EntraPrincipal, GcpProvider, GcpSubject};
 
 mod aws;
 mod aws_kinds;
+mod entra;
 mod google;
 mod report;
 
@@ -50,6 +51,16 @@ pub(crate) async fn run(a: DoctorArgs) -> Result<ExitCode, CliError> {
         .as_deref()
         .map(|p| explain::load_gcp_provider(p, select.as_deref()))
         .transpose()?;
+    let entra_client = route_cfg
+        .exchange
+        .iter()
+        .find_map(|e| e.facts().entra)
+        .map(|e| e.client_id.to_owned());
+    let entra = a
+        .entra
+        .as_deref()
+        .map(|p| explain::load_entra(p, entra_client.as_deref()))
+        .transpose()?;
     let ctx = Context::from_process(&config.endpoints)?;
     let outcomes = Route::new(route_cfg.clone()).run_steps(&ctx).await;
 
@@ -67,8 +78,16 @@ pub(crate) async fn run(a: DoctorArgs) -> Result<ExitCode, CliError> {
         .map(str::to_owned);
     let diagnosis = match failure {
         Some((o, e)) => Some(
-            diagnose(&ctx, &config, &route_cfg, &outcomes, o, e, policy.as_ref(), provider.as_ref())
-                .await,
+            diagnose(
+                &ctx,
+                &config,
+                &route_cfg,
+                &outcomes,
+                o,
+                e,
+                (policy.as_ref(), provider.as_ref(), entra.as_ref()),
+            )
+            .await,
         ),
         None => proof_error.map(|m| Diagnosis {
             step: outcomes.len(),
@@ -291,7 +310,6 @@ pub(crate) fn iam_issuer_name(iss: &str) -> String {
         .to_owned()
 }
 
-#[expect(clippy::too_many_arguments, reason = "everything a diagnosis may read")]
 async fn diagnose(
     ctx: &Context,
     config: &Config,
@@ -299,8 +317,11 @@ async fn diagnose(
     outcomes: &[StepOutcome],
     failed: &StepOutcome,
     e: &BrokerError,
-    policy: Option<&idbridge_policy::aws::TrustPolicy>,
-    provider: Option<&GcpProvider>,
+    (policy, provider, entra): (
+        Option<&idbridge_policy::aws::TrustPolicy>,
+        Option<&GcpProvider>,
+        Option<&EntraPrincipal>,
+    ),
 ) -> Diagnosis {
     let failure = Failure {
         ctx,
@@ -317,6 +338,7 @@ async fn diagnose(
             .map(AsRef::as_ref),
         policy,
         provider,
+        entra,
     };
     let mut advice = Advice::default();
     let cause: String = if e.kind == ErrorKind::Transient
@@ -333,6 +355,8 @@ async fn diagnose(
         aws::aws_sts(&failure, &mut advice).await
     } else if e.hop == google_sts::HOP {
         google::google_sts(&failure, &mut advice).await
+    } else if e.hop == entra_exchange::HOP {
+        entra::entra(&failure, &mut advice)
     } else if e.hop == iam_credentials::HOP {
         google::impersonate(&failure, &mut advice).await
     } else if e.kind == ErrorKind::NotConfigured || e.kind == ErrorKind::InvalidConfiguration {
@@ -378,6 +402,8 @@ struct Failure<'a> {
     exchange: Option<&'a dyn idbridge_broker::Step>,
     policy: Option<&'a idbridge_policy::aws::TrustPolicy>,
     provider: Option<&'a GcpProvider>,
+    /// The Entra app given with `--entra`.
+    entra: Option<&'a EntraPrincipal>,
 }
 
 impl Failure<'_> {

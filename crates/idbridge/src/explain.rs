@@ -4,12 +4,15 @@
 //! One module per side, deciding with the same engine as the emulator: [`aws`] evaluates a
 //! token's claims against a trust policy (every statement and condition: key, the claim it
 //! reads, the token's value, operator, policy values, result), [`gcp`] renders
-//! `idbridge_policy::gcp::federate`'s trace and checks binding members. Each builds a typed
+//! `idbridge_policy::gcp::federate`'s trace and checks binding members, [`entra`] renders
+//! `idbridge_policy::azure::federate`'s (which federated credential of an Entra app takes the
+//! token: issuer, subject, audience). Each builds a typed
 //! report ([`report`]); `--format json` prints it as it serialises, [`table`] as a table. The
 //! signature is not verified unless `--verify` names a JWKS file, a JWKS URL or an issuer.
 //! Exits 0 on allow, 2 ([`crate::error::DENY`]) on deny.
 
 mod aws;
+mod entra;
 mod gcp;
 mod report;
 mod table;
@@ -19,6 +22,9 @@ use std::process::ExitCode;
 use idbridge_core::SecretString;
 
 pub(crate) use aws::{aws_report, load_trust_policy};
+pub(crate) use entra::{
+    ENTRA_HELP, EntraPrincipal, PrincipalKind, entra_report, load_entra, suggested_name,
+};
 pub(crate) use gcp::{
     GCP_PROVIDER_HELP, GcpProvider, GcpSubject, aws_assertion, gcp_report, load_gcp_provider,
     parse_gcp_provider,
@@ -31,12 +37,15 @@ use crate::error::CliError;
 const UNVERIFIED: &str = "the token's signature was not verified (pass --verify JWKS|URL|ISSUER to check it); claims are taken as they are";
 
 pub(crate) async fn run(a: ExplainArgs) -> Result<ExitCode, CliError> {
+    if let Some(app) = &a.entra {
+        return entra::run(&a, app).await;
+    }
     if let Some(provider) = &a.gcp_provider {
         return gcp::run(&a, provider).await;
     }
     let Some(policy_path) = &a.aws_trust_policy else {
         return Err(CliError::Usage(
-            "explain: give --aws-trust-policy FILE or --gcp-provider FILE".into(),
+            "explain: give --aws-trust-policy FILE, --gcp-provider FILE or --entra FILE".into(),
         ));
     };
     aws::run(&a, policy_path).await

@@ -11,7 +11,10 @@
 //! * `google-sts` after AWS credentials or an OIDC token: the org policy that allows the AWS
 //!   account (AWS only), the pool, the provider with its mapping and condition, and the
 //!   `roles/iam.workloadIdentityUser` binding on the impersonated service account;
-//! * `impersonate` by a service account: its `roles/iam.serviceAccountTokenCreator` binding.
+//! * `impersonate` by a service account: its `roles/iam.serviceAccountTokenCreator` binding;
+//! * `entra`: the federated identity credential of the app registration (or, with
+//!   `--managed-identity`, the user-assigned managed identity) for the token the hop is handed
+//!   ([`azure`]).
 //!
 //! Values the config does not hold (the numeric id, the caller's ARN, the token's subject) come
 //! from flags, or from running the route's first hops against the configured endpoints (claims
@@ -45,11 +48,13 @@ const AWS4_REQUEST: &str = "urn:ietf:params:aws:token-type:aws4_request";
 const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 
 mod aws;
+pub(crate) mod azure;
 mod external_account;
 mod gcp;
 mod world;
 
 use aws::*;
+use azure::*;
 use external_account::*;
 use gcp::*;
 use world::*;
@@ -129,6 +134,8 @@ struct Plan {
     creators: Vec<TokenCreator>,
     /// The probed token of each aws-sts hop, to check the generated policy.
     aws_tokens: Vec<Option<UnverifiedJwt>>,
+    /// The federated credentials of the `entra` hops.
+    azure: Vec<AzurePlan>,
 }
 
 pub(crate) async fn run(a: SetupArgs) -> Result<ExitCode, CliError> {
@@ -141,7 +148,17 @@ pub(crate) async fn run(a: SetupArgs) -> Result<ExitCode, CliError> {
     };
     let plan = plan(&a, &route, ctx.as_ref()).await?;
     check(&plan);
+    check_azure(&plan);
     let text = match a.format {
+        SetupFormat::AzCli => az_cli(&plan, &route)?,
+        SetupFormat::Terraform if !plan.azure.is_empty() => {
+            let base = if plan.aws.is_empty() && plan.gcp.is_empty() && plan.creators.is_empty() {
+                String::new()
+            } else {
+                terraform(&plan, &route, a.organization.as_deref())?
+            };
+            terraform_azure(&plan, &route, base)
+        }
         SetupFormat::AwsJson => aws_json(&plan, &route)?,
         SetupFormat::AwsCli => aws_cli(&plan, &route)?,
         SetupFormat::Gcloud => gcloud(&plan, &route, a.organization.as_deref())?,
@@ -499,6 +516,8 @@ async fn plan(a: &SetupArgs, route: &RouteConfig, ctx: Option<&Context>) -> Resu
                     subject,
                 });
             }
+        } else if let Some(entra) = facts.entra {
+            plan.azure.push(plan_entra(a, route, ctx, i, entra).await?);
         } else if let Some(imp) = facts.impersonation {
             {
                 let service_account = imp.service_account;
@@ -519,6 +538,16 @@ async fn plan(a: &SetupArgs, route: &RouteConfig, ctx: Option<&Context>) -> Resu
                     });
                 }
             }
+        }
+    }
+    for r in &plan.aws {
+        if let AwsTrust::Oidc { issuer, .. } = &r.trust {
+            note_entra_source(issuer, &format!("role {}", r.role_arn));
+        }
+    }
+    for g in &plan.gcp {
+        if let GcpSource::Oidc { issuer, .. } = &g.source {
+            note_entra_source(issuer, &format!("provider {}", g.name.canonical()));
         }
     }
     if let Some(imp) = route.source.facts().impersonation {

@@ -9,10 +9,14 @@
 //!   (`principal://`, `principalSet://`, `serviceAccount:`) matched against federated and
 //!   Google principals.
 //!
+//! * [`azure`]: Microsoft Entra ID workload identity federation — which federated identity
+//!   credential of an app or managed identity takes an external token, or the AADSTS error.
+//!
 //! The main entry points are re-exported here.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod aws;
+pub mod azure;
 pub mod gcp;
 
 pub use aws::{

@@ -20,7 +20,7 @@ use idbridge_wire::entra::{ErrorBody, JWT_BEARER_ASSERTION_TYPE, resource_of_sco
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::step::{Input, KindError, Parse, Step, StepFuture, Yields};
+use crate::step::{EntraFederation, Facts, Input, KindError, Parse, Step, StepFuture, Yields};
 use crate::{BrokerError, Context, ErrorKind, Hop, HopReport, Overrides};
 
 /// The hop.
@@ -209,6 +209,17 @@ impl Step for Entra {
 
     fn yields(&self) -> Yields {
         Yields::AzureAccessToken
+    }
+
+    fn facts(&self) -> Facts<'_> {
+        Facts {
+            entra: Some(EntraFederation {
+                tenant: &self.tenant,
+                client_id: &self.client_id,
+                scope: &self.scope,
+            }),
+            ..Facts::default()
+        }
     }
 
     fn describe(&self) -> String {

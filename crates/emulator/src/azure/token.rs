@@ -22,6 +22,10 @@
 //! | …and its audience is among the assertion's `aud` | none | 401 | `invalid_client` | 700212 |
 //! | the resource is an app of the tenant (identifier URI, `api://{appId}`, appId) or a Microsoft API | unknown | 400 | `invalid_resource` | 500011 |
 //!
+//! The assertion's checks (algorithm through audience) are `idbridge_policy::azure::federate`'s
+//! decision, which `idbridge explain --entra` prints too; this module verifies the signature
+//! with the issuer's keys and passes the outcome in.
+//!
 //! The answer is an Entra-shaped access token (`issue_access_token`), v1 or v2 as the
 //! resource app's `access_token_version` says. Calls are counted as `azure.entra.token`.
 
@@ -33,6 +37,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http::{HeaderMap, StatusCode};
+use idbridge_policy::azure;
 use idbridge_wire::entra::{
     ErrorBody, JWT_BEARER_ASSERTION_TYPE, ScopeError, TokenRequestForm, TokenResponse,
     resource_of_scope,
@@ -121,16 +126,6 @@ impl EntraError {
 fn entra_timestamp(t: OffsetDateTime) -> String {
     let f = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
     t.format(&f).unwrap_or_default()
-}
-
-/// ISO time as AADSTS700024 quotes it.
-fn iso(unix: i64) -> String {
-    let f =
-        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].0000000Z");
-    OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| t.format(&f).ok())
-        .unwrap_or_default()
 }
 
 /// The client's request id (`client-request-id`, which MSAL sends), or a fresh one.
@@ -350,7 +345,9 @@ fn exchange(
         .into_response())
 }
 
-/// Entra's checks of a federated assertion for `principal` (see the module documentation).
+/// Entra's checks of a federated assertion for `principal` (see the module documentation):
+/// the signature here, with the emulator's issuer keys; the decision is
+/// [`idbridge_policy::azure::federate`]'s.
 pub(crate) fn verify_assertion(
     state: &Emulator,
     principal: Principal<'_>,
@@ -358,106 +355,60 @@ pub(crate) fn verify_assertion(
     now: OffsetDateTime,
 ) -> Result<(), EntraError> {
     let malformed = |why: &str| {
-        EntraError::bad(
-            "invalid_request",
-            50027,
-            format!("JWT token is invalid or malformed: {why}."),
-        )
+        let r = azure::Rejection::Malformed(why.to_owned());
+        EntraError::bad(r.error(), r.code(), r.message())
     };
     let unverified = idbridge_core::jwt::UnverifiedJwt::parse(assertion.trim())
         .map_err(|_| malformed("the client assertion is not a JWT"))?;
-    let issuer = unverified.str_claim("iss").unwrap_or_default().to_owned();
-    let fics: Vec<_> = principal
-        .federated_credentials()
-        .iter()
-        .filter(|f| f.issuer == issuer)
-        .collect();
-    let opts = VerifyOptions {
-        algorithms: vec![
-            Algorithm::RS256,
-            Algorithm::RS384,
-            Algorithm::RS512,
-            Algorithm::ES256,
-            Algorithm::ES384,
-        ],
-        leeway_secs: token_verify::DEFAULT_LEEWAY_SECS,
-        max_lifetime_secs: None,
-        required_claims: Vec::new(),
-    };
-    // The algorithm first: a token Entra cannot verify at all is malformed whoever issued it.
     let alg = unverified
         .header
         .get("alg")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    if !opts.algorithms.iter().any(|a| format!("{a:?}") == alg) {
-        return Err(malformed(&format!(
-            "the signing algorithm '{}' is not supported",
-            short(alg, 32)
-        )));
-    }
-    if fics.is_empty() {
-        return Err(EntraError::client(
-            700211,
-            format!(
-                "No matching federated identity record found for presented assertion issuer '{}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion.",
-                short(&issuer, MAX_QUOTED)
-            ),
-        ));
-    }
-    let token = token_verify::verify_jwt(state, assertion, now.unix_timestamp(), &opts).map_err(
-        |e| match e {
-            TokenError::UnknownIssuer(_) => EntraError::client(
-                700211,
-                format!(
-                    "No matching federated identity record found for presented assertion issuer '{}': the issuer's signing keys could not be obtained.",
-                    short(&issuer, MAX_QUOTED)
-                ),
-            ),
-            TokenError::MissingKid | TokenError::UnknownKid | TokenError::BadSignature => {
-                EntraError::client(700027, "Client assertion failed signature validation.")
-            }
+    let opts = VerifyOptions {
+        algorithms: azure::ACCEPTED_ALGORITHMS
+            .iter()
+            .filter_map(|a| a.parse::<Algorithm>().ok())
+            .collect(),
+        leeway_secs: azure::CLOCK_SKEW_SECS,
+        max_lifetime_secs: None,
+        required_claims: Vec::new(),
+    };
+    // The signature only: the time claims are the decision's (a token whose time is off
+    // had its signature verified first).
+    let signature = match token_verify::verify_jwt(state, assertion, now.unix_timestamp(), &opts) {
+        Ok(_)
+        | Err(
             TokenError::Expired { .. }
             | TokenError::NotYetValid { .. }
-            | TokenError::IssuedInFuture { .. } => {
-                let nbf = unverified.int_claim("nbf").unwrap_or(0);
-                let exp = unverified.int_claim("exp").unwrap_or(0);
-                EntraError::client(
-                    700024,
-                    format!(
-                        "Client assertion is not within its valid time range. Current time: {}, assertion valid from {}, expiry time of assertion {}.",
-                        iso(now.unix_timestamp()),
-                        iso(nbf),
-                        iso(exp)
-                    ),
-                )
-            }
-            other => malformed(&other.to_string()),
-        },
-    )?;
-    let with_subject: Vec<_> = fics.iter().filter(|f| f.subject == token.subject).collect();
-    if with_subject.is_empty() {
-        return Err(EntraError::client(
-            700213,
-            format!(
-                "No matching federated identity record found for presented assertion subject '{}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion.",
-                short(&token.subject, MAX_QUOTED)
-            ),
-        ));
+            | TokenError::IssuedInFuture { .. }
+            | TokenError::NonIntegerTimestamp(_)
+            | TokenError::MissingExpiry
+            | TokenError::MissingIssuer
+            | TokenError::UnsupportedAlgorithm(_),
+        ) => azure::Signature::Valid,
+        Err(TokenError::UnknownIssuer(_)) => azure::Signature::KeysUnavailable,
+        Err(TokenError::MissingKid | TokenError::UnknownKid | TokenError::BadSignature) => {
+            azure::Signature::Invalid
+        }
+        Err(other) => azure::Signature::Unreadable(other.to_string()),
+    };
+    let trace = azure::federate(
+        principal.federated_credentials(),
+        alg,
+        &unverified.claims,
+        signature,
+        now.unix_timestamp(),
+    );
+    match trace.rejection {
+        None => Ok(()),
+        Some(r) => Err(EntraError::new(
+            StatusCode::from_u16(r.status()).unwrap_or(StatusCode::BAD_REQUEST),
+            r.error(),
+            r.code(),
+            r.message(),
+        )),
     }
-    if !with_subject
-        .iter()
-        .any(|f| f.audiences.iter().any(|a| token.audiences.contains(a)))
-    {
-        return Err(EntraError::client(
-            700212,
-            format!(
-                "No matching federated identity record found for presented assertion audience '{}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion.",
-                short(&token.audiences.join(","), MAX_QUOTED)
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// An access token Entra issued.
