@@ -42,6 +42,11 @@ pub(crate) async fn run(a: ServeArgs) -> Result<ExitCode, CliError> {
             "the ECS frontend's token is generated and no --env-file was given: no client can learn it"
         );
     }
+    if a.env_file.is_none() {
+        for warning in config.frontends.iter().filter_map(|f| f.needs_env_file()) {
+            tracing::warn!("{warning}");
+        }
+    }
     // Before binding: under systemd's default soft limit (1024) a neighbour holding idle
     // connections would otherwise exhaust the descriptors of every listener.
     if let Err(e) = idbridge_serve::conn::raise_fd_limit() {
@@ -55,7 +60,10 @@ pub(crate) async fn run(a: ServeArgs) -> Result<ExitCode, CliError> {
     eprintln!("idbridge serve listening:");
     for l in running.listeners() {
         let path = match l.frontend {
-            Frontend::AwsImds | Frontend::GceMetadata | Frontend::AwsEcs => "",
+            Frontend::AwsImds
+            | Frontend::GceMetadata
+            | Frontend::AwsEcs
+            | Frontend::Registered(_) => "",
             Frontend::Metrics => "/metrics",
         };
         eprintln!("  {:<16} {}{path}", l.frontend.title(), l.address.url());

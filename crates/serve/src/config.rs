@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroUsize;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -25,6 +26,7 @@ use toml::Spanned;
 use crate::accounts::Accounts;
 use crate::caller::{CallerPolicy, CallerRule, RouteSet, Who};
 use crate::conn::ConnectionLimits;
+use crate::frontend::{Configured, Section};
 
 /// The scope Google tokens get when a route names none.
 pub const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
@@ -225,6 +227,8 @@ pub struct ServeConfig {
     pub aws_ecs: Option<EcsConfig>,
     /// `/metrics`, `/healthz`, `/readyz`.
     pub metrics: Option<MetricsConfig>,
+    /// The frontends behind the seam ([`crate::frontend::KINDS`]), in registration order.
+    pub frontends: Vec<Arc<dyn Configured>>,
     /// Who may use which route.
     pub callers: CallerPolicy,
     /// Connection caps and timeouts of every listener (`[serve.connections]`).
@@ -476,10 +480,13 @@ impl ServeConfig {
         accounts: &Accounts,
     ) -> Result<ServeConfig, ConfigError> {
         let routes = Config::parse(text, path, base)?;
-        let raw: RawFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let parse_error = |e: toml::de::Error| ConfigError::Parse {
             path: path.to_owned(),
             message: idbridge_broker::config::toml_error_message(text, &e),
-        })?;
+        };
+        let mut doc = toml::de::DeTable::parse(text).map_err(parse_error)?;
+        let sections = crate::frontend::take_sections(&mut doc);
+        let raw = RawFile::deserialize(toml::de::Deserializer::from(doc)).map_err(parse_error)?;
         let v = Validator {
             text,
             path,
@@ -490,9 +497,10 @@ impl ServeConfig {
             return Err(ConfigError::Invalid {
                 path: path.to_owned(),
                 line: 1,
-                message: "no [serve] section: `idbridge serve` needs at least one frontend \
-                          ([serve.gce_metadata], [serve.aws_imds] or [serve.aws_ecs])"
-                    .to_owned(),
+                message: format!(
+                    "no [serve] section: `idbridge serve` needs at least one frontend ({})",
+                    frontend_sections()
+                ),
             });
         };
         let serve_span = serve.span();
@@ -541,12 +549,18 @@ impl ServeConfig {
                     .map(|listen| MetricsConfig { listen })
             })
             .transpose()?;
-        if gce_metadata.is_none() && aws_imds.is_none() && aws_ecs.is_none() {
+        let frontends = sections
+            .into_iter()
+            .map(|(kind, value)| kind.parse(Section::new(value, &v, kind.section())))
+            .collect::<Result<Vec<_>, _>>()?;
+        if gce_metadata.is_none() && aws_imds.is_none() && aws_ecs.is_none() && frontends.is_empty()
+        {
             return Err(v.err(
                 serve_span,
-                "[serve] configures no frontend: add [serve.gce_metadata], [serve.aws_imds] or \
-                 [serve.aws_ecs]"
-                    .to_owned(),
+                format!(
+                    "[serve] configures no frontend: add one of {}",
+                    frontend_sections()
+                ),
             ));
         }
         let callers = v.callers(serve.caller, accounts)?;
@@ -568,6 +582,7 @@ impl ServeConfig {
             aws_imds.as_ref(),
             aws_ecs.as_ref(),
             metrics.as_ref(),
+            &frontends,
         ))?;
         Ok(ServeConfig {
             routes,
@@ -578,6 +593,7 @@ impl ServeConfig {
             aws_imds,
             aws_ecs,
             metrics,
+            frontends,
             callers,
             connections,
             max_client_keys_per_route,
@@ -598,8 +614,20 @@ impl ServeConfig {
             self.aws_imds.as_ref(),
             self.aws_ecs.as_ref(),
             self.metrics.as_ref(),
+            &self.frontends,
         )
     }
+}
+
+/// Every frontend section, for errors: `[serve.gce_metadata], …`.
+fn frontend_sections() -> String {
+    let mut all = vec![
+        "[serve.gce_metadata]",
+        "[serve.aws_imds]",
+        "[serve.aws_ecs]",
+    ];
+    all.extend(crate::frontend::KINDS.iter().map(|k| k.section()));
+    all.join(", ")
 }
 
 /// The identity-document fields of `[serve.aws_imds]`, validated.
@@ -626,6 +654,7 @@ fn listeners<'a>(
     imds: Option<&'a ImdsConfig>,
     ecs: Option<&'a EcsConfig>,
     metrics: Option<&'a MetricsConfig>,
+    frontends: &'a [Arc<dyn Configured>],
 ) -> Vec<(&'static str, &'a Listen)> {
     let mut out = Vec::new();
     if let Some(g) = gce {
@@ -636,6 +665,9 @@ fn listeners<'a>(
     }
     if let Some(e) = ecs {
         out.push(("[serve.aws_ecs]", &e.listen));
+    }
+    for f in frontends {
+        out.push((f.kind().section(), f.listen()));
     }
     if let Some(m) = metrics {
         out.push(("[serve.metrics]", &m.listen));
@@ -668,21 +700,21 @@ fn route_role(route: &RouteConfig) -> Option<AwsRole<'_>> {
     route.exchange.last().and_then(|e| e.facts().aws_role)
 }
 
-struct Validator<'a> {
+pub(crate) struct Validator<'a> {
     text: &'a str,
     path: &'a str,
     base: Option<&'a Path>,
     routes: &'a Config,
 }
 
-impl Validator<'_> {
+impl<'a> Validator<'a> {
     fn line(&self, span: &Range<usize>) -> usize {
         self.text
             .get(..span.start)
             .map_or(1, |t| t.matches('\n').count() + 1)
     }
 
-    fn err(&self, span: Range<usize>, message: String) -> ConfigError {
+    pub(crate) fn err(&self, span: Range<usize>, message: String) -> ConfigError {
         ConfigError::Invalid {
             path: self.path.to_owned(),
             line: self.line(&span),
@@ -691,13 +723,13 @@ impl Validator<'_> {
     }
 
     /// The route named by `name`, which must yield `want`.
-    fn route(
+    pub(crate) fn route(
         &self,
         section: &str,
         field: &str,
         name: &Spanned<String>,
         want: Yields,
-    ) -> Result<&RouteConfig, ConfigError> {
+    ) -> Result<&'a RouteConfig, ConfigError> {
         let route = self.routes.route(name.get_ref()).map_err(|e| {
             let known = match e {
                 ConfigError::NoSuchRoute { known, .. } => known,
@@ -727,7 +759,7 @@ impl Validator<'_> {
         Ok(route)
     }
 
-    fn absolute(&self, p: &Path) -> PathBuf {
+    pub(crate) fn absolute(&self, p: &Path) -> PathBuf {
         let joined = match self.base {
             Some(b) if p.is_relative() => b.join(p),
             _ => p.to_path_buf(),
@@ -735,7 +767,7 @@ impl Validator<'_> {
         std::path::absolute(&joined).unwrap_or(joined)
     }
 
-    fn listen(
+    pub(crate) fn listen(
         &self,
         section: &str,
         port: Option<Spanned<u16>>,

@@ -128,7 +128,8 @@ impl Running {
     /// The client settings for the TCP frontends: `GCE_METADATA_HOST`, `GCE_METADATA_IP`,
     /// `AWS_EC2_METADATA_SERVICE_ENDPOINT`, `AWS_CONTAINER_CREDENTIALS_FULL_URI` (the first
     /// role) and `AWS_CONTAINER_AUTHORIZATION_TOKEN` (or `…_TOKEN_FILE` when the token comes
-    /// from a file). The ECS token is a secret: write these only where the workloads that may
+    /// from a file), then each registered frontend's ([`crate::frontend::Configured::env`]:
+    /// `AZURE_POD_IDENTITY_AUTHORITY_HOST`, `IDENTITY_ENDPOINT`, `IDENTITY_HEADER`). The ECS token is a secret: write these only where the workloads that may
     /// use it can read them.
     pub fn env_pairs(&self) -> &[(&'static str, SecretString)] {
         &self.env
@@ -256,6 +257,15 @@ pub async fn start(config: &ServeConfig, broker: Arc<Broker>) -> Result<Running,
                 aws_ecs::router(Arc::clone(&broker), e.clone()),
             ));
         }
+        for f in &config.frontends {
+            let kind = f.kind();
+            let b = bind(ip, f.listen(), &format!("the {} frontend", kind.title())).await?;
+            plan.push((
+                Frontend::Registered(kind.name()),
+                b,
+                f.router(Arc::clone(&broker)),
+            ));
+        }
         if let Some(m) = &config.metrics {
             let b = bind(ip, &m.listen, "the metrics listener").await?;
             plan.push((Frontend::Metrics, b, metrics::router(Arc::clone(&broker))));
@@ -330,6 +340,11 @@ fn env_pairs(
             env::AWS_EC2_METADATA_SERVICE_ENDPOINT,
             SecretString::new(format!("http://{a}/")),
         ));
+    }
+    for f in &config.frontends {
+        if let Some(a) = tcp(Frontend::Registered(f.kind().name())) {
+            out.extend(f.env(&format!("http://{a}")));
+        }
     }
     if let (Some(a), Some(e)) = (tcp(Frontend::AwsEcs), &config.aws_ecs) {
         if let Some(role) = e.roles.first() {

@@ -26,6 +26,7 @@ use crate::caller::{CallerPolicy, Peer};
 use crate::config::ServeConfig;
 use crate::{Broker, CredentialKey, Frontend, aws_ecs, aws_imds, gce_metadata, metrics};
 
+mod azure;
 mod metadata;
 
 const ROUTES: &str = r#"
