@@ -167,7 +167,8 @@ def test_caller_rule_denies_our_uid(idbridge_bin, emulator, sandbox, tmp_path):
                      params={"api-version": "2018-02-01", "resource": BILLING_API}, headers={"Metadata": "true"},
                      timeout=10)
         assert r.status_code == 403, r.text
-        assert f"uid {uid}" in r.json()["error_description"] and '"gcp-to-azure"' in r.text, r.text
+        assert r.json()["error"] == "access_denied", r.text
+        assert f"uid {uid}" in r.json()["error_description"] and '"gcp-to-azure"' in r.json()["error_description"]
         r = HTTP.get(s.env["IDENTITY_ENDPOINT"], params={"api-version": "2019-08-01", "resource": BILLING_API},
                      headers={"X-IDENTITY-HEADER": s.env["IDENTITY_HEADER"]}, timeout=10)
         assert r.status_code == 403 and f"uid {uid}" in r.json()["message"], r.text
