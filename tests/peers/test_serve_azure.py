@@ -5,7 +5,9 @@ into the emulated Entra ID (exchange `entra`), and serve the access tokens as
 * Azure IMDS: azure-identity `ManagedIdentityCredential` with AZURE_POD_IDENTITY_AUTHORITY_HOST
   (system-assigned, and the `client_id` / `object_id` selectors), and `DefaultAzureCredential`;
 * the App Service / Container Apps protocol: the same credentials with IDENTITY_ENDPOINT and
-  IDENTITY_HEADER.
+  IDENTITY_HEADER;
+* Go: go-autorest's adal MSI token source (Debian's package) on the IMDS frontend, through
+  adal's custom MSI endpoint (tests/peers/go/azureclient).
 
 Every token is verified with PyJWT against the keys the emulated Entra ID publishes. The clients
 run with a clean environment holding only the daemon's `--env-file` settings. Bad requests get
@@ -19,6 +21,7 @@ import os
 import pytest
 
 from conftest import EXAMPLES, HTTP, NO_INSTANCE_CREDS, stop_process, tail
+from go_peers import go_peers, run_go  # noqa: F401 - fixture
 from test_azure_peers import CALLER, CALLER_OID, REPORTS_API, TENANT, V1_ISSUER, V2_ISSUER, azure, entra_claims
 from test_serve import start_serve
 
@@ -113,6 +116,21 @@ def test_default_azure_credential(sandbox, emulator, serve, names):
     res = azure(sandbox, "default_credential", {"scope": BILLING_SCOPE}, env)
     assert "error" not in res, res
     billing_claims(emulator, res["token"])
+
+
+@pytest.mark.parametrize("client_id", [None, CALLER])
+def test_go_adal_msi_over_imds(sandbox, emulator, serve, go_peers, client_id):  # noqa: F811
+    args = ["imds", BILLING_API] + ([client_id] if client_id else [])
+    res = run_go(sandbox, go_peers, "azureclient", *args, env=client_env(sandbox, serve, IMDS_VARS))
+    assert "error" not in res, res
+    assert res["resource"] == BILLING_API and res["type"] == "Bearer" and res["expired"] is False, res
+    billing_claims(emulator, res["token"])
+
+
+def test_go_adal_msi_unknown_identity_fails(sandbox, serve, go_peers):  # noqa: F811
+    res = run_go(sandbox, go_peers, "azureclient", "imds", BILLING_API, "00000000-0000-4000-8000-000000000000",
+                 env=client_env(sandbox, serve, IMDS_VARS))
+    assert "Identity not found" in res.get("error", ""), res
 
 
 def test_imds_wire_rules(serve):
