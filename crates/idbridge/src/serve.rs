@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use idbridge_broker::Context;
-use idbridge_serve::config::{EcsToken, LogFormat, ServeConfig};
+use idbridge_serve::config::{LogFormat, ServeConfig};
 use idbridge_serve::{Broker, Frontend};
 
 use crate::cli::ServeArgs;
@@ -35,13 +35,6 @@ pub(crate) async fn run(a: ServeArgs) -> Result<ExitCode, CliError> {
     if !config.bind.is_loopback() {
         tracing::warn!(bind = %config.bind, "binding beyond loopback: anyone who can reach these ports gets route credentials");
     }
-    if let Some(EcsToken::Generated(_)) = config.aws_ecs.as_ref().map(|e| &e.token)
-        && a.env_file.is_none()
-    {
-        tracing::warn!(
-            "the ECS frontend's token is generated and no --env-file was given: no client can learn it"
-        );
-    }
     if a.env_file.is_none() {
         for warning in config.frontends.iter().filter_map(|f| f.needs_env_file()) {
             tracing::warn!("{warning}");
@@ -60,10 +53,7 @@ pub(crate) async fn run(a: ServeArgs) -> Result<ExitCode, CliError> {
     eprintln!("idbridge serve listening:");
     for l in running.listeners() {
         let path = match l.frontend {
-            Frontend::AwsImds
-            | Frontend::GceMetadata
-            | Frontend::AwsEcs
-            | Frontend::Registered(_) => "",
+            Frontend::AwsImds | Frontend::GceMetadata | Frontend::Registered(_) => "",
             Frontend::Metrics => "/metrics",
         };
         eprintln!("  {:<16} {}{path}", l.frontend.title(), l.address.url());

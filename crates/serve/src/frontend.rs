@@ -6,8 +6,9 @@
 //! writes. The daemon needs nothing else from it: caller rules, connection caps, request
 //! metrics and the shared credential cache apply to every frontend alike.
 //!
-//! The GCE metadata, IMDSv2 and ECS frontends predate the seam and are still wired in
-//! [`crate::config`] and [`crate::server`] directly.
+//! The ECS and Azure frontends are built this way; the GCE metadata and IMDSv2 frontends and
+//! the metrics listener predate the seam and are still wired in [`crate::config`] and
+//! [`crate::server`] directly.
 
 use std::fmt::Debug;
 use std::ops::Range;
@@ -24,10 +25,10 @@ use toml::de::DeValue;
 
 use crate::broker::Broker;
 use crate::config::{Listen, Validator};
-use crate::{azure_app_service, azure_imds};
+use crate::{aws_ecs, azure_app_service, azure_imds};
 
 /// Every registered frontend kind, in `--env-file` and listener order.
-pub static KINDS: &[&dyn Kind] = &[&azure_imds::KIND, &azure_app_service::KIND];
+pub static KINDS: &[&dyn Kind] = &[&aws_ecs::KIND, &azure_imds::KIND, &azure_app_service::KIND];
 
 /// The kind named `name` (the part after `serve.`).
 pub fn kind(name: &str) -> Option<&'static dyn Kind> {
@@ -50,6 +51,8 @@ pub trait Kind: Sync {
 pub trait Configured: Debug + Send + Sync {
     /// Its kind.
     fn kind(&self) -> &'static dyn Kind;
+    /// Itself, for [`crate::ServeConfig::frontend`].
+    fn as_any(&self) -> &dyn std::any::Any;
     /// Where it listens.
     fn listen(&self) -> &Listen;
     /// The routes it serves (every one exists and yields what the frontend serves).

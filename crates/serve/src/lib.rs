@@ -12,8 +12,8 @@
 //! | Azure App Service / Container Apps | [`azure_app_service`] | the same, and azidentity (Go) | `IDENTITY_ENDPOINT`, `IDENTITY_HEADER` |
 //! | metrics | [`metrics`] | Prometheus, health checks | — |
 //!
-//! `idbridge serve --env-file PATH` writes those settings once every listener is up. The Azure
-//! frontends sit behind the [`frontend`] seam: each is one file implementing
+//! `idbridge serve --env-file PATH` writes those settings once every listener is up. The ECS
+//! and Azure frontends sit behind the [`frontend`] seam: each is one file implementing
 //! [`frontend::Kind`] and one line in [`frontend::KINDS`].
 //!
 //! # Configuration
@@ -178,11 +178,10 @@ pub enum Frontend {
     GceMetadata,
     /// EC2 IMDSv2.
     AwsImds,
-    /// The ECS container credential endpoint.
-    AwsEcs,
     /// `/metrics`, `/healthz`, `/readyz`.
     Metrics,
-    /// A frontend behind the seam, by its [`frontend::Kind::name`].
+    /// A frontend behind the seam, by its [`frontend::Kind::name`] (`aws_ecs`, `azure_imds`,
+    /// `azure_app_service`).
     Registered(&'static str),
 }
 
@@ -193,7 +192,6 @@ impl Frontend {
         match self {
             Frontend::GceMetadata => "gce_metadata",
             Frontend::AwsImds => "aws_imds",
-            Frontend::AwsEcs => "aws_ecs",
             Frontend::Metrics => "metrics",
             Frontend::Registered(name) => name,
         }
@@ -204,7 +202,6 @@ impl Frontend {
         match self {
             Frontend::GceMetadata => "GCE metadata",
             Frontend::AwsImds => "EC2 IMDSv2",
-            Frontend::AwsEcs => "ECS credentials",
             Frontend::Metrics => "metrics",
             Frontend::Registered(name) => frontend::kind(name).map_or(name, |k| k.title()),
         }

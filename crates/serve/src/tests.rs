@@ -164,7 +164,7 @@ fn routers(config: &ServeConfig, broker: Arc<Broker>) -> Routers {
     Routers {
         gce: gce_metadata::router(Arc::clone(&broker), config.gce_metadata.clone().unwrap()),
         imds: aws_imds::router(Arc::clone(&broker), config.aws_imds.clone().unwrap()),
-        ecs: aws_ecs::router(Arc::clone(&broker), config.aws_ecs.clone().unwrap()),
+        ecs: aws_ecs::router(Arc::clone(&broker), config.aws_ecs().cloned().unwrap()),
         metrics: metrics::router(Arc::clone(&broker)),
         broker,
     }
