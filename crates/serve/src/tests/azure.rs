@@ -390,3 +390,62 @@ fn azure_client_settings() {
         .to_owned();
     assert!(secret.len() >= 40, "{secret}");
 }
+
+#[test]
+fn the_azure_example_file_is_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let text = std::fs::read_to_string(dir.join("serve-azure.toml")).unwrap();
+    let c =
+        ServeConfig::parse(&text, "serve-azure.toml", Some(&dir), &Accounts::default()).unwrap();
+    let imds = c.frontend::<crate::azure_imds::AzureImdsConfig>().unwrap();
+    assert_eq!(imds.resources.len(), 2);
+    assert_eq!(imds.resources[1].resource, "api://idbridge-reports");
+    let app = c
+        .frontend::<crate::azure_app_service::AzureAppServiceConfig>()
+        .unwrap();
+    assert!(matches!(
+        app.identity_header,
+        crate::azure_app_service::IdentityHeader::Generated(_)
+    ));
+    assert!(c.metrics.is_some() && c.gce_metadata.is_none() && c.aws_ecs().is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_azure_secret_reaches_the_logs() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let c = az_parse("").unwrap();
+    let (broker, _) = az_broker(CallerPolicy::open());
+    let imds = c.frontends[0].router(Arc::clone(&broker));
+    let app = c.frontends[1].router(Arc::clone(&broker));
+    let q = "?api-version=2018-02-01&resource=api://billing";
+    assert_eq!(
+        send(&imds, get(&format!("{TOKEN}{q}"), &[("Metadata", "true")]))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let q = "/msi/token?api-version=2019-08-01&resource=api://billing";
+    assert_eq!(
+        send(&app, get(q, &[("X-IDENTITY-HEADER", ID_HEADER)]))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&app, get(q, &[("X-IDENTITY-HEADER", "wrong-header-value")]))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("refused"), "{logs}");
+    for secret in [SECRET, ID_HEADER, "wrong-header-value"] {
+        assert!(!logs.contains(secret), "{secret} in {logs}");
+    }
+}
