@@ -28,7 +28,7 @@ pub(crate) async fn run(a: ServeArgs) -> Result<ExitCode, CliError> {
     if a.check {
         eprintln!("{}: valid", a.config.display());
         for (section, listen) in config.listeners() {
-            eprintln!("  {section:<22} {listen} (bind {})", config.bind);
+            eprintln!("  {section:<26} {listen} (bind {})", config.bind);
         }
         return Ok(ExitCode::SUCCESS);
     }

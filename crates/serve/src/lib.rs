@@ -8,7 +8,7 @@
 //! | GCE metadata | [`gce_metadata`] | google-auth `default()`, compute and ID-token credentials; Go `compute/metadata`; curl | `GCE_METADATA_HOST`, `GCE_METADATA_IP` |
 //! | EC2 IMDSv2 | [`aws_imds`] | botocore/boto3, the AWS CLI, aws-config, google-auth's AWS source | `AWS_EC2_METADATA_SERVICE_ENDPOINT` |
 //! | ECS container credentials | [`aws_ecs`] | botocore/boto3, the AWS CLI, aws-config | `AWS_CONTAINER_CREDENTIALS_FULL_URI`, `AWS_CONTAINER_AUTHORIZATION_TOKEN` |
-//! | Azure IMDS | [`azure_imds`] | azure-identity `ManagedIdentityCredential`, `DefaultAzureCredential` (Python, JavaScript); MSAL | `AZURE_POD_IDENTITY_AUTHORITY_HOST` |
+//! | Azure IMDS | [`azure_imds`] | azure-identity `ManagedIdentityCredential`, `DefaultAzureCredential` (Python, JavaScript); MSAL; go-autorest adal (custom MSI endpoint) | `AZURE_POD_IDENTITY_AUTHORITY_HOST` |
 //! | Azure App Service / Container Apps | [`azure_app_service`] | the same, and azidentity (Go) | `IDENTITY_ENDPOINT`, `IDENTITY_HEADER` |
 //! | metrics | [`metrics`] | Prometheus, health checks | — |
 //!
