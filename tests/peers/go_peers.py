@@ -31,7 +31,7 @@ def go_peers() -> Path:
                         pytrace=False)
         raw = r.stdout.strip().splitlines()[-1]
     d = Path(raw)
-    for client in ("gcpclient", "awsclient"):
+    for client in ("gcpclient", "awsclient", "azureclient"):
         if not os.access(d / client, os.X_OK):
             pytest.fail(f"Go peer {client} missing from {d}", pytrace=False)
     return d

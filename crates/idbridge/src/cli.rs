@@ -46,8 +46,9 @@ pub(crate) enum Command {
     Doctor(DoctorArgs),
     /// Write the cloud-side configuration a route needs (trust policy, pool, provider, bindings).
     Setup(SetupArgs),
-    /// Serve route credentials to unmodified SDKs as a GCE metadata server, EC2 IMDSv2 and an
-    /// ECS container endpoint (the config's `[serve]` section).
+    /// Serve route credentials to unmodified SDKs as a GCE metadata server, EC2 IMDSv2, an ECS
+    /// container endpoint, Azure IMDS and an Azure App Service identity endpoint (the config's
+    /// `[serve]` section).
     Serve(ServeArgs),
     /// Print a shell completion script generated from these definitions (e.g.
     /// `idbridge completions bash > /etc/bash_completion.d/idbridge`).
@@ -73,7 +74,8 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     pub(crate) check: bool,
     /// Once every listener is up, write the client settings (GCE_METADATA_HOST,
-    /// AWS_EC2_METADATA_SERVICE_ENDPOINT, AWS_CONTAINER_…) here as KEY=VALUE, mode 0600.
+    /// AWS_EC2_METADATA_SERVICE_ENDPOINT, AWS_CONTAINER_…, AZURE_POD_IDENTITY_AUTHORITY_HOST,
+    /// IDENTITY_ENDPOINT, IDENTITY_HEADER) here as KEY=VALUE, mode 0600.
     #[arg(long)]
     pub(crate) env_file: Option<PathBuf>,
 }

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use idbridge_broker::Context;
-use idbridge_serve::config::{EcsToken, LogFormat, ServeConfig};
+use idbridge_serve::config::{LogFormat, ServeConfig};
 use idbridge_serve::{Broker, Frontend};
 
 use crate::cli::ServeArgs;
@@ -28,19 +28,17 @@ pub(crate) async fn run(a: ServeArgs) -> Result<ExitCode, CliError> {
     if a.check {
         eprintln!("{}: valid", a.config.display());
         for (section, listen) in config.listeners() {
-            eprintln!("  {section:<22} {listen} (bind {})", config.bind);
+            eprintln!("  {section:<26} {listen} (bind {})", config.bind);
         }
         return Ok(ExitCode::SUCCESS);
     }
     if !config.bind.is_loopback() {
         tracing::warn!(bind = %config.bind, "binding beyond loopback: anyone who can reach these ports gets route credentials");
     }
-    if let Some(EcsToken::Generated(_)) = config.aws_ecs.as_ref().map(|e| &e.token)
-        && a.env_file.is_none()
-    {
-        tracing::warn!(
-            "the ECS frontend's token is generated and no --env-file was given: no client can learn it"
-        );
+    if a.env_file.is_none() {
+        for warning in config.frontends.iter().filter_map(|f| f.needs_env_file()) {
+            tracing::warn!("{warning}");
+        }
     }
     // Before binding: under systemd's default soft limit (1024) a neighbour holding idle
     // connections would otherwise exhaust the descriptors of every listener.
@@ -55,7 +53,7 @@ pub(crate) async fn run(a: ServeArgs) -> Result<ExitCode, CliError> {
     eprintln!("idbridge serve listening:");
     for l in running.listeners() {
         let path = match l.frontend {
-            Frontend::AwsImds | Frontend::GceMetadata | Frontend::AwsEcs => "",
+            Frontend::AwsImds | Frontend::GceMetadata | Frontend::Registered(_) => "",
             Frontend::Metrics => "/metrics",
         };
         eprintln!("  {:<16} {}{path}", l.frontend.title(), l.address.url());

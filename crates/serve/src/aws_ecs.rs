@@ -27,10 +27,267 @@ use idbridge_core::timefmt::rfc3339_seconds;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use std::ops::Range;
+use std::path::PathBuf;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use idbridge_broker::ConfigError;
+use idbridge_broker::config::Yields;
+use idbridge_core::SecretString;
+use serde::Deserialize;
+use toml::Spanned;
+
 use crate::Frontend;
 use crate::broker::{Broker, CredentialKey, Refusal};
 use crate::caller::Peer;
-use crate::config::{EcsConfig, EcsRole};
+use crate::config::Listen;
+use crate::frontend::{Configured, Kind, Section};
+use crate::server::{
+    AWS_CONTAINER_AUTHORIZATION_TOKEN, AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE,
+    AWS_CONTAINER_CREDENTIALS_FULL_URI,
+};
+
+/// The ECS endpoint's authorization token and where it came from.
+#[derive(Debug, Clone)]
+pub enum EcsToken {
+    /// `authorization_token = "…"`.
+    Inline(SecretString),
+    /// `authorization_token_file = "…"` (absolute path), read at load.
+    File(PathBuf, SecretString),
+    /// Generated at load; handed to clients through `--env-file`.
+    Generated(SecretString),
+}
+
+impl EcsToken {
+    /// The token.
+    pub fn secret(&self) -> &SecretString {
+        match self {
+            EcsToken::Inline(s) | EcsToken::File(_, s) | EcsToken::Generated(s) => s,
+        }
+    }
+}
+
+/// One `[[serve.aws_ecs.role]]`.
+#[derive(Debug, Clone)]
+pub struct EcsRole {
+    /// Request path, e.g. `/role/tenant`.
+    pub path: String,
+    /// The route (must yield AWS credentials).
+    pub route: String,
+    /// `RoleArn` of the answer: the route's `aws-sts` role, when it has one.
+    pub role_arn: Option<String>,
+}
+
+/// `[serve.aws_ecs]`.
+#[derive(Debug, Clone)]
+pub struct EcsConfig {
+    /// Where it listens.
+    pub listen: Listen,
+    /// The `Authorization` header value clients must send.
+    pub token: EcsToken,
+    /// Roles by path.
+    pub roles: Vec<EcsRole>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEcs {
+    #[serde(default)]
+    port: Option<Spanned<u16>>,
+    #[serde(default)]
+    socket: Option<Spanned<PathBuf>>,
+    /// Held as a secret from the moment it is read: this struct derives `Debug`.
+    #[serde(default)]
+    authorization_token: Option<Spanned<SecretString>>,
+    #[serde(default)]
+    authorization_token_file: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    role: Vec<Spanned<RawEcsRole>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEcsRole {
+    path: Spanned<String>,
+    route: Spanned<String>,
+}
+
+/// The kind, registered in [`crate::frontend::KINDS`].
+pub static KIND: AwsEcs = AwsEcs;
+
+/// `[serve.aws_ecs]`.
+#[derive(Debug)]
+pub struct AwsEcs;
+
+const SECTION: &str = "[serve.aws_ecs]";
+
+impl Kind for AwsEcs {
+    fn name(&self) -> &'static str {
+        "aws_ecs"
+    }
+
+    fn section(&self) -> &'static str {
+        SECTION
+    }
+
+    fn title(&self) -> &'static str {
+        "ECS credentials"
+    }
+
+    fn parse(&self, s: Section<'_, '_>) -> Result<Arc<dyn Configured>, ConfigError> {
+        let raw = s.deserialize::<RawEcs>()?;
+        let span = raw.span();
+        let e = raw.into_inner();
+        let listen = s.listen(e.port, e.socket)?;
+        let check_token = |value: &str, at: Range<usize>, field: &str| {
+            if value.is_empty() || !value.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+                Err(s.err(
+                    at,
+                    format!(
+                        "{SECTION} field `{field}`: the token must be non-empty printable ASCII without \
+                         spaces (it is sent verbatim as the Authorization header)"
+                    ),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let token = match (e.authorization_token, e.authorization_token_file) {
+            (Some(_), Some(f)) => {
+                return Err(s.err(
+                    f.span(),
+                    format!(
+                        "{SECTION}: set only one of `authorization_token` and `authorization_token_file`"
+                    ),
+                ));
+            }
+            (Some(t), None) => {
+                check_token(t.get_ref().expose_secret(), t.span(), "authorization_token")?;
+                EcsToken::Inline(t.into_inner())
+            }
+            (None, Some(f)) => {
+                let path = s.absolute(f.get_ref());
+                let text = std::fs::read_to_string(&path).map_err(|err| {
+                    s.err(
+                        f.span(),
+                        format!(
+                            "{SECTION} field `authorization_token_file`: cannot read {}: {err}",
+                            path.display()
+                        ),
+                    )
+                })?;
+                let text = zeroize::Zeroizing::new(text);
+                // Editors add a final newline; botocore would send it and fail, so it is not
+                // part of the token.
+                let token = text.strip_suffix('\n').unwrap_or(&text);
+                let token = token.strip_suffix('\r').unwrap_or(token);
+                check_token(token, f.span(), "authorization_token_file")?;
+                EcsToken::File(path, SecretString::new(token))
+            }
+            (None, None) => EcsToken::Generated(SecretString::new(
+                URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>()),
+            )),
+        };
+        if e.role.is_empty() {
+            return Err(s.err(
+                span,
+                format!(
+                    "{SECTION}: add at least one [[serve.aws_ecs.role]] with `path` and `route`"
+                ),
+            ));
+        }
+        let mut roles: Vec<EcsRole> = Vec::new();
+        for role in e.role {
+            let role = role.into_inner();
+            let path = role.path.get_ref();
+            if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+                return Err(s.err(
+                    role.path.span(),
+                    format!(
+                        "[[serve.aws_ecs.role]] field `path`: {path:?} must be a URL path \
+                         starting with /"
+                    ),
+                ));
+            }
+            if roles.iter().any(|r| r.path == *path) {
+                return Err(s.err(
+                    role.path.span(),
+                    format!("[[serve.aws_ecs.role]] field `path`: duplicate path {path:?}"),
+                ));
+            }
+            let route = s.route(
+                "[[serve.aws_ecs.role]]",
+                "route",
+                &role.route,
+                Yields::AwsCredentials,
+            )?;
+            let role_arn = crate::config::route_role(route).map(|role| role.arn.to_string());
+            roles.push(EcsRole {
+                path: path.clone(),
+                route: route.name.clone(),
+                role_arn,
+            });
+        }
+        Ok(Arc::new(EcsConfig {
+            listen,
+            token,
+            roles,
+        }))
+    }
+}
+
+impl Configured for EcsConfig {
+    fn kind(&self) -> &'static dyn Kind {
+        &KIND
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn listen(&self) -> &Listen {
+        &self.listen
+    }
+
+    fn routes(&self) -> Vec<String> {
+        self.roles.iter().map(|r| r.route.clone()).collect()
+    }
+
+    fn router(&self, broker: Arc<Broker>) -> Router {
+        router(broker, self.clone())
+    }
+
+    /// `AWS_CONTAINER_CREDENTIALS_FULL_URI` (the first role) and
+    /// `AWS_CONTAINER_AUTHORIZATION_TOKEN`, or `…_TOKEN_FILE` when the token comes from a file.
+    fn env(&self, base: &str) -> Vec<(&'static str, SecretString)> {
+        let mut out = Vec::new();
+        if let Some(role) = self.roles.first() {
+            out.push((
+                AWS_CONTAINER_CREDENTIALS_FULL_URI,
+                SecretString::new(format!("{base}{}", role.path)),
+            ));
+        }
+        match &self.token {
+            EcsToken::File(path, _) => out.push((
+                AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE,
+                SecretString::new(path.display().to_string()),
+            )),
+            EcsToken::Inline(t) | EcsToken::Generated(t) => {
+                out.push((AWS_CONTAINER_AUTHORIZATION_TOKEN, t.clone()));
+            }
+        }
+        out
+    }
+
+    fn needs_env_file(&self) -> Option<String> {
+        matches!(self.token, EcsToken::Generated(_)).then(|| {
+            "the ECS frontend's token is generated and no --env-file was given: no client can \
+             learn it"
+                .to_owned()
+        })
+    }
+}
 
 #[derive(Debug)]
 struct EcsState {
@@ -51,7 +308,7 @@ pub fn router(broker: Arc<Broker>, config: EcsConfig) -> Router {
         .fallback(handle)
         .with_state(state)
         .layer(middleware::from_fn(crate::http::limit_headers));
-    crate::http::observe(r, Frontend::AwsEcs, broker)
+    crate::http::observe(r, Frontend::Registered(KIND.name()), broker)
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {

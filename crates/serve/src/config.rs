@@ -10,21 +10,21 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroUsize;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use idbridge_broker::config::{RouteConfig, Yields};
 use idbridge_broker::step::AwsRole;
 use idbridge_broker::{Config, ConfigError, Overrides, Route};
-use idbridge_core::SecretString;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
 use crate::accounts::Accounts;
+pub use crate::aws_ecs::{EcsConfig, EcsRole, EcsToken};
 use crate::caller::{CallerPolicy, CallerRule, RouteSet, Who};
 use crate::conn::ConnectionLimits;
+use crate::frontend::{Configured, Section};
 
 /// The scope Google tokens get when a route names none.
 pub const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
@@ -157,48 +157,6 @@ pub struct ImdsConfig {
     pub architecture: String,
 }
 
-/// The ECS endpoint's authorization token and where it came from.
-#[derive(Debug, Clone)]
-pub enum EcsToken {
-    /// `authorization_token = "…"`.
-    Inline(SecretString),
-    /// `authorization_token_file = "…"` (absolute path), read at load.
-    File(PathBuf, SecretString),
-    /// Generated at load; handed to clients through `--env-file`.
-    Generated(SecretString),
-}
-
-impl EcsToken {
-    /// The token.
-    pub fn secret(&self) -> &SecretString {
-        match self {
-            EcsToken::Inline(s) | EcsToken::File(_, s) | EcsToken::Generated(s) => s,
-        }
-    }
-}
-
-/// One `[[serve.aws_ecs.role]]`.
-#[derive(Debug, Clone)]
-pub struct EcsRole {
-    /// Request path, e.g. `/role/tenant`.
-    pub path: String,
-    /// The route (must yield AWS credentials).
-    pub route: String,
-    /// `RoleArn` of the answer: the route's `aws-sts` role, when it has one.
-    pub role_arn: Option<String>,
-}
-
-/// `[serve.aws_ecs]`.
-#[derive(Debug, Clone)]
-pub struct EcsConfig {
-    /// Where it listens.
-    pub listen: Listen,
-    /// The `Authorization` header value clients must send.
-    pub token: EcsToken,
-    /// Roles by path.
-    pub roles: Vec<EcsRole>,
-}
-
 /// `[serve.metrics]`.
 #[derive(Debug, Clone)]
 pub struct MetricsConfig {
@@ -221,10 +179,10 @@ pub struct ServeConfig {
     pub gce_metadata: Option<GceMetadataConfig>,
     /// The IMDSv2 frontend.
     pub aws_imds: Option<ImdsConfig>,
-    /// The ECS container-credentials frontend.
-    pub aws_ecs: Option<EcsConfig>,
     /// `/metrics`, `/healthz`, `/readyz`.
     pub metrics: Option<MetricsConfig>,
+    /// The frontends behind the seam ([`crate::frontend::KINDS`]), in registration order.
+    pub frontends: Vec<Arc<dyn Configured>>,
     /// Who may use which route.
     pub callers: CallerPolicy,
     /// Connection caps and timeouts of every listener (`[serve.connections]`).
@@ -256,8 +214,6 @@ struct RawServe {
     gce_metadata: Option<Spanned<RawGce>>,
     #[serde(default)]
     aws_imds: Option<Spanned<RawImds>>,
-    #[serde(default)]
-    aws_ecs: Option<Spanned<RawEcs>>,
     #[serde(default)]
     metrics: Option<Spanned<RawMetrics>>,
     #[serde(default)]
@@ -380,29 +336,6 @@ struct RawImds {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawEcs {
-    #[serde(default)]
-    port: Option<Spanned<u16>>,
-    #[serde(default)]
-    socket: Option<Spanned<PathBuf>>,
-    /// Held as a secret from the moment it is read: this struct derives `Debug`.
-    #[serde(default)]
-    authorization_token: Option<Spanned<SecretString>>,
-    #[serde(default)]
-    authorization_token_file: Option<Spanned<PathBuf>>,
-    #[serde(default)]
-    role: Vec<Spanned<RawEcsRole>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawEcsRole {
-    path: Spanned<String>,
-    route: Spanned<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawMetrics {
     #[serde(default)]
     port: Option<Spanned<u16>>,
@@ -476,10 +409,13 @@ impl ServeConfig {
         accounts: &Accounts,
     ) -> Result<ServeConfig, ConfigError> {
         let routes = Config::parse(text, path, base)?;
-        let raw: RawFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let parse_error = |e: toml::de::Error| ConfigError::Parse {
             path: path.to_owned(),
             message: idbridge_broker::config::toml_error_message(text, &e),
-        })?;
+        };
+        let mut doc = toml::de::DeTable::parse(text).map_err(parse_error)?;
+        let sections = crate::frontend::take_sections(&mut doc);
+        let raw = RawFile::deserialize(toml::de::Deserializer::from(doc)).map_err(parse_error)?;
         let v = Validator {
             text,
             path,
@@ -490,9 +426,10 @@ impl ServeConfig {
             return Err(ConfigError::Invalid {
                 path: path.to_owned(),
                 line: 1,
-                message: "no [serve] section: `idbridge serve` needs at least one frontend \
-                          ([serve.gce_metadata], [serve.aws_imds] or [serve.aws_ecs])"
-                    .to_owned(),
+                message: format!(
+                    "no [serve] section: `idbridge serve` needs at least one frontend ({})",
+                    frontend_sections()
+                ),
             });
         };
         let serve_span = serve.span();
@@ -532,7 +469,6 @@ impl ServeConfig {
         };
         let gce_metadata = serve.gce_metadata.map(|g| v.gce(g)).transpose()?;
         let aws_imds = serve.aws_imds.map(|i| v.imds(i)).transpose()?;
-        let aws_ecs = serve.aws_ecs.map(|e| v.ecs(e)).transpose()?;
         let metrics = serve
             .metrics
             .map(|m| {
@@ -541,12 +477,17 @@ impl ServeConfig {
                     .map(|listen| MetricsConfig { listen })
             })
             .transpose()?;
-        if gce_metadata.is_none() && aws_imds.is_none() && aws_ecs.is_none() {
+        let frontends = sections
+            .into_iter()
+            .map(|(kind, value)| kind.parse(Section::new(value, &v, kind.section())))
+            .collect::<Result<Vec<_>, _>>()?;
+        if gce_metadata.is_none() && aws_imds.is_none() && frontends.is_empty() {
             return Err(v.err(
                 serve_span,
-                "[serve] configures no frontend: add [serve.gce_metadata], [serve.aws_imds] or \
-                 [serve.aws_ecs]"
-                    .to_owned(),
+                format!(
+                    "[serve] configures no frontend: add one of {}",
+                    frontend_sections()
+                ),
             ));
         }
         let callers = v.callers(serve.caller, accounts)?;
@@ -566,8 +507,8 @@ impl ServeConfig {
         v.distinct_listeners(&listeners(
             gce_metadata.as_ref(),
             aws_imds.as_ref(),
-            aws_ecs.as_ref(),
             metrics.as_ref(),
+            &frontends,
         ))?;
         Ok(ServeConfig {
             routes,
@@ -576,8 +517,8 @@ impl ServeConfig {
             max_cached_credentials,
             gce_metadata,
             aws_imds,
-            aws_ecs,
             metrics,
+            frontends,
             callers,
             connections,
             max_client_keys_per_route,
@@ -596,10 +537,35 @@ impl ServeConfig {
         listeners(
             self.gce_metadata.as_ref(),
             self.aws_imds.as_ref(),
-            self.aws_ecs.as_ref(),
             self.metrics.as_ref(),
+            &self.frontends,
         )
     }
+}
+
+impl ServeConfig {
+    /// The ECS container-credentials frontend, when configured.
+    pub fn aws_ecs(&self) -> Option<&EcsConfig> {
+        self.frontend::<EcsConfig>()
+    }
+
+    /// The configured frontend of type `T` (behind the seam), if any.
+    pub fn frontend<T: 'static>(&self) -> Option<&T> {
+        self.frontends
+            .iter()
+            .find_map(|f| f.as_any().downcast_ref::<T>())
+    }
+}
+
+/// Every frontend section, for errors: `[serve.gce_metadata], …`.
+fn frontend_sections() -> String {
+    let mut all = vec![
+        "[serve.gce_metadata]",
+        "[serve.aws_imds]",
+        "[serve.aws_ecs]",
+    ];
+    all.extend(crate::frontend::KINDS.iter().map(|k| k.section()));
+    all.join(", ")
 }
 
 /// The identity-document fields of `[serve.aws_imds]`, validated.
@@ -624,8 +590,8 @@ fn is_gce_name(s: &str) -> bool {
 fn listeners<'a>(
     gce: Option<&'a GceMetadataConfig>,
     imds: Option<&'a ImdsConfig>,
-    ecs: Option<&'a EcsConfig>,
     metrics: Option<&'a MetricsConfig>,
+    frontends: &'a [Arc<dyn Configured>],
 ) -> Vec<(&'static str, &'a Listen)> {
     let mut out = Vec::new();
     if let Some(g) = gce {
@@ -634,8 +600,8 @@ fn listeners<'a>(
     if let Some(i) = imds {
         out.push(("[serve.aws_imds]", &i.listen));
     }
-    if let Some(e) = ecs {
-        out.push(("[serve.aws_ecs]", &e.listen));
+    for f in frontends {
+        out.push((f.kind().section(), f.listen()));
     }
     if let Some(m) = metrics {
         out.push(("[serve.metrics]", &m.listen));
@@ -664,25 +630,25 @@ fn route_service_account(route: &RouteConfig) -> Option<String> {
 }
 
 /// The role a route assumes last, when its last exchange assumes one.
-fn route_role(route: &RouteConfig) -> Option<AwsRole<'_>> {
+pub(crate) fn route_role(route: &RouteConfig) -> Option<AwsRole<'_>> {
     route.exchange.last().and_then(|e| e.facts().aws_role)
 }
 
-struct Validator<'a> {
+pub(crate) struct Validator<'a> {
     text: &'a str,
     path: &'a str,
     base: Option<&'a Path>,
     routes: &'a Config,
 }
 
-impl Validator<'_> {
+impl<'a> Validator<'a> {
     fn line(&self, span: &Range<usize>) -> usize {
         self.text
             .get(..span.start)
             .map_or(1, |t| t.matches('\n').count() + 1)
     }
 
-    fn err(&self, span: Range<usize>, message: String) -> ConfigError {
+    pub(crate) fn err(&self, span: Range<usize>, message: String) -> ConfigError {
         ConfigError::Invalid {
             path: self.path.to_owned(),
             line: self.line(&span),
@@ -691,13 +657,13 @@ impl Validator<'_> {
     }
 
     /// The route named by `name`, which must yield `want`.
-    fn route(
+    pub(crate) fn route(
         &self,
         section: &str,
         field: &str,
         name: &Spanned<String>,
         want: Yields,
-    ) -> Result<&RouteConfig, ConfigError> {
+    ) -> Result<&'a RouteConfig, ConfigError> {
         let route = self.routes.route(name.get_ref()).map_err(|e| {
             let known = match e {
                 ConfigError::NoSuchRoute { known, .. } => known,
@@ -727,7 +693,7 @@ impl Validator<'_> {
         Ok(route)
     }
 
-    fn absolute(&self, p: &Path) -> PathBuf {
+    pub(crate) fn absolute(&self, p: &Path) -> PathBuf {
         let joined = match self.base {
             Some(b) if p.is_relative() => b.join(p),
             _ => p.to_path_buf(),
@@ -735,7 +701,7 @@ impl Validator<'_> {
         std::path::absolute(&joined).unwrap_or(joined)
     }
 
-    fn listen(
+    pub(crate) fn listen(
         &self,
         section: &str,
         port: Option<Spanned<u16>>,
@@ -1210,105 +1176,6 @@ impl Validator<'_> {
         })
     }
 
-    fn ecs(&self, raw: Spanned<RawEcs>) -> Result<EcsConfig, ConfigError> {
-        const S: &str = "[serve.aws_ecs]";
-        let span = raw.span();
-        let e = raw.into_inner();
-        let listen = self.listen(S, e.port, e.socket)?;
-        let check_token = |value: &str, at: Range<usize>, field: &str| {
-            if value.is_empty() || !value.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
-                Err(self.err(
-                    at,
-                    format!(
-                        "{S} field `{field}`: the token must be non-empty printable ASCII without \
-                         spaces (it is sent verbatim as the Authorization header)"
-                    ),
-                ))
-            } else {
-                Ok(())
-            }
-        };
-        let token = match (e.authorization_token, e.authorization_token_file) {
-            (Some(_), Some(f)) => {
-                return Err(self.err(
-                    f.span(),
-                    format!(
-                        "{S}: set only one of `authorization_token` and `authorization_token_file`"
-                    ),
-                ));
-            }
-            (Some(t), None) => {
-                check_token(t.get_ref().expose_secret(), t.span(), "authorization_token")?;
-                EcsToken::Inline(t.into_inner())
-            }
-            (None, Some(f)) => {
-                let path = self.absolute(f.get_ref());
-                let text = std::fs::read_to_string(&path).map_err(|err| {
-                    self.err(
-                        f.span(),
-                        format!(
-                            "{S} field `authorization_token_file`: cannot read {}: {err}",
-                            path.display()
-                        ),
-                    )
-                })?;
-                let text = zeroize::Zeroizing::new(text);
-                // Editors add a final newline; botocore would send it and fail, so it is not
-                // part of the token.
-                let token = text.strip_suffix('\n').unwrap_or(&text);
-                let token = token.strip_suffix('\r').unwrap_or(token);
-                check_token(token, f.span(), "authorization_token_file")?;
-                EcsToken::File(path, SecretString::new(token))
-            }
-            (None, None) => EcsToken::Generated(SecretString::new(
-                URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>()),
-            )),
-        };
-        if e.role.is_empty() {
-            return Err(self.err(
-                span,
-                format!("{S}: add at least one [[serve.aws_ecs.role]] with `path` and `route`"),
-            ));
-        }
-        let mut roles: Vec<EcsRole> = Vec::new();
-        for role in e.role {
-            let role = role.into_inner();
-            let path = role.path.get_ref();
-            if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
-                return Err(self.err(
-                    role.path.span(),
-                    format!(
-                        "[[serve.aws_ecs.role]] field `path`: {path:?} must be a URL path \
-                         starting with /"
-                    ),
-                ));
-            }
-            if roles.iter().any(|r| r.path == *path) {
-                return Err(self.err(
-                    role.path.span(),
-                    format!("[[serve.aws_ecs.role]] field `path`: duplicate path {path:?}"),
-                ));
-            }
-            let route = self.route(
-                "[[serve.aws_ecs.role]]",
-                "route",
-                &role.route,
-                Yields::AwsCredentials,
-            )?;
-            let role_arn = route_role(route).map(|role| role.arn.to_string());
-            roles.push(EcsRole {
-                path: path.clone(),
-                route: route.name.clone(),
-                role_arn,
-            });
-        }
-        Ok(EcsConfig {
-            listen,
-            token,
-            roles,
-        })
-    }
-
     fn connections(
         &self,
         raw: Option<Spanned<RawConnections>>,
@@ -1625,19 +1492,19 @@ routes = ["*"]
         .unwrap();
         assert_eq!(c.bind, IpAddr::V4(Ipv4Addr::LOCALHOST));
         assert_eq!(c.log_format, LogFormat::Json);
-        let g = c.gce_metadata.unwrap();
+        let g = c.gce_metadata.clone().unwrap();
         assert_eq!(g.listen, Listen::Port(8080));
         assert_eq!(g.service_account_email, "app@p.iam.gserviceaccount.com");
         assert_eq!(g.scopes, vec![CLOUD_PLATFORM.to_owned()]);
         assert!(g.scopes_overridable);
-        let i = c.aws_imds.unwrap();
+        let i = c.aws_imds.clone().unwrap();
         assert_eq!(i.role_name, "r");
         assert_eq!(
             (i.region.as_str(), i.availability_zone.as_str()),
             ("eu-west-3", "eu-west-3a")
         );
         assert!(i.require_token && i.ipv6);
-        let e = c.aws_ecs.unwrap();
+        let e = c.aws_ecs().cloned().unwrap();
         assert_eq!(e.token.secret().expose_secret(), "abcdefghijklmnop");
         assert_eq!(
             e.roles[0].role_arn.as_deref(),
@@ -1656,8 +1523,8 @@ routes = ["*"]
         let path = dir.join("serve.toml");
         let text = std::fs::read_to_string(&path).unwrap();
         let c = ServeConfig::parse(&text, "serve.toml", Some(&dir), &accounts()).unwrap();
-        assert!(c.gce_metadata.is_some() && c.aws_imds.is_some() && c.aws_ecs.is_some());
-        assert!(matches!(c.aws_ecs.unwrap().token, EcsToken::Generated(_)));
+        assert!(c.gce_metadata.is_some() && c.aws_imds.is_some() && c.aws_ecs().is_some());
+        assert!(matches!(c.aws_ecs().unwrap().token, EcsToken::Generated(_)));
     }
 
     #[test]
@@ -1783,7 +1650,7 @@ routes = ["*"]
              [[serve.aws_ecs.role]]\npath = \"/a\"\nroute = \"to-aws\"\n"
         );
         let c = ServeConfig::parse(&text, "s.toml", Some(dir.path()), &accounts()).unwrap();
-        let token = c.aws_ecs.unwrap().token;
+        let token = c.aws_ecs().unwrap().token.clone();
         assert!(matches!(token, EcsToken::File(..)));
         assert_eq!(token.secret().expose_secret(), "s3cret-token-value");
         assert!(!format!("{token:?}").contains("s3cret"));
@@ -1793,10 +1660,9 @@ routes = ["*"]
     fn an_inline_ecs_token_reaches_no_debug_and_no_error() {
         let ecs = "[serve]\n[serve.aws_ecs]\nauthorization_token = \"inline-ecs-secret-token\"\n\
                    [[serve.aws_ecs.role]]\npath = \"/a\"\nroute = \"to-aws\"\n";
-        let raw: RawFile = toml::from_str(&format!("{ROUTES}{ecs}")).unwrap();
         let c = parse(ecs).unwrap();
-        let printed = format!("{raw:?} {c:?} {c:#?}");
-        assert!(printed.contains("authorization_token"), "{printed}");
+        let printed = format!("{c:?} {c:#?}");
+        assert!(printed.contains("Inline"), "{printed}");
         assert!(!printed.contains("inline-ecs-secret-token"), "{printed}");
         // A line that does not parse is located, not quoted.
         let e = err(&ecs.replace("-token\"", "-token"));

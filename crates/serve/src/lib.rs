@@ -1,15 +1,20 @@
 //! `idbridge serve`: the broker daemon. It serves route credentials to unmodified SDKs through
-//! the endpoints they already know — a GCE metadata server, EC2 IMDSv2 and an ECS container
-//! endpoint — from one credential cache, and tells local workloads apart.
+//! the endpoints they already know — a GCE metadata server, EC2 IMDSv2, an ECS container
+//! endpoint, Azure IMDS and the Azure App Service identity endpoint — from one credential
+//! cache, and tells local workloads apart.
 //!
 //! | frontend | module | clients | settings a client needs |
 //! |---|---|---|---|
 //! | GCE metadata | [`gce_metadata`] | google-auth `default()`, compute and ID-token credentials; Go `compute/metadata`; curl | `GCE_METADATA_HOST`, `GCE_METADATA_IP` |
 //! | EC2 IMDSv2 | [`aws_imds`] | botocore/boto3, the AWS CLI, aws-config, google-auth's AWS source | `AWS_EC2_METADATA_SERVICE_ENDPOINT` |
 //! | ECS container credentials | [`aws_ecs`] | botocore/boto3, the AWS CLI, aws-config | `AWS_CONTAINER_CREDENTIALS_FULL_URI`, `AWS_CONTAINER_AUTHORIZATION_TOKEN` |
+//! | Azure IMDS | [`azure_imds`] | azure-identity `ManagedIdentityCredential`, `DefaultAzureCredential` (Python, JavaScript); MSAL; go-autorest adal (custom MSI endpoint) | `AZURE_POD_IDENTITY_AUTHORITY_HOST` |
+//! | Azure App Service / Container Apps | [`azure_app_service`] | the same, and azidentity (Go) | `IDENTITY_ENDPOINT`, `IDENTITY_HEADER` |
 //! | metrics | [`metrics`] | Prometheus, health checks | — |
 //!
-//! `idbridge serve --env-file PATH` writes those settings once every listener is up.
+//! `idbridge serve --env-file PATH` writes those settings once every listener is up. The ECS
+//! and Azure frontends sit behind the [`frontend`] seam: each is one file implementing
+//! [`frontend::Kind`] and one line in [`frontend::KINDS`].
 //!
 //! # Configuration
 //!
@@ -67,6 +72,20 @@
 //! [[serve.aws_ecs.role]]
 //! path = "/role/tenant"
 //! route = "tenant-to-aws"       # must yield AWS credentials
+//!
+//! [serve.azure_imds]            # fields: crate::azure_imds
+//! port = 0
+//! [[serve.azure_imds.resource]]
+//! resource = "api://my-api"     # or a scope "api://my-api/.default"
+//! route = "gcp-to-azure"        # must yield an Entra access token (exchange `entra`)
+//! client_id = "…"               # optional selectors: client_id, object_id, resource_id
+//!
+//! [serve.azure_app_service]     # fields: crate::azure_app_service
+//! port = 0
+//! identity_header_file = "id.secret"  # or identity_header = "…"; neither: generated
+//! [[serve.azure_app_service.resource]]
+//! resource = "https://vault.azure.net"
+//! route = "gcp-to-azure"
 //!
 //! [serve.metrics]               # /metrics, /healthz, /readyz
 //! port = 0
@@ -128,10 +147,14 @@ pub mod accounts;
 pub mod audience;
 pub mod aws_ecs;
 pub mod aws_imds;
+pub mod azure;
+pub mod azure_app_service;
+pub mod azure_imds;
 pub mod broker;
 pub mod caller;
 pub mod config;
 pub mod conn;
+pub mod frontend;
 pub mod gce_metadata;
 pub mod health;
 pub mod http;
@@ -155,20 +178,22 @@ pub enum Frontend {
     GceMetadata,
     /// EC2 IMDSv2.
     AwsImds,
-    /// The ECS container credential endpoint.
-    AwsEcs,
     /// `/metrics`, `/healthz`, `/readyz`.
     Metrics,
+    /// A frontend behind the seam, by its [`frontend::Kind::name`] (`aws_ecs`, `azure_imds`,
+    /// `azure_app_service`).
+    Registered(&'static str),
 }
 
 impl Frontend {
-    /// The metric label: `gce_metadata`, `aws_imds`, `aws_ecs`, `metrics`.
+    /// The metric label: `gce_metadata`, `aws_imds`, `aws_ecs`, `metrics`, or a registered
+    /// kind's name (`azure_imds`, `azure_app_service`).
     pub fn as_str(self) -> &'static str {
         match self {
             Frontend::GceMetadata => "gce_metadata",
             Frontend::AwsImds => "aws_imds",
-            Frontend::AwsEcs => "aws_ecs",
             Frontend::Metrics => "metrics",
+            Frontend::Registered(name) => name,
         }
     }
 
@@ -177,8 +202,8 @@ impl Frontend {
         match self {
             Frontend::GceMetadata => "GCE metadata",
             Frontend::AwsImds => "EC2 IMDSv2",
-            Frontend::AwsEcs => "ECS credentials",
             Frontend::Metrics => "metrics",
+            Frontend::Registered(name) => frontend::kind(name).map_or(name, |k| k.title()),
         }
     }
 }

@@ -23,8 +23,8 @@ use tokio::task::JoinHandle;
 
 use crate::Frontend;
 use crate::broker::Broker;
-use crate::config::{EcsToken, Listen, ServeConfig};
-use crate::{aws_ecs, aws_imds, conn, gce_metadata, metrics};
+use crate::config::{Listen, ServeConfig};
+use crate::{aws_imds, conn, gce_metadata, metrics};
 
 /// How long shutdown waits for in-flight requests (a credential load is bounded by the cache's
 /// 30-second load timeout; clients have given up long before) before aborting them.
@@ -126,9 +126,10 @@ impl Running {
     }
 
     /// The client settings for the TCP frontends: `GCE_METADATA_HOST`, `GCE_METADATA_IP`,
-    /// `AWS_EC2_METADATA_SERVICE_ENDPOINT`, `AWS_CONTAINER_CREDENTIALS_FULL_URI` (the first
+    /// `AWS_EC2_METADATA_SERVICE_ENDPOINT`, then each registered frontend's
+    /// ([`crate::frontend::Configured::env`]): `AWS_CONTAINER_CREDENTIALS_FULL_URI` (the first
     /// role) and `AWS_CONTAINER_AUTHORIZATION_TOKEN` (or `…_TOKEN_FILE` when the token comes
-    /// from a file). The ECS token is a secret: write these only where the workloads that may
+    /// from a file), `AZURE_POD_IDENTITY_AUTHORITY_HOST`, `IDENTITY_ENDPOINT`, `IDENTITY_HEADER`. The ECS token is a secret: write these only where the workloads that may
     /// use it can read them.
     pub fn env_pairs(&self) -> &[(&'static str, SecretString)] {
         &self.env
@@ -248,12 +249,13 @@ pub async fn start(config: &ServeConfig, broker: Arc<Broker>) -> Result<Running,
                 plan.push((Frontend::AwsImds, b6, router));
             }
         }
-        if let Some(e) = &config.aws_ecs {
-            let b = bind(ip, &e.listen, "the ECS frontend").await?;
+        for f in &config.frontends {
+            let kind = f.kind();
+            let b = bind(ip, f.listen(), &format!("the {} frontend", kind.title())).await?;
             plan.push((
-                Frontend::AwsEcs,
+                Frontend::Registered(kind.name()),
                 b,
-                aws_ecs::router(Arc::clone(&broker), e.clone()),
+                f.router(Arc::clone(&broker)),
             ));
         }
         if let Some(m) = &config.metrics {
@@ -331,21 +333,9 @@ fn env_pairs(
             SecretString::new(format!("http://{a}/")),
         ));
     }
-    if let (Some(a), Some(e)) = (tcp(Frontend::AwsEcs), &config.aws_ecs) {
-        if let Some(role) = e.roles.first() {
-            out.push((
-                AWS_CONTAINER_CREDENTIALS_FULL_URI,
-                SecretString::new(format!("http://{a}{}", role.path)),
-            ));
-        }
-        match &e.token {
-            EcsToken::File(path, _) => out.push((
-                AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE,
-                SecretString::new(path.display().to_string()),
-            )),
-            EcsToken::Inline(t) | EcsToken::Generated(t) => {
-                out.push((AWS_CONTAINER_AUTHORIZATION_TOKEN, t.clone()));
-            }
+    for f in &config.frontends {
+        if let Some(a) = tcp(Frontend::Registered(f.kind().name())) {
+            out.extend(f.env(&format!("http://{a}")));
         }
     }
     out

@@ -26,6 +26,7 @@ use crate::caller::{CallerPolicy, Peer};
 use crate::config::ServeConfig;
 use crate::{Broker, CredentialKey, Frontend, aws_ecs, aws_imds, gce_metadata, metrics};
 
+mod azure;
 mod metadata;
 
 const ROUTES: &str = r#"
@@ -163,7 +164,7 @@ fn routers(config: &ServeConfig, broker: Arc<Broker>) -> Routers {
     Routers {
         gce: gce_metadata::router(Arc::clone(&broker), config.gce_metadata.clone().unwrap()),
         imds: aws_imds::router(Arc::clone(&broker), config.aws_imds.clone().unwrap()),
-        ecs: aws_ecs::router(Arc::clone(&broker), config.aws_ecs.clone().unwrap()),
+        ecs: aws_ecs::router(Arc::clone(&broker), config.aws_ecs().cloned().unwrap()),
         metrics: metrics::router(Arc::clone(&broker)),
         broker,
     }

@@ -9,9 +9,10 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../../.." && pwd)
 CACHE=${IDBRIDGE_GO_PEERS_CACHE:-$ROOT/.go-peers}
-CLIENTS=(gcpclient awsclient)
+CLIENTS=(gcpclient awsclient azureclient)
 PACKAGES=(golang-go golang-google-cloud-compute-metadata-dev golang-golang-x-oauth2-google-dev
-    golang-google-api-dev golang-github-aws-aws-sdk-go-v2-dev golang-github-aws-aws-sdk-go-dev)
+    golang-google-api-dev golang-github-aws-aws-sdk-go-v2-dev golang-github-aws-aws-sdk-go-dev
+    golang-github-azure-go-autorest-dev)
 
 command -v go >/dev/null || { echo "go/build.sh: go not found (apt-get install golang-go)" >&2; exit 1; }
 key=$( {
