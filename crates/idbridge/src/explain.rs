@@ -18,7 +18,9 @@ use std::process::ExitCode;
 
 use idbridge_core::SecretString;
 
-pub(crate) use aws::{aws_report, load_trust_policy};
+pub(crate) use aws::{
+    CallerReport, assume_role_report, aws_report, load_trust_policy, roles_anywhere_report,
+};
 pub(crate) use gcp::{
     GCP_PROVIDER_HELP, GcpProvider, GcpSubject, aws_assertion, gcp_report, load_gcp_provider,
     parse_gcp_provider,
