@@ -1434,10 +1434,9 @@ async fn roles_anywhere_setup_round_trip_explain_and_doctor() {
     let d = &json(&out)["diagnosis"];
     assert_eq!(d["code"], "AccessDeniedException");
     assert!(
-        d["cause"]
-            .as_str()
-            .unwrap()
-            .contains("does not trust the CA of spiffe://example.org/ns/prod/sa/billing"),
+        d["cause"].as_str().unwrap().contains(
+            "does not trust the signing certificate (spiffe://example.org/ns/prod/sa/billing)"
+        ),
         "{d}"
     );
     assert!(d["commands"].to_string().contains("aws rolesanywhere get-trust-anchor --trust-anchor-id 0c9d1f7e-5a1b-4c2d-9e3f-7a6b5c4d3e21"), "{d}");

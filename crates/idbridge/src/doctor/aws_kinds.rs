@@ -232,7 +232,9 @@ fn roles_anywhere(f: &Failure<'_>, advice: &mut Advice) -> String {
             advice.commands.push(
                 "openssl verify -CAfile CA-BUNDLE.pem -untrusted INTERMEDIATES.pem CERT.pem".into(),
             );
-            format!("IAM Roles Anywhere does not trust the CA of {subject}: {msg}")
+            format!(
+                "IAM Roles Anywhere does not trust the signing certificate ({subject}): its CA is not in the trust anchor's bundle, or the anchor is disabled or of another region: {msg}"
+            )
         }
         "AccessDeniedException" if msg.contains("region") => {
             advice.fix.push(format!(
