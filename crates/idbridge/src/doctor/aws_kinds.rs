@@ -236,6 +236,15 @@ fn roles_anywhere(f: &Failure<'_>, advice: &mut Advice) -> String {
                 "IAM Roles Anywhere does not trust the signing certificate ({subject}): its CA is not in the trust anchor's bundle, or the anchor is disabled or of another region: {msg}"
             )
         }
+        "AccessDeniedException"
+            if msg.contains("ignature")
+                || msg.contains("Authorization")
+                || msg.contains("Credential should be scoped to correct service")
+                || msg.contains("serial number") =>
+        {
+            advice.fix.push("check the clock (requests are valid for 15 minutes) and that the private key belongs to the certificate; idbridge signs as the Roles Anywhere credential helper does".into());
+            format!("IAM Roles Anywhere refused the request's signature: {msg}")
+        }
         "AccessDeniedException" if msg.contains("region") => {
             advice.fix.push(format!(
                 "sign in the trust anchor's region: set `region` on the roles-anywhere hop to the region in {anchor} (or leave it unset)"
