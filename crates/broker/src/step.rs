@@ -112,6 +112,43 @@ pub struct Facts<'a> {
     pub caller: Option<&'a dyn Step>,
     /// The Entra app or managed identity it federates to.
     pub entra: Option<EntraFederation<'a>>,
+    /// What its `sts:AssumeRole` request carries beyond the role (`aws-assume-role`).
+    pub assume_role: Option<AssumeRoleFacts<'a>>,
+    /// The IAM Roles Anywhere trust anchor and profile of its session (`roles-anywhere`).
+    pub roles_anywhere: Option<RolesAnywhereFacts<'a>>,
+    /// Its ID token comes from AWS outbound identity federation (`sts:GetWebIdentityToken`).
+    pub aws_outbound: Option<AwsOutboundFacts<'a>>,
+}
+
+/// An `sts:AssumeRole` request by another role's session (role chaining).
+#[derive(Debug, Clone, Copy)]
+pub struct AssumeRoleFacts<'a> {
+    /// `ExternalId`.
+    pub external_id: Option<&'a str>,
+    /// `SourceIdentity`.
+    pub source_identity: Option<&'a str>,
+    /// Session tags.
+    pub tags: &'a std::collections::BTreeMap<String, String>,
+    /// `TransitiveTagKeys`.
+    pub transitive_tag_keys: &'a [String],
+}
+
+/// An IAM Roles Anywhere `CreateSession`.
+#[derive(Debug, Clone, Copy)]
+pub struct RolesAnywhereFacts<'a> {
+    /// `arn:aws:rolesanywhere:REGION:ACCOUNT:trust-anchor/ID`.
+    pub trust_anchor_arn: &'a str,
+    /// `arn:aws:rolesanywhere:REGION:ACCOUNT:profile/ID`.
+    pub profile_arn: &'a str,
+}
+
+/// An `sts:GetWebIdentityToken` call.
+#[derive(Debug, Clone, Copy)]
+pub struct AwsOutboundFacts<'a> {
+    /// The token's audiences.
+    pub audience: &'a [String],
+    /// `RS256` or `ES384`.
+    pub signing_algorithm: &'a str,
 }
 
 /// An Entra ID workload identity federation exchange.

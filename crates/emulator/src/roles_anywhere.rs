@@ -42,7 +42,9 @@ use base64::engine::general_purpose::STANDARD;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{StatusCode, request};
 use idbridge_core::timefmt::{parse_amz_date, rfc3339_seconds};
-use idbridge_policy::aws::{Principal, RequestContext, TrustPolicy, evaluate};
+use idbridge_policy::aws::{
+    RolesAnywhereRequest, TrustPolicy, evaluate_actions, roles_anywhere_context,
+};
 use idbridge_wire::x509_sigv4::{self as wire, Algorithm, Authorization};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor, UnixTime};
@@ -57,7 +59,7 @@ use crate::Emulator;
 use crate::sigv4::MAX_CLOCK_SKEW;
 
 /// The service principal a role's trust policy names to be assumable through Roles Anywhere.
-pub const SERVICE_PRINCIPAL: &str = "rolesanywhere.amazonaws.com";
+pub const SERVICE_PRINCIPAL: &str = idbridge_policy::aws::ROLES_ANYWHERE_PRINCIPAL;
 
 /// Largest request body read.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -431,6 +433,25 @@ fn attributes(cert: &X509Certificate<'_>) -> CertAttributes {
     CertAttributes { tags, common_name }
 }
 
+/// The request `CreateSession` evaluates the role's trust policy for, with the leaf of
+/// `chain_pem` (PEM, leaf first) presented under `trust_anchor_arn`: its attributes as Roles
+/// Anywhere maps them to principal tags. `None` when the PEM holds no certificate.
+pub fn certificate_request(
+    trust_anchor_arn: &str,
+    chain_pem: &str,
+) -> Option<RolesAnywhereRequest> {
+    let leaf = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .next()?
+        .ok()?;
+    let (_, cert) = X509Certificate::from_der(&leaf).ok()?;
+    let attrs = attributes(&cert);
+    Some(RolesAnywhereRequest {
+        trust_anchor_arn: trust_anchor_arn.to_owned(),
+        tags: attrs.tags,
+        common_name: attrs.common_name,
+    })
+}
+
 fn header<'h>(parts: &'h request::Parts, name: &str) -> Option<&'h str> {
     parts.headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -668,36 +689,23 @@ fn create_session(
 
     // 7. The role's trust policy.
     let attrs = attributes(&leaf);
-    let mut ctx = RequestContext::new(
-        Principal::Service(SERVICE_PRINCIPAL.to_owned()),
-        "sts:AssumeRole",
-    )
-    .with_key("aws:SourceArn", anchor.arn.clone())
-    .with_key("aws:SourceAccount", anchor_parts.account)
-    .with_multi_key("aws:TagKeys", attrs.tags.iter().map(|(k, _)| k.clone()));
-    for (k, v) in &attrs.tags {
-        ctx = ctx
-            .with_key(&format!("aws:PrincipalTag/{k}"), v.clone())
-            .with_key(&format!("aws:RequestTag/{k}"), v.clone());
-    }
-    if let Some(cn) = &attrs.common_name {
-        ctx = ctx
-            .with_key("aws:SourceIdentity", cn.clone())
-            .with_key("sts:SourceIdentity", cn.clone());
-    }
+    let request = RolesAnywhereRequest {
+        trust_anchor_arn: anchor.arn.clone(),
+        tags: attrs.tags.clone(),
+        common_name: attrs.common_name.clone(),
+    };
+    let ctx = roles_anywhere_context(&request);
     let policy = TrustPolicy::parse(&role.trust_policy)
         .map_err(|_| RaError::denied("Unable to assume role"))?;
-    for action in ["sts:AssumeRole", "sts:TagSession", "sts:SetSourceIdentity"] {
-        if action == "sts:SetSourceIdentity" && attrs.common_name.is_none() {
-            continue;
-        }
-        if !evaluate(&policy, &ctx.clone().with_action(action)).is_allowed() {
-            tracing::info!(role = %role.arn, action, "CreateSession: the role's trust policy does not allow it");
-            return Err(RaError::denied(format!(
-                "Unable to assume role for arn {}: not authorized to perform {action}",
-                role.arn
-            )));
-        }
+    if let Some((action, _)) = evaluate_actions(&policy, &ctx, &request.actions())
+        .into_iter()
+        .find(|(_, e)| !e.is_allowed())
+    {
+        tracing::info!(role = %role.arn, action, "CreateSession: the role's trust policy does not allow it");
+        return Err(RaError::denied(format!(
+            "Unable to assume role for arn {}: not authorized to perform {action}",
+            role.arn
+        )));
     }
 
     // 8. Session name and duration.

@@ -12,6 +12,14 @@ fn secret_arg(value: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::new(value))
 }
 
+/// `KEY=VALUE`.
+fn tag_arg(value: &str) -> Result<(String, String), String> {
+    match value.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{value:?} is not KEY=VALUE")),
+    }
+}
+
 /// Cross-cloud workload identity broker: trade the identity a workload has for short-lived
 /// credentials in another cloud, with no long-lived secret shared between clouds.
 #[derive(Debug, Parser)]
@@ -91,7 +99,7 @@ pub(crate) enum ExplainFormat {
 #[derive(Debug, Args)]
 pub(crate) struct ExplainArgs {
     /// The token (a JWT), or @FILE.
-    #[arg(long, required_unless_present = "aws_arn", value_parser = secret_arg)]
+    #[arg(long, required_unless_present_any = ["aws_arn", "trust_anchor"], value_parser = secret_arg)]
     pub(crate) token: Option<SecretString>,
     /// The role's trust policy (IAM JSON file).
     #[arg(
@@ -120,9 +128,32 @@ pub(crate) struct ExplainArgs {
     /// The service account to impersonate (for the suggested binding command).
     #[arg(long, requires = "gcp_provider")]
     pub(crate) service_account: Option<String>,
-    /// Instead of --token, for an AWS provider: the caller's ARN as GetCallerIdentity returns it.
-    #[arg(long, requires = "gcp_provider", conflicts_with = "token")]
+    /// Instead of --token: the AWS caller's ARN as GetCallerIdentity returns it (a role or an
+    /// assumed-role session), for an AWS provider (--gcp-provider) or for `sts:AssumeRole` by
+    /// that session (--aws-trust-policy, role chaining).
+    #[arg(long, conflicts_with = "token")]
     pub(crate) aws_arn: Option<String>,
+    /// With --aws-arn and --aws-trust-policy: the request's ExternalId.
+    #[arg(long, requires = "aws_arn", requires = "aws_trust_policy")]
+    pub(crate) external_id: Option<String>,
+    /// With --aws-arn and --aws-trust-policy: the request's SourceIdentity.
+    #[arg(long, requires = "aws_arn", requires = "aws_trust_policy")]
+    pub(crate) source_identity: Option<String>,
+    /// With --aws-arn and --aws-trust-policy: a session tag of the request, KEY=VALUE
+    /// (repeatable).
+    #[arg(long = "tag", value_parser = tag_arg, requires = "aws_arn", requires = "aws_trust_policy")]
+    pub(crate) tags: Vec<(String, String)>,
+    /// Instead of --token, for IAM Roles Anywhere: the trust anchor's ARN (`aws:SourceArn`);
+    /// the certificate is described by --x509-uri and --x509-cn.
+    #[arg(long, conflicts_with_all = ["token", "aws_arn"], requires = "aws_trust_policy")]
+    pub(crate) trust_anchor: Option<String>,
+    /// With --trust-anchor: the certificate's SAN URI (a SPIFFE ID), `aws:PrincipalTag/x509SAN/URI`.
+    #[arg(long, requires = "trust_anchor")]
+    pub(crate) x509_uri: Option<String>,
+    /// With --trust-anchor: the certificate's subject CN, `aws:PrincipalTag/x509Subject/CN` and
+    /// the session's source identity.
+    #[arg(long, requires = "trust_anchor")]
+    pub(crate) x509_cn: Option<String>,
     /// Verify the signature against a JWKS file, a JWKS URL, or an issuer URL.
     #[arg(long)]
     pub(crate) verify: Option<String>,
@@ -232,6 +263,18 @@ pub(crate) struct SetupArgs {
     /// client id (the credential is written for an app registration otherwise).
     #[arg(long)]
     pub(crate) managed_identity: Option<String>,
+    /// IAM Roles Anywhere: the CA bundle (PEM) of the trust anchor, the CA that issues the
+    /// route's certificates.
+    #[arg(long)]
+    pub(crate) ca_bundle: Option<PathBuf>,
+    /// IAM Roles Anywhere: the certificate's SAN URI (a SPIFFE ID) the role's trust policy
+    /// matches (read from the route's certificate when absent).
+    #[arg(long)]
+    pub(crate) x509_uri: Option<String>,
+    /// IAM Roles Anywhere: the certificate's subject CN the role's trust policy matches (when it
+    /// has no SAN URI; read from the route's certificate when absent).
+    #[arg(long)]
+    pub(crate) x509_cn: Option<String>,
     /// Do not call any endpoint: everything comes from the config and the flags.
     #[arg(long)]
     pub(crate) offline: bool,

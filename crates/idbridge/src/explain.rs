@@ -21,7 +21,9 @@ use std::process::ExitCode;
 
 use idbridge_core::SecretString;
 
-pub(crate) use aws::{aws_report, load_trust_policy};
+pub(crate) use aws::{
+    CallerReport, assume_role_report, aws_report, load_trust_policy, roles_anywhere_report,
+};
 pub(crate) use entra::{
     ENTRA_HELP, EntraPrincipal, PrincipalKind, entra_report, load_entra, suggested_name,
 };

@@ -48,6 +48,7 @@ const AWS4_REQUEST: &str = "urn:ietf:params:aws:token-type:aws4_request";
 const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 
 mod aws;
+mod aws_kinds;
 pub(crate) mod azure;
 mod external_account;
 mod gcp;
@@ -136,6 +137,11 @@ struct Plan {
     aws_tokens: Vec<Option<UnverifiedJwt>>,
     /// The federated credentials of the `entra` hops.
     azure: Vec<AzurePlan>,
+    /// Roles chained from another role, assumed through Roles Anywhere, and outbound
+    /// federation ([`aws_kinds`]).
+    chained: Vec<aws_kinds::ChainedRolePlan>,
+    roles_anywhere: Vec<aws_kinds::RolesAnywherePlan>,
+    outbound: Option<aws_kinds::OutboundPlan>,
 }
 
 pub(crate) async fn run(a: SetupArgs) -> Result<ExitCode, CliError> {
@@ -299,14 +305,14 @@ async fn plan(a: &SetupArgs, route: &RouteConfig, ctx: Option<&Context>) -> Resu
     let mut plan = Plan::default();
     for (i, ex) in route.exchange.iter().enumerate() {
         let facts = ex.facts();
-        if facts.aws_role.is_some() && !ex.takes().contains(&Yields::IdToken) {
-            // A chained role or a Roles Anywhere role: its trust policy names a role or
-            // rolesanywhere.amazonaws.com, not an OIDC provider; setup does not write it yet.
-            eprintln!(
-                "setup: route {:?}: exchange[{i}] ({}): its trust policy is not written by setup (see `idbridge doctor` for what it must allow)",
-                route.name,
-                ex.kind()
-            );
+        if let (Some(role), Some(ar)) = (&facts.aws_role, &facts.assume_role) {
+            plan.chained
+                .push(aws_kinds::plan_chained(a, route, i, role, ar, ctx).await?);
+            continue;
+        }
+        if let (Some(role), Some(ra)) = (&facts.aws_role, &facts.roles_anywhere) {
+            plan.roles_anywhere
+                .push(aws_kinds::plan_roles_anywhere(a, route, i, role, ra, ctx).await?);
             continue;
         }
         if let Some(role) = facts.aws_role {
@@ -550,6 +556,7 @@ async fn plan(a: &SetupArgs, route: &RouteConfig, ctx: Option<&Context>) -> Resu
             note_entra_source(issuer, &format!("provider {}", g.name.canonical()));
         }
     }
+    plan.outbound = aws_kinds::plan_outbound(a, route, ctx).await;
     if let Some(imp) = route.source.facts().impersonation {
         let service_account = imp.service_account;
         let caller = match ctx {
@@ -660,6 +667,7 @@ fn check(plan: &Plan) {
             );
         }
     }
+    aws_kinds::check(plan);
     for g in &plan.gcp {
         let Ok(p) = explain::parse_gcp_provider(&provider_doc(g), None) else {
             eprintln!(

@@ -117,6 +117,30 @@ fn merged_world(fragment: &str) -> String {
     let mut base: toml::Table = toml::from_str(BUILTIN_TOML).unwrap();
     let frag: toml::Table = toml::from_str(fragment).unwrap();
     for (key, value) in frag {
+        // `[roles_anywhere]`: its arrays of objects with an `arn`, merged one by one.
+        if let toml::Value::Table(sections) = value {
+            let entry = base
+                .entry(key.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let table = entry.as_table_mut().unwrap();
+            for (k, items) in sections {
+                let items = items.as_array().cloned().unwrap_or_default();
+                let arn = |i: &toml::Value| {
+                    i.get("arn")
+                        .and_then(toml::Value::as_str)
+                        .map(str::to_owned)
+                };
+                let ids: Vec<Option<String>> = items.iter().map(arn).collect();
+                let arr = table
+                    .entry(k)
+                    .or_insert_with(|| toml::Value::Array(Vec::new()))
+                    .as_array_mut()
+                    .unwrap();
+                arr.retain(|old| arn(old).is_none() || !ids.contains(&arn(old)));
+                arr.extend(items);
+            }
+            continue;
+        }
         let items = value.as_array().cloned().unwrap_or_default();
         let ids: Vec<Option<String>> = items.iter().map(|i| identity(&key, i)).collect();
         let entry = base
@@ -842,4 +866,690 @@ async fn explain_gcp_warns_about_open_providers_and_setup_writes_every_format() 
     assert_eq!(code, 64);
     assert!(err.contains("--sa-unique-id"), "{err}");
     r.shutdown().await;
+}
+
+// ----- Role chaining, IAM Roles Anywhere, outbound identity federation ------------------------
+
+/// `setup --format FORMAT` of a route with extra flags: (stdout, stderr); fails on a non-zero exit.
+async fn setup_out(
+    running: &Running,
+    config: &Path,
+    route: &str,
+    format: &str,
+    extra: &[&str],
+) -> (String, String) {
+    let mut args = vec![
+        "setup",
+        "--config",
+        config.to_str().unwrap(),
+        "--route",
+        route,
+        "--format",
+        format,
+    ];
+    args.extend_from_slice(extra);
+    let (code, out, err) = idbridge(running, &args).await;
+    assert_eq!(code, 0, "setup {format}: {err}");
+    (out, err)
+}
+
+/// The trust policy of the `[[aws_role]]` whose ARN ends with `role` in a world fragment.
+fn fragment_policy(fragment: &str, role: &str) -> String {
+    let world: toml::Table = toml::from_str(fragment).unwrap();
+    world["aws_role"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["arn"].as_str().unwrap().ends_with(role))
+        .unwrap_or_else(|| panic!("no role {role} in {fragment}"))["trust_policy"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Runs the `aws` commands of a generated script with the AWS CLI of the peer venv against a
+/// closed port: each must get past argument parsing and botocore's parameter validation (exit
+/// 255, "Could not connect"), which a wrong command, option or value does not (exit 2 or 252).
+fn assert_aws_commands_parse(script: &str) {
+    let aws = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/aws");
+    assert!(
+        aws.exists(),
+        "the AWS CLI peer is missing: {} (set up the venv)",
+        aws.display()
+    );
+    let expected = script.lines().filter(|l| l.starts_with("aws ")).count();
+    assert!(expected > 0, "no aws command in {script}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "setup.sh", script);
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(r#"aws() { "$AWS_BIN" "$@" --cli-connect-timeout 1 >/dev/null 2>>errors.txt; echo "$? $1 $2" >> codes.txt; }; . ./setup.sh"#)
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir.path())
+        .env("AWS_BIN", &aws)
+        .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+        .env("AWS_SECRET_ACCESS_KEY", "not-a-secret")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let codes = std::fs::read_to_string(dir.path().join("codes.txt")).unwrap();
+    let errors = std::fs::read_to_string(dir.path().join("errors.txt")).unwrap_or_default();
+    assert_eq!(codes.lines().count(), expected, "{codes}");
+    for line in codes.lines() {
+        assert!(
+            line.starts_with("255 "),
+            "`aws {line}` did not parse:\n{errors}"
+        );
+    }
+    assert_eq!(
+        errors
+            .matches("Could not connect to the endpoint URL")
+            .count(),
+        expected,
+        "{errors}"
+    );
+}
+
+/// `terraform fmt` reads it (HCL syntax); every heredoc is JSON (after interpolations); every
+/// `aws_….NAME.` reference names a resource it declares.
+fn assert_terraform_well_formed(hcl: &str, resources: &[&str]) {
+    let mut child = std::process::Command::new("terraform")
+        .args(["fmt", "-no-color", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("terraform is installed");
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(hcl.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "terraform fmt: {}\n{hcl}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut declared = Vec::new();
+    let mut heredoc: Option<String> = None;
+    for line in hcl.lines() {
+        if let Some(body) = heredoc.as_mut() {
+            if line.trim() == "EOT" {
+                let text = body.replace("$${", "${");
+                // `${aws_x.y.arn}` stands for a string.
+                let re_free: String = text
+                    .split("${")
+                    .enumerate()
+                    .map(|(i, part)| {
+                        if i == 0 {
+                            part.to_owned()
+                        } else {
+                            let (_, rest) = part.split_once('}').unwrap();
+                            format!("ARN{rest}")
+                        }
+                    })
+                    .collect();
+                serde_json::from_str::<Value>(&re_free)
+                    .unwrap_or_else(|e| panic!("heredoc is not JSON ({e}): {re_free}"));
+                heredoc = None;
+            } else {
+                body.push_str(line);
+                body.push('\n');
+            }
+            continue;
+        }
+        if line.trim_end().ends_with("<<-EOT") {
+            heredoc = Some(String::new());
+        }
+        if let Some(rest) = line.strip_prefix("resource \"") {
+            let (kind, rest) = rest.split_once("\" \"").unwrap();
+            let name = rest.split('"').next().unwrap();
+            declared.push(format!("{kind}.{name}"));
+        }
+    }
+    assert!(heredoc.is_none(), "unterminated heredoc");
+    for r in resources {
+        assert!(
+            declared.iter().any(|d| d.starts_with(&format!("{r}."))),
+            "no {r} in {declared:?}"
+        );
+    }
+    for word in hcl.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.')) {
+        if word.starts_with("aws_") && word.matches('.').count() >= 2 {
+            let target: String = word.splitn(3, '.').take(2).collect::<Vec<_>>().join(".");
+            assert!(
+                declared.contains(&target),
+                "{word} names no resource: {declared:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chained_role_setup_round_trip_explain_and_doctor() {
+    let config = examples().join("gcp-to-aws-chained.toml");
+    let builtin = emulator_with(BUILTIN_TOML).await;
+    let fragment = setup_world(&builtin, &config, "gcp-to-chained").await;
+    let policy = json(&fragment_policy(&fragment, "role/chained-reader"));
+    let st = &policy["Statement"][0];
+    assert_eq!(
+        st["Principal"]["AWS"],
+        "arn:aws:iam::111122223333:role/psoxy-tenant-access"
+    );
+    assert_eq!(
+        st["Action"],
+        serde_json::json!(["sts:AssumeRole", "sts:TagSession", "sts:SetSourceIdentity"])
+    );
+    assert_eq!(
+        st["Condition"]["StringEquals"]["sts:ExternalId"],
+        "tenant-7"
+    );
+
+    // The aws CLI commands parse; the Terraform is well formed.
+    let (cli, _) = setup_out(&builtin, &config, "gcp-to-chained", "aws-cli", &[]).await;
+    assert!(
+        cli.contains("aws iam create-role --role-name chained-reader --assume-role-policy-document file://trust-policy-chained-reader.json"),
+        "{cli}"
+    );
+    assert_aws_commands_parse(&cli);
+    let (tf, _) = setup_out(&builtin, &config, "gcp-to-chained", "terraform", &[]).await;
+    assert_terraform_well_formed(&tf, &["aws_iam_role"]);
+    assert!(
+        tf.contains("resource \"aws_iam_role\" \"chained_reader\""),
+        "{tf}"
+    );
+    builtin.shutdown().await;
+
+    // The generated roles admit the route.
+    let good = emulator_with(&merged_world(&fragment)).await;
+    let out = run_route(&good, &config, "gcp-to-chained").await.unwrap();
+    let Credential::Aws(c) = &out.credential else {
+        panic!("{}", out.credential.kind())
+    };
+    assert_eq!(
+        c.arn.as_deref(),
+        Some("arn:aws:sts::111122223333:assumed-role/chained-reader/tenant-7-reader")
+    );
+    good.shutdown().await;
+
+    // Another external id: refused; doctor and explain name sts:ExternalId.
+    let broken = fragment.replace(
+        "\"sts:ExternalId\": \"tenant-7\"",
+        "\"sts:ExternalId\": \"tenant-8\"",
+    );
+    assert_ne!(broken, fragment);
+    let bad = emulator_with(&merged_world(&broken)).await;
+    let err = run_route(&bad, &config, "gcp-to-chained")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code.as_deref(), Some("AccessDenied"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let policy_file = write(
+        dir.path(),
+        "trust.json",
+        &fragment_policy(&broken, "role/chained-reader"),
+    );
+    let policy_arg = policy_file.to_str().unwrap();
+    let (code, out, err) = idbridge(
+        &bad,
+        &[
+            "doctor",
+            "--config",
+            config.to_str().unwrap(),
+            "--route",
+            "gcp-to-chained",
+            "--aws-trust-policy",
+            policy_arg,
+            "--format",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1, "{out}{err}");
+    let report = json(&out);
+    let d = &report["diagnosis"];
+    assert_eq!(d["code"], "AccessDenied", "{d}");
+    assert!(
+        d["cause"]
+            .as_str()
+            .unwrap()
+            .contains("refuses sts:AssumeRole"),
+        "{d}"
+    );
+    let evaluation = &d["evaluation"];
+    assert_eq!(evaluation["decision"], "deny", "{d}");
+    let failing: Vec<Value> = aws_conditions(evaluation)
+        .into_iter()
+        .filter(|c| c["result"] == false)
+        .collect();
+    assert_eq!(failing.len(), 1, "{evaluation}");
+    assert_eq!(failing[0]["key"], "sts:ExternalId");
+    assert_eq!(failing[0]["token_value"], "tenant-7");
+    assert!(
+        d["commands"].to_string().contains("idbridge explain --aws-trust-policy trust.json --aws-arn arn:aws:sts::111122223333:assumed-role/psoxy-tenant-access/psoxy-tenant"),
+        "{d}"
+    );
+
+    let caller = "arn:aws:sts::111122223333:assumed-role/psoxy-tenant-access/psoxy-tenant";
+    let (code, out, err) = idbridge(
+        &bad,
+        &[
+            "explain",
+            "--aws-trust-policy",
+            policy_arg,
+            "--aws-arn",
+            caller,
+            "--external-id",
+            "tenant-7",
+            "--tag",
+            "tenant=7",
+            "--format",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(code, 2, "{err}");
+    let report = json(&out);
+    assert_eq!(
+        (report["kind"].as_str(), report["action"].as_str()),
+        (Some("assume-role"), Some("sts:AssumeRole"))
+    );
+    let cond = &aws_conditions(&report)[0];
+    assert_eq!(
+        (
+            cond["key"].as_str(),
+            cond["claim"].as_str(),
+            cond["result"].as_bool()
+        ),
+        (
+            Some("sts:ExternalId"),
+            Some("(request) ExternalId"),
+            Some(false)
+        )
+    );
+    assert_eq!(cond["policy_values"], serde_json::json!(["tenant-8"]));
+
+    // The right external id, tags and source identity: every action allowed, each evaluated.
+    let good_policy = write(
+        dir.path(),
+        "good.json",
+        &fragment_policy(&fragment, "role/chained-reader"),
+    );
+    let (code, out, err) = idbridge(
+        &bad,
+        &[
+            "explain",
+            "--aws-trust-policy",
+            good_policy.to_str().unwrap(),
+            "--aws-arn",
+            caller,
+            "--external-id",
+            "tenant-7",
+            "--tag",
+            "tenant=7",
+            "--source-identity",
+            "psoxy-tenant",
+            "--format",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let report = json(&out);
+    let actions: Vec<&str> = report["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["sts:AssumeRole", "sts:TagSession", "sts:SetSourceIdentity"]
+    );
+
+    // Another first role: the principal is what is wrong, said so in the table.
+    let (code, table, _) = idbridge(
+        &bad,
+        &[
+            "explain",
+            "--aws-trust-policy",
+            good_policy.to_str().unwrap(),
+            "--aws-arn",
+            "arn:aws:iam::111122223333:role/gcp-caller",
+            "--external-id",
+            "tenant-7",
+        ],
+    )
+    .await;
+    assert_eq!(code, 2);
+    assert!(table.contains("principal ✗"), "{table}");
+    assert!(
+        table.contains("[principal-not-named]")
+            && table.contains("arn:aws:iam::111122223333:role/gcp-caller"),
+        "{table}"
+    );
+    bad.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn roles_anywhere_setup_round_trip_explain_and_doctor() {
+    let config = examples().join("spiffe-x509-to-aws.toml");
+    let route = "spiffe-x509-to-aws";
+    let builtin = emulator_with(BUILTIN_TOML).await;
+    let fragment = setup_world(&builtin, &config, route).await;
+    let policy = json(&fragment_policy(&fragment, "role/spiffe-billing"));
+    let st = &policy["Statement"][0];
+    assert_eq!(st["Principal"]["Service"], "rolesanywhere.amazonaws.com");
+    assert_eq!(
+        st["Condition"]["StringEquals"]["aws:PrincipalTag/x509SAN/URI"],
+        "spiffe://example.org/ns/prod/sa/billing"
+    );
+    assert!(
+        fragment.contains("spiffe_trust_domain = \"example.org\""),
+        "{fragment}"
+    );
+
+    // With a CA bundle: the aws CLI commands parse, the Terraform is well formed.
+    let ca = builtin
+        .env_pairs()
+        .into_iter()
+        .find(|(k, _)| k == "NODE_EXTRA_CA_CERTS")
+        .map(|(_, v)| v)
+        .unwrap();
+    // Another CA than the SPIFFE one (the emulator's Entra TLS CA), kept past the emulator.
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca = write(
+        ca_dir.path(),
+        "ca.pem",
+        &std::fs::read_to_string(&ca).unwrap(),
+    );
+    let ca = ca.to_str().unwrap().to_owned();
+    let (cli, _) = setup_out(&builtin, &config, route, "aws-cli", &["--ca-bundle", &ca]).await;
+    assert!(cli.contains("aws rolesanywhere create-trust-anchor --region us-east-1 --name spiffe-billing-anchor --enabled --source file://"), "{cli}");
+    assert!(cli.contains("aws rolesanywhere create-profile --region us-east-1 --name spiffe-billing-profile --role-arns arn:aws:iam::111122223333:role/spiffe-billing --enabled"), "{cli}");
+    assert!(
+        cli.contains("\"x509CertificateData\": \"-----BEGIN CERTIFICATE-----\\n"),
+        "{cli}"
+    );
+    assert_aws_commands_parse(&cli);
+    let (tf, _) = setup_out(&builtin, &config, route, "terraform", &["--ca-bundle", &ca]).await;
+    assert_terraform_well_formed(
+        &tf,
+        &[
+            "aws_rolesanywhere_trust_anchor",
+            "aws_iam_role",
+            "aws_rolesanywhere_profile",
+        ],
+    );
+    assert!(
+        tf.contains(
+            "\"aws:SourceArn\": \"${aws_rolesanywhere_trust_anchor.spiffe_billing_anchor.arn}\""
+        ),
+        "{tf}"
+    );
+    assert!(
+        tf.contains("role_arns = [aws_iam_role.spiffe_billing.arn]"),
+        "{tf}"
+    );
+    // Offline, from the flags.
+    let (json_policy, _) = setup_out(
+        &builtin,
+        &config,
+        route,
+        "aws-json",
+        &["--offline", "--x509-cn", "billing"],
+    )
+    .await;
+    assert_eq!(
+        json(&json_policy)["Statement"][0]["Condition"]["StringEquals"],
+        serde_json::json!({"aws:PrincipalTag/x509Subject/CN": "billing"})
+    );
+    builtin.shutdown().await;
+
+    // The generated objects admit the route.
+    let good = emulator_with(&merged_world(&fragment)).await;
+    let out = run_route(&good, &config, route).await.unwrap();
+    let Credential::Aws(c) = &out.credential else {
+        panic!("{}", out.credential.kind())
+    };
+    assert!(
+        c.arn
+            .as_deref()
+            .unwrap()
+            .starts_with("arn:aws:sts::111122223333:assumed-role/spiffe-billing/"),
+        "{:?}",
+        c.arn
+    );
+    good.shutdown().await;
+
+    // Another SPIFFE ID in the trust policy: refused; doctor and explain name the condition.
+    let broken = fragment.replace(
+        "\"aws:PrincipalTag/x509SAN/URI\": \"spiffe://example.org/ns/prod/sa/billing\"",
+        "\"aws:PrincipalTag/x509SAN/URI\": \"spiffe://example.org/ns/prod/sa/payroll\"",
+    );
+    assert_ne!(broken, fragment);
+    let bad = emulator_with(&merged_world(&broken)).await;
+    let err = run_route(&bad, &config, route).await.unwrap_err();
+    assert_eq!(err.code.as_deref(), Some("AccessDeniedException"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let policy_file = write(
+        dir.path(),
+        "trust.json",
+        &fragment_policy(&broken, "role/spiffe-billing"),
+    );
+    let (code, out, err) = idbridge(
+        &bad,
+        &[
+            "doctor",
+            "--config",
+            config.to_str().unwrap(),
+            "--route",
+            route,
+            "--aws-trust-policy",
+            policy_file.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1, "{out}{err}");
+    let d = &json(&out)["diagnosis"];
+    let cause = d["cause"].as_str().unwrap();
+    assert!(
+        cause.contains("refuses sts:AssumeRole")
+            && cause.contains("aws:PrincipalTag/x509SAN/URI")
+            && cause.contains("spiffe://example.org/ns/prod/sa/billing"),
+        "{d}"
+    );
+    assert!(
+        d["commands"]
+            .to_string()
+            .contains("--x509-uri spiffe://example.org/ns/prod/sa/billing"),
+        "{d}"
+    );
+    let anchor = "arn:aws:rolesanywhere:us-east-1:111122223333:trust-anchor/0c9d1f7e-5a1b-4c2d-9e3f-7a6b5c4d3e21";
+    let (code, table, _) = idbridge(
+        &bad,
+        &[
+            "explain",
+            "--aws-trust-policy",
+            policy_file.to_str().unwrap(),
+            "--trust-anchor",
+            anchor,
+            "--x509-uri",
+            "spiffe://example.org/ns/prod/sa/billing",
+        ],
+    )
+    .await;
+    assert_eq!(code, 2, "{table}");
+    let line = table
+        .lines()
+        .find(|l| l.contains("aws:PrincipalTag/x509SAN/URI") && l.contains("FAIL"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        line.contains("(certificate) x509SAN/URI") && line.contains("sa/payroll"),
+        "{line}"
+    );
+    bad.shutdown().await;
+
+    // A trust anchor on another CA: the CA is the cause.
+    let other_ca = fragment.replace(
+        "spiffe_trust_domain = \"example.org\"",
+        &format!("certificate_bundle_file = {:?}", ca),
+    );
+    let r = emulator_with(&merged_world(&other_ca)).await;
+    let (code, out, err) = idbridge(
+        &r,
+        &[
+            "doctor",
+            "--config",
+            config.to_str().unwrap(),
+            "--route",
+            route,
+            "--format",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1, "{out}{err}");
+    let d = &json(&out)["diagnosis"];
+    assert_eq!(d["code"], "AccessDeniedException");
+    assert!(
+        d["cause"].as_str().unwrap().contains(
+            "does not trust the signing certificate (spiffe://example.org/ns/prod/sa/billing)"
+        ),
+        "{d}"
+    );
+    assert!(d["commands"].to_string().contains("aws rolesanywhere get-trust-anchor --trust-anchor-id 0c9d1f7e-5a1b-4c2d-9e3f-7a6b5c4d3e21"), "{d}");
+    r.shutdown().await;
+
+    // A profile that does not list the role.
+    let other_role = fragment.replace(
+        "role_arns = [\"arn:aws:iam::111122223333:role/spiffe-billing\"]",
+        "role_arns = [\"arn:aws:iam::111122223333:role/chained-reader\"]",
+    );
+    assert_ne!(other_role, fragment);
+    let r = emulator_with(&merged_world(&other_role)).await;
+    let (code, out, err) = idbridge(
+        &r,
+        &[
+            "doctor",
+            "--config",
+            config.to_str().unwrap(),
+            "--route",
+            route,
+            "--format",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1, "{out}{err}");
+    let d = &json(&out)["diagnosis"];
+    assert!(
+        d["cause"]
+            .as_str()
+            .unwrap()
+            .contains("the profile and the role do not match"),
+        "{d}"
+    );
+    assert!(d["commands"].to_string().contains("aws rolesanywhere update-profile --profile-id 3f2e1d0c-9b8a-4765-8432-10fedcba9876 --role-arns arn:aws:iam::111122223333:role/spiffe-billing"), "{d}");
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outbound_federation_doctor_and_setup() {
+    let config = examples().join("ec2-aws-jwt-to-gcp.toml");
+    let route = "ec2-jwt-to-gcp";
+    // The built-in account's switch is off.
+    let off = emulator_with(BUILTIN_TOML).await;
+    let (code, out, err) = idbridge(
+        &off,
+        &[
+            "doctor",
+            "--config",
+            config.to_str().unwrap(),
+            "--route",
+            route,
+            "--format",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1, "{out}{err}");
+    let d = &json(&out)["diagnosis"];
+    assert_eq!(
+        d["code"], "OutboundWebIdentityFederationDisabledException",
+        "{d}"
+    );
+    assert!(
+        d["cause"]
+            .as_str()
+            .unwrap()
+            .contains("outbound identity federation is off"),
+        "{d}"
+    );
+    assert!(
+        d["commands"]
+            .to_string()
+            .contains("aws iam enable-outbound-web-identity-federation"),
+        "{d}"
+    );
+    off.shutdown().await;
+
+    let world = BUILTIN_TOML.replace(
+        "outbound_issuer = \"https://5e1f0c2a",
+        "outbound_federation_enabled = true\noutbound_issuer = \"https://5e1f0c2a",
+    );
+    assert_ne!(world, BUILTIN_TOML);
+    let on = emulator_with(&world).await;
+    let (cli, err) = setup_out(&on, &config, route, "aws-cli", &[]).await;
+    assert!(!err.contains("warning"), "{err}");
+    assert!(
+        cli.contains("\naws iam enable-outbound-web-identity-federation\n"),
+        "{cli}"
+    );
+    assert!(cli.contains("aws iam put-role-policy --role-name gcp-caller --policy-name idbridge-get-web-identity-token"), "{cli}");
+    assert_aws_commands_parse(&cli);
+    let (policy, _) = setup_out(&on, &config, route, "aws-json", &[]).await;
+    let st = &json(&policy)["Statement"][0];
+    assert_eq!(st["Action"], "sts:GetWebIdentityToken");
+    assert_eq!(
+        st["Condition"]["ForAllValues:StringEquals"]["sts:IdentityTokenAudience"],
+        serde_json::json!(["https://gcp.idbridge.test/aws-outbound"])
+    );
+    let (tf, _) = setup_out(&on, &config, route, "terraform", &[]).await;
+    assert_terraform_well_formed(
+        &tf,
+        &[
+            "aws_iam_outbound_web_identity_federation",
+            "aws_iam_role_policy",
+            "google_iam_workload_identity_pool_provider",
+        ],
+    );
+    assert!(tf.contains("issuer_uri = \"https://5e1f0c2a-7b3d-4e8f-9a6c-1d2e3f4a5b6c.tokens.sts.global.api.aws\""), "{tf}");
+    let fragment = setup_world(&on, &config, route).await;
+    assert!(
+        fragment.contains("outbound_federation_enabled = true"),
+        "{fragment}"
+    );
+    on.shutdown().await;
 }

@@ -10,6 +10,10 @@
 //!    `sts:AssumeRoleWithWebIdentity` from a token's claims: which claim becomes which condition
 //!    key for Google, Cognito and other OIDC issuers (Google's `:aud`/`:oaud`/`azp` mapping
 //!    included).
+//!    [`assume_role_context`] does the same for `sts:AssumeRole` by a role session (role
+//!    chaining: external id, source identity, session tags) and [`roles_anywhere_context`] for
+//!    IAM Roles Anywhere `CreateSession` (the certificate's attributes as principal tags);
+//!    [`evaluate_actions`] evaluates every action such a request needs.
 //! 3. [`evaluate`] applies the policy to a context: principal and action matching, all 27
 //!    condition operators with `IfExists`, `ForAnyValue:`/`ForAllValues:` and policy variables,
 //!    then explicit deny > allow > implicit deny. The [`Evaluation`] records every statement
@@ -62,14 +66,20 @@
 //! tags", "Condition operators", and "Available keys for AWS web identity federation" in the IAM
 //! User Guide.
 
+mod assume_role;
 mod condition;
 mod evaluate;
 mod json;
 mod lint;
 mod pattern;
 mod policy;
+mod roles_anywhere;
 mod web_identity;
 
+pub use assume_role::{
+    ASSUME_ROLE, AssumeRoleRequest, CallerSession, SET_SOURCE_IDENTITY, TAG_SESSION,
+    assume_role_context, evaluate_actions,
+};
 pub use condition::{ConditionOperator, OperatorKind, SetOperator};
 pub use evaluate::{
     ConditionTrace, ContextValue, Decision, Evaluation, Principal, RequestContext, StatementTrace,
@@ -80,6 +90,7 @@ pub use policy::{
     ActionSpec, Condition, Effect, MalformedKind, MalformedPolicy, PolicyVersion, PrincipalEntry,
     PrincipalKind, PrincipalSet, PrincipalSpec, ResourceSpec, Statement, TrustPolicy,
 };
+pub use roles_anywhere::{ROLES_ANYWHERE_PRINCIPAL, RolesAnywhereRequest, roles_anywhere_context};
 pub use web_identity::{
     ASSUME_ROLE_WITH_WEB_IDENTITY, ClaimsError, SOURCE_IDENTITY_CLAIM, TAGS_CLAIM,
     WebIdentityProvider, WebIdentityRequest, web_identity_context,

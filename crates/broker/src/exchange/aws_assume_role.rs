@@ -16,7 +16,9 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::aws_sts::{DEFAULT_REGION, map_sdk_error, sts_client};
-use crate::step::{AwsRole, Facts, Input, KindError, Parse, Step, StepFuture, Yields};
+use crate::step::{
+    AssumeRoleFacts, AwsRole, Facts, Input, KindError, Parse, Step, StepFuture, Yields,
+};
 use crate::values::{RoleArn, SessionName};
 use crate::{BrokerError, Context, ErrorKind, Hop, HopReport, Overrides};
 
@@ -241,6 +243,12 @@ impl Step for AwsAssumeRole {
                 session_name: self.session_name.as_deref(),
                 duration_seconds: self.duration_seconds,
                 region: self.region.as_deref(),
+            }),
+            assume_role: Some(AssumeRoleFacts {
+                external_id: self.external_id.as_deref(),
+                source_identity: self.source_identity.as_deref(),
+                tags: &self.tags,
+                transitive_tag_keys: &self.transitive_tag_keys,
             }),
             ..Facts::default()
         }

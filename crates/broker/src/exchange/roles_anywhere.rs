@@ -16,7 +16,9 @@ use idbridge_core::{AwsCredentials, Credential};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::step::{AwsRole, Facts, Input, KindError, Parse, Step, StepFuture, Yields};
+use crate::step::{
+    AwsRole, Facts, Input, KindError, Parse, RolesAnywhereFacts, Step, StepFuture, Yields,
+};
 use crate::values::{RoleArn, SessionName};
 use crate::x509_sigv4::X509Signer;
 use crate::{BrokerError, Context, ErrorKind, Hop, HopReport, Overrides};
@@ -351,6 +353,10 @@ impl Step for RolesAnywhere {
                 region: Some(&self.region),
             }),
             region: Some(&self.region),
+            roles_anywhere: Some(RolesAnywhereFacts {
+                trust_anchor_arn: &self.trust_anchor_arn,
+                profile_arn: &self.profile_arn,
+            }),
             ..Facts::default()
         }
     }

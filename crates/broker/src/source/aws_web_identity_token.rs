@@ -17,7 +17,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::exchange::aws_sts::{DEFAULT_REGION, HOP, map_sdk_error, sts_client};
-use crate::step::{Facts, Input, KindError, Parse, Step, StepFuture, Yields};
+use crate::step::{AwsOutboundFacts, Facts, Input, KindError, Parse, Step, StepFuture, Yields};
 use crate::token::{describe_claims, id_token_from_jwt};
 use crate::{BrokerError, Context, ErrorKind, HopReport};
 
@@ -180,6 +180,10 @@ impl Step for AwsWebIdentityToken {
             audience: self.audience.first().map(String::as_str),
             caller: Some(self.caller.as_ref()),
             region: self.region.as_deref(),
+            aws_outbound: Some(AwsOutboundFacts {
+                audience: &self.audience,
+                signing_algorithm: &self.signing_algorithm,
+            }),
             ..Facts::default()
         }
     }

@@ -19,7 +19,9 @@
 use axum::body::Bytes;
 use http::{StatusCode, request};
 use idbridge_core::timefmt::rfc3339_seconds;
-use idbridge_policy::aws::{Principal, RequestContext, TrustPolicy, evaluate};
+use idbridge_policy::aws::{
+    AssumeRoleRequest, CallerSession, TrustPolicy, assume_role_context, evaluate_actions,
+};
 use idbridge_wire::aws_sts as wire;
 
 use super::{
@@ -190,48 +192,31 @@ pub(super) fn assume_role(
         })
         .cloned()
         .collect();
-    let mut ctx = RequestContext::new(Principal::Aws(caller_arn.clone()), "sts:AssumeRole")
-        .with_key("aws:PrincipalArn", caller.role_arn.clone())
-        .with_key("aws:PrincipalAccount", caller.account())
-        .with_key("sts:RoleSessionName", p.session_name);
-    for (k, v) in &caller.context.tags {
-        ctx = ctx.with_key(&format!("aws:PrincipalTag/{k}"), v.clone());
-    }
-    if let Some(si) = &caller.context.source_identity {
-        ctx = ctx.with_key("aws:SourceIdentity", si.clone());
-    }
-    if let Some(e) = p.external_id {
-        ctx = ctx.with_key("sts:ExternalId", e);
-    }
-    if let Some(si) = p.source_identity {
-        ctx = ctx.with_key("sts:SourceIdentity", si);
-    }
-    if !p.tags.is_empty() {
-        for (k, v) in &p.tags {
-            ctx = ctx.with_key(&format!("aws:RequestTag/{k}"), v.clone());
-        }
-        ctx = ctx.with_multi_key("aws:TagKeys", p.tags.iter().map(|(k, _)| k.clone()));
-    }
-    if !p.transitive_tag_keys.is_empty() {
-        ctx = ctx.with_multi_key("sts:TransitiveTagKeys", p.transitive_tag_keys.clone());
-    }
+    let request = AssumeRoleRequest {
+        caller: CallerSession {
+            assumed_role_arn: caller_arn.clone(),
+            role_arn: caller.role_arn.clone(),
+            account: caller.account().to_owned(),
+            tags: caller.context.tags.clone(),
+            source_identity: caller.context.source_identity.clone(),
+        },
+        session_name: p.session_name.to_owned(),
+        external_id: p.external_id.map(str::to_owned),
+        source_identity: p.source_identity.map(str::to_owned),
+        tags: p.tags.clone(),
+        transitive_tag_keys: p.transitive_tag_keys.clone(),
+    };
+    let ctx = assume_role_context(&request);
     let policy = TrustPolicy::parse(&role.trust_policy).map_err(|e| {
         tracing::warn!(role = %role.arn, error = %e, "AssumeRole: the role's trust policy does not parse");
         denied("sts:AssumeRole")
     })?;
-    let mut actions = vec!["sts:AssumeRole"];
-    if !p.tags.is_empty() || !p.transitive_tag_keys.is_empty() {
-        actions.push("sts:TagSession");
-    }
-    if p.source_identity.is_some() {
-        actions.push("sts:SetSourceIdentity");
-    }
-    for action in actions {
-        let evaluation = evaluate(&policy, &ctx.clone().with_action(action));
-        if !evaluation.is_allowed() {
-            log_denial(role, action, &evaluation);
-            return Err(denied(action));
-        }
+    if let Some((action, evaluation)) = evaluate_actions(&policy, &ctx, &request.actions())
+        .into_iter()
+        .find(|(_, e)| !e.is_allowed())
+    {
+        log_denial(role, action, &evaluation);
+        return Err(denied(action));
     }
     let packed_policy_size = match p.policy {
         Some(text) => Some(packed_policy_size(text)?),

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use idbridge_core::jwt::UnverifiedJwt;
 use idbridge_policy::aws::{
-    Decision, PrincipalKind, PrincipalSet, PrincipalSpec, TrustPolicy, WebIdentityProvider,
-    WebIdentityRequest, evaluate, lint, web_identity_context,
+    Decision, Evaluation, PrincipalKind, PrincipalSet, PrincipalSpec, TrustPolicy,
+    WebIdentityProvider, WebIdentityRequest, evaluate, lint, web_identity_context,
 };
 use serde_json::Value;
 
@@ -15,10 +15,20 @@ use super::{UNVERIFIED, exit_code, fmt_unix, read_arg, table};
 use crate::cli::{ExplainArgs, ExplainFormat};
 use crate::error::CliError;
 
+mod caller;
+
+pub(crate) use caller::{CallerReport, assume_role_report, roles_anywhere_report};
+
 pub(super) async fn run(
     a: &ExplainArgs,
     policy_path: &std::path::Path,
 ) -> Result<ExitCode, CliError> {
+    if let Some(arn) = &a.aws_arn {
+        return caller::run_assume_role(a, policy_path, arn);
+    }
+    if let Some(anchor) = &a.trust_anchor {
+        return caller::run_roles_anywhere(a, policy_path, anchor);
+    }
     let Some(token_arg) = &a.token else {
         return Err(CliError::Usage(
             "explain: --aws-trust-policy needs --token JWT|@FILE".into(),
@@ -156,33 +166,7 @@ pub(crate) fn report(
         }
     }
 
-    let statements = eval
-        .statements
-        .iter()
-        .map(|st| AwsStatement {
-            sid: st.sid.clone(),
-            effect: format!("{:?}", st.effect),
-            principal_matched: st.principal_matched,
-            action_matched: st.action_matched,
-            matched: st.matched,
-            conditions: st
-                .conditions
-                .iter()
-                .map(|c| AwsCondition {
-                    operator: c.operator.clone(),
-                    key: c.key.clone(),
-                    claim: claim_for_key(&c.key, &provider, &jwt.claims),
-                    token_value: match c.context_values.as_deref() {
-                        None => None,
-                        Some([one]) => Some(Shown::One(one.clone())),
-                        Some(many) => Some(Shown::Many(many.to_vec())),
-                    },
-                    policy_values: c.policy_values.clone(),
-                    result: c.result,
-                })
-                .collect(),
-        })
-        .collect();
+    let statements = statements(&eval, |key| claim_for_key(key, &provider, &jwt.claims));
     Ok(AwsReport {
         decision: if eval.decision == Decision::Allow {
             Verdict::Allow
@@ -196,6 +180,37 @@ pub(crate) fn report(
         statements,
         warnings,
     })
+}
+
+/// The statements of an evaluation as the report shows them; `source` names what each
+/// condition key reads (a claim, a request parameter, a certificate attribute).
+pub(super) fn statements(eval: &Evaluation, source: impl Fn(&str) -> String) -> Vec<AwsStatement> {
+    eval.statements
+        .iter()
+        .map(|st| AwsStatement {
+            sid: st.sid.clone(),
+            effect: format!("{:?}", st.effect),
+            principal_matched: st.principal_matched,
+            action_matched: st.action_matched,
+            matched: st.matched,
+            conditions: st
+                .conditions
+                .iter()
+                .map(|c| AwsCondition {
+                    operator: c.operator.clone(),
+                    key: c.key.clone(),
+                    claim: source(&c.key),
+                    token_value: match c.context_values.as_deref() {
+                        None => None,
+                        Some([one]) => Some(Shown::One(one.clone())),
+                        Some(many) => Some(Shown::Many(many.to_vec())),
+                    },
+                    policy_values: c.policy_values.clone(),
+                    result: c.result,
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// The claim an AWS web-identity condition key reads, for display.

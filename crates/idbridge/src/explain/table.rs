@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use idbridge_core::jwt::UnverifiedJwt;
 use serde_json::Value;
 
-use super::report::{AwsReport, GcpReport, GcpStepKind, Shown, Verdict, Warning};
+use super::report::{AwsReport, AwsStatement, GcpReport, GcpStepKind, Shown, Verdict, Warning};
 
 struct Paint(bool);
 
@@ -75,10 +75,24 @@ fn tick(b: bool) -> &'static str {
 
 /// The table form of an AWS report.
 pub(crate) fn print_aws(report: &AwsReport, jwt: &UnverifiedJwt) {
-    let p = Paint::stdout();
     print_token_line(report.verified, jwt);
     println!("provider: {}", report.provider);
-    for (i, st) in report.statements.iter().enumerate() {
+    print_aws_statements(&report.statements, "token value");
+    print_aws_verdict(report.decision, &report.reason, &report.warnings);
+}
+
+/// The decision, its reason and the warnings of an AWS report.
+pub(crate) fn print_aws_verdict(decision: Verdict, reason: &str, warnings: &[Warning]) {
+    let p = Paint::stdout();
+    print_decision(&p, decision, reason);
+    print_warnings(&p, warnings);
+}
+
+/// Each statement of an evaluated trust policy, its conditions as a table whose value column
+/// is headed `value_header`.
+pub(crate) fn print_aws_statements(statements: &[AwsStatement], value_header: &str) {
+    let p = Paint::stdout();
+    for (i, st) in statements.iter().enumerate() {
         let sid = st.sid.as_ref().map(|s| format!(" {s}")).unwrap_or_default();
         println!(
             "\nstatement {i}{sid} ({}): {}   principal {} · action {}",
@@ -115,7 +129,7 @@ pub(crate) fn print_aws(report: &AwsReport, jwt: &UnverifiedJwt) {
             "operator",
             "key",
             "claim",
-            "token value",
+            value_header,
             "policy values",
             "result",
         ]
@@ -144,8 +158,6 @@ pub(crate) fn print_aws(report: &AwsReport, jwt: &UnverifiedJwt) {
             println!("  {}", fmt(r, true));
         }
     }
-    print_decision(&p, report.decision, &report.reason);
-    print_warnings(&p, &report.warnings);
 }
 
 /// The table form of a GCP report.

@@ -71,20 +71,30 @@ pub(super) fn trust_policy(r: &AwsRolePlan) -> Value {
 
 pub(super) fn no_aws(route: &RouteConfig) -> CliError {
     CliError::Usage(format!(
-        "setup: route {:?} assumes no AWS role (no aws-sts exchange): use --format gcloud, terraform, external-account or world",
+        "setup: route {:?} assumes no AWS role (no aws-sts, aws-assume-role or roles-anywhere exchange): use --format gcloud, terraform, external-account or world",
         route.name
     ))
 }
 
 pub(super) fn aws_json(plan: &Plan, route: &RouteConfig) -> Result<String, CliError> {
-    match plan.aws.as_slice() {
-        [] => Err(no_aws(route)),
-        [one] => Ok(format!("{}\n", pretty(&trust_policy(one)))),
+    let mut all: Vec<(String, Value)> = plan
+        .aws
+        .iter()
+        .map(|r| (r.role_arn.clone(), trust_policy(r)))
+        .collect();
+    all.extend(aws_kinds::trust_policies(plan));
+    match all.as_slice() {
+        [] => match &plan.outbound {
+            // Outbound federation alone: the caller's identity policy.
+            Some(o) => Ok(format!(
+                "{}\n",
+                pretty(&aws_kinds::outbound_identity_policy(o))
+            )),
+            None => Err(no_aws(route)),
+        },
+        [(_, one)] => Ok(format!("{}\n", pretty(one))),
         many => {
-            let by_role: serde_json::Map<String, Value> = many
-                .iter()
-                .map(|r| (r.role_arn.clone(), trust_policy(r)))
-                .collect();
+            let by_role: serde_json::Map<String, Value> = many.iter().cloned().collect();
             Ok(format!("{}\n", pretty(&Value::Object(by_role))))
         }
     }
@@ -100,7 +110,7 @@ pub(super) fn role_name_path(arn: &str) -> (String, String) {
 }
 
 pub(super) fn aws_cli(plan: &Plan, route: &RouteConfig) -> Result<String, CliError> {
-    if plan.aws.is_empty() {
+    if plan.aws.is_empty() && aws_kinds::is_empty(plan) {
         return Err(no_aws(route));
     }
     let mut out = header(route, "#");
@@ -145,5 +155,6 @@ pub(super) fn aws_cli(plan: &Plan, route: &RouteConfig) -> Result<String, CliErr
             sh(&name)
         );
     }
+    aws_kinds::aws_cli(plan, &mut out);
     Ok(out)
 }

@@ -170,7 +170,11 @@ pub(super) fn terraform(
     route: &RouteConfig,
     org: Option<&str>,
 ) -> Result<String, CliError> {
-    if plan.aws.is_empty() && plan.gcp.is_empty() && plan.creators.is_empty() {
+    if plan.aws.is_empty()
+        && plan.gcp.is_empty()
+        && plan.creators.is_empty()
+        && aws_kinds::is_empty(plan)
+    {
         return Err(CliError::Usage(format!(
             "setup: route {:?} has no federation hop to configure",
             route.name
@@ -204,6 +208,7 @@ pub(super) fn terraform(
         }
         let _ = writeln!(out, "  assume_role_policy = <<-EOT\n{policy}\n  EOT\n}}");
     }
+    aws_kinds::terraform(plan, &mut out);
     for g in &plan.gcp {
         let project = g
             .project_id

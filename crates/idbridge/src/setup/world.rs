@@ -41,8 +41,18 @@ pub(super) fn world(plan: &Plan, route: &RouteConfig, config_path: &str) -> Stri
             accounts.push(account);
         }
     }
+    for a in aws_kinds::accounts(plan) {
+        if !accounts.contains(&a) {
+            accounts.push(a);
+        }
+    }
     for a in &accounts {
-        let _ = writeln!(out, "\n[[aws_account]]\nid = {}", toml_str(a));
+        let _ = write!(
+            out,
+            "\n[[aws_account]]\nid = {}\n{}",
+            toml_str(a),
+            aws_kinds::account_extra(plan, a)
+        );
     }
     for r in &plan.aws {
         if let AwsTrust::Oidc { issuer, .. } = &r.trust {
@@ -64,6 +74,7 @@ pub(super) fn world(plan: &Plan, route: &RouteConfig, config_path: &str) -> Stri
             r.max_session.unwrap_or(3600).max(3600)
         );
     }
+    aws_kinds::world_fragment(plan, &mut out);
     let mut sas: BTreeMap<String, WorldSa> = BTreeMap::new();
     let mut projects: BTreeMap<String, String> = BTreeMap::new();
     for g in &plan.gcp {
