@@ -158,7 +158,10 @@ impl Step {
             Step::State { enabled } => Some(*enabled),
             Step::SubjectKind { .. } | Step::MappingFailed { .. } => Some(false),
             Step::Account { account, expected } => Some(account == expected),
-            Step::Issuer { issuer, expected } => Some(issuer == expected),
+            Step::Issuer { issuer, expected } => Some(
+                issuer.strip_suffix('/').unwrap_or(issuer)
+                    == expected.strip_suffix('/').unwrap_or(expected),
+            ),
             Step::Audience { ok, .. } => Some(*ok),
             Step::Mapped { .. } => Some(true),
             Step::Condition { result, .. } => Some(matches!(result, Ok(true))),
@@ -290,7 +293,7 @@ pub fn federate(provider: &PoolProvider, assertion: &Assertion) -> Trace {
                 issuer: issuer.clone(),
                 expected: oidc.issuer_uri.clone(),
             });
-            if issuer != oidc.issuer_uri {
+            if !oidc.issuer_matches(&issuer) {
                 trace.reject(Rejection::Issuer {
                     issuer,
                     expected: oidc.issuer_uri.clone(),
