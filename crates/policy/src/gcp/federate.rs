@@ -539,6 +539,25 @@ mod tests {
             })
         ));
 
+        // One trailing slash on either side does not matter (Entra's v1 `iss` has one).
+        let slashed = federate(
+            &p,
+            &claims(
+                json!({"iss": "https://issuer.example/", "aud": [format!("https:{canonical}")], "sub": "w"}),
+            ),
+        );
+        assert!(slashed.allowed(), "{slashed:?}");
+        for iss in ["https://issuer.example//", "https://issuer.example/x", ""] {
+            let other = federate(
+                &p,
+                &claims(json!({"iss": iss, "aud": canonical, "sub": "w"})),
+            );
+            assert!(
+                matches!(other.rejection, Some(Rejection::Issuer { .. })),
+                "{iss}: {other:?}"
+            );
+        }
+
         let bad = federate(
             &p,
             &claims(json!({"iss": "https://other.example", "aud": "x", "sub": "w"})),
