@@ -7,6 +7,7 @@
 
 pub mod aws;
 pub mod aws_web_identity_token;
+pub mod azure_managed_identity;
 pub mod executable;
 pub mod gce_metadata;
 pub mod impersonate;
@@ -35,4 +36,8 @@ pub const KINDS: &[Kind] = &[
     Kind::new("spiffe", spiffe::Spiffe::parse),
     Kind::new("kubernetes-pod", kubernetes_pod::KubernetesPod::parse),
     Kind::new("x509-file", x509_file::X509File::parse),
+    Kind::new(
+        "azure-managed-identity",
+        azure_managed_identity::AzureManagedIdentity::parse,
+    ),
 ];

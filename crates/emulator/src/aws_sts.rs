@@ -1136,6 +1136,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn entra_issuers_via_their_oidc_providers() {
+        const ROLE: &str = "arn:aws:iam::111122223333:role/azure-vm-access";
+        const TID: &str = "7a1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d";
+        let env = env();
+        // v1 (`https://sts.windows.net/{tid}/`): IAM keeps the trailing slash in the provider.
+        let token = crate::azure::vm_token(&env.state, "api://idbridge-aws");
+        let r = arwwi(&env, ROLE, &token, &[]).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(
+            r.tag("Provider"),
+            Some(format!(
+                "arn:aws:iam::111122223333:oidc-provider/sts.windows.net/{TID}/"
+            ))
+        );
+        assert_eq!(r.tag("Audience").as_deref(), Some("api://idbridge-aws"));
+        assert_eq!(
+            r.tag("SubjectFromWebIdentityToken").as_deref(),
+            Some("e1111111-0000-4000-8000-0000000000d1")
+        );
+        // v2 (`https://login.microsoftonline.com/{tid}/v2.0`, aud = the app's client id).
+        let token = crate::azure::vm_token(&env.state, "api://idbridge-reports");
+        let r = arwwi(&env, ROLE, &token, &[]).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(
+            r.tag("Provider"),
+            Some(format!(
+                "arn:aws:iam::111122223333:oidc-provider/login.microsoftonline.com/{TID}/v2.0"
+            ))
+        );
+        // A token for another audience of the tenant: the trust policy refuses it.
+        let token = crate::azure::vm_token(&env.state, "api://idbridge-gcp");
+        arwwi(&env, ROLE, &token, &[])
+            .await
+            .assert_error(403, "AccessDenied");
+        // A trust policy that drops the v1 issuer's trailing slash names no provider AWS has.
+        let mut world = World::builtin().unwrap();
+        let role = world.aws_roles.iter_mut().find(|r| r.arn == ROLE).unwrap();
+        role.trust_policy = role.trust_policy.replace(&format!("{TID}/"), TID);
+        let clock = ManualClock::at(NOW);
+        let state = Emulator::new(world, Arc::new(clock.clone())).unwrap();
+        let slashless = Env { state, clock };
+        let token = crate::azure::vm_token(&slashless.state, "api://idbridge-aws");
+        arwwi(&slashless, ROLE, &token, &[])
+            .await
+            .assert_error(403, "AccessDenied");
+    }
+
+    #[tokio::test]
     async fn get_with_query_parameters_works_too() {
         let env = env();
         let token = google_token(&env, &google_claims(SEED000_SA, "aud"));

@@ -488,6 +488,31 @@ pub fn entra_router(state: Arc<Emulator>, https: bool) -> Router {
     token::router(state.clone()).merge(discovery::router(state, https))
 }
 
+/// The token the world's Azure VM's system-assigned identity gets from IMDS for `resource`
+/// (tests of the STSes that take Entra tokens).
+#[cfg(test)]
+pub(crate) fn vm_token(state: &Emulator, resource: &str) -> String {
+    let vm = state.world.azure_vm.as_ref().expect("an azure_vm");
+    let system = vm
+        .system_assigned
+        .as_ref()
+        .expect("a system-assigned identity");
+    let found = state
+        .world
+        .entra_resource(&vm.tenant, resource)
+        .expect("a resource of the tenant");
+    token::issue_access_token(
+        state,
+        Principal::System(vm, system),
+        resource,
+        found,
+        false,
+        state.clock.now(),
+    )
+    .expect("an Entra key")
+    .token
+}
+
 /// Counter name of an Entra or managed-identity operation.
 pub(crate) fn op(name: &str) -> String {
     format!("azure.{name}")

@@ -115,6 +115,46 @@ const FLOWS: &[Flow] = &[
         route: "ec2-jwt-to-gcp",
         expect_code: None,
     },
+    Flow {
+        seed: "azure",
+        title: "GCE VM account → Entra ID (federated credential) → billing-api token",
+        file: "gcp-to-azure.toml",
+        config: include_str!("../../../examples/gcp-to-azure.toml"),
+        route: "gcp-to-azure",
+        expect_code: None,
+    },
+    Flow {
+        seed: "azure",
+        title: "Kubernetes projected token → Entra ID (managed identity worker-identity)",
+        file: "k8s-to-azure.toml",
+        config: include_str!("../../../examples/k8s-to-azure.toml"),
+        route: "k8s-to-azure",
+        expect_code: None,
+    },
+    Flow {
+        seed: "azure",
+        title: "SPIFFE JWT-SVID → Entra ID (app spiffe-billing)",
+        file: "spiffe-to-azure.toml",
+        config: include_str!("../../../examples/spiffe-to-azure.toml"),
+        route: "spiffe-to-azure",
+        expect_code: None,
+    },
+    Flow {
+        seed: "azure",
+        title: "Azure VM managed identity → AWS role (OIDC provider sts.windows.net/{tid}/)",
+        file: "azure-vm-to-aws.toml",
+        config: include_str!("../../../examples/azure-vm-to-aws.toml"),
+        route: "azure-vm-to-aws",
+        expect_code: None,
+    },
+    Flow {
+        seed: "azure",
+        title: "Azure VM managed identity → Google STS → impersonate azure-demo",
+        file: "azure-vm-to-gcp.toml",
+        config: include_str!("../../../examples/azure-vm-to-gcp.toml"),
+        route: "azure-vm-to-gcp",
+        expect_code: None,
+    },
 ];
 
 const SEED004_KEY: &str = include_str!("../../../examples/keys/seed004-sa-key.json");
@@ -135,7 +175,19 @@ pub(crate) async fn run(a: DemoArgs) -> Result<ExitCode, CliError> {
             .map_err(|e| CliError::Failed(format!("demo: cannot start the emulator: {e}")))?;
     let dir = tempfile::tempdir().map_err(|e| CliError::Failed(format!("demo: temp dir: {e}")))?;
     prepare_files(dir.path(), &emulator)?;
-    let env = Arc::new(MapEnv(running.env_pairs().into_iter().collect()));
+    // Entra over its plain-HTTP listener: the demo's HTTP client trusts only the platform's
+    // roots, not the emulator's CA.
+    let entra_http = format!("http://{}", running.entra_http);
+    let env = Arc::new(MapEnv(
+        running
+            .env_pairs()
+            .into_iter()
+            .map(|(k, v)| match k.as_str() {
+                "AZURE_AUTHORITY_HOST" => (k, entra_http.clone()),
+                _ => (k, v),
+            })
+            .collect(),
+    ));
 
     let mut all_ok = true;
     let mut json_flows = Vec::new();
@@ -199,6 +251,15 @@ fn prepare_files(dir: &std::path::Path, emulator: &Emulator) -> Result<(), CliEr
         }))
         .map_err(|e| CliError::Failed(e.to_string()))?;
     std::fs::write(dir.join("k8s-token.jwt"), token).map_err(fail)?;
+    // AKS workload identity's projection: audience api://AzureADTokenExchange.
+    let token = key
+        .sign(&serde_json::json!({
+            "iss": K8S_ISSUER, "sub": "system:serviceaccount:default:worker",
+            "aud": ["api://AzureADTokenExchange"], "iat": now, "nbf": now, "exp": now + 3600,
+            "kubernetes.io": {"namespace": "default", "serviceaccount": {"name": "worker"}},
+        }))
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    std::fs::write(dir.join("k8s-azure-token.jwt"), token).map_err(fail)?;
     Ok(())
 }
 
@@ -231,6 +292,7 @@ async fn run_flow(
             let proof = match &out.credential {
                 Credential::Aws(c) => Some(proof::get_caller_identity(&ctx, c, None).await),
                 Credential::GoogleAccessToken(t) => Some(proof::tokeninfo(&ctx, t).await),
+                Credential::AzureAccessToken(t) => Some(proof::entra_token(&ctx, t).await),
                 _ => None,
             };
             match proof {

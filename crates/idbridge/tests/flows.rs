@@ -359,3 +359,104 @@ async fn external_account_file_as_a_route() {
         ["aws", "google-sts", "impersonate"]
     );
 }
+
+/// A one-route config of `source` alone.
+fn source_only(source: &str) -> Route {
+    let text = format!("[[route]]\nname = \"az\"\nsource = {source}\n");
+    let config = Config::parse(&text, "az.toml", None).unwrap();
+    Route::new(config.routes[0].clone())
+}
+
+#[tokio::test]
+async fn azure_vm_to_aws_over_imds_and_app_service() {
+    let r = emulator().await;
+    // The env file sets IDENTITY_ENDPOINT + IDENTITY_HEADER: App Service, as azure-identity picks.
+    let out = run(&r, "azure-vm-to-aws.toml", "azure-vm-to-aws", &[])
+        .await
+        .unwrap();
+    assert!(
+        out.hops[0].endpoint.ends_with("/msi/token"),
+        "{:?}",
+        out.hops[0]
+    );
+    assert_aws(&r, &out, "azure-vm-access", "azure-vm").await;
+    // Without IDENTITY_HEADER: IMDS at AZURE_POD_IDENTITY_AUTHORITY_HOST.
+    let out = run(
+        &r,
+        "azure-vm-to-aws.toml",
+        "azure-vm-to-aws",
+        &[("IDENTITY_HEADER", "")],
+    )
+    .await
+    .unwrap();
+    assert!(
+        out.hops[0]
+            .endpoint
+            .ends_with("/metadata/identity/oauth2/token"),
+        "{:?}",
+        out.hops[0]
+    );
+    assert!(
+        out.hops[0].identity.contains("(IMDS)")
+            && out.hops[0].identity.contains("aud=api://idbridge-aws"),
+        "{:?}",
+        out.hops[0]
+    );
+    assert_aws(&r, &out, "azure-vm-access", "azure-vm").await;
+    assert_eq!(r.emulator.count("azure.imds.token"), 1);
+    assert_eq!(r.emulator.count("azure.app_service.token"), 1);
+}
+
+#[tokio::test]
+async fn azure_managed_identity_selectors_and_refusals() {
+    const WORKER_OID: &str = "d1111111-0000-4000-8000-0000000000c1";
+    const WORKER_RES: &str = "/subscriptions/0f1e2d3c-4b5a-4968-8776-655443322110/resourceGroups/idbridge-demo/providers/Microsoft.ManagedIdentity/userAssignedIdentities/worker-identity";
+    let r = emulator().await;
+    let imds = [("IDENTITY_HEADER", "")];
+    for (selector, env) in [
+        (
+            "client_id = \"d1111111-0000-4000-8000-000000000031\"",
+            &imds[..],
+        ),
+        (&*format!("msi_res_id = \"{WORKER_RES}\""), &imds[..]),
+        (&*format!("object_id = \"{WORKER_OID}\""), &[][..]),
+        (&*format!("msi_res_id = \"{WORKER_RES}\""), &[][..]),
+    ] {
+        let route = source_only(&format!(
+            "{{ kind = \"azure-managed-identity\", resource = \"api://idbridge-billing/.default\", {selector} }}"
+        ));
+        let out = route.run(&ctx(&r, env)).await.map_err(|(e, _)| e).unwrap();
+        let Credential::IdToken(t) = &out.credential else {
+            panic!("{}", out.credential.kind());
+        };
+        let claims = idbridge_core::jwt::UnverifiedJwt::parse(t.token.expose_secret()).unwrap();
+        assert_eq!(claims.str_claim("sub"), Some(WORKER_OID), "{selector}");
+        assert_eq!(claims.str_claim("aud"), Some("api://idbridge-billing"));
+        assert!(!format!("{t:?}").contains(t.token.expose_secret()));
+    }
+    // A resource the tenant does not have: IMDS's invalid_resource (AADSTS500011).
+    let route = source_only(
+        r#"{ kind = "azure-managed-identity", resource = "api://nobody", protocol = "imds" }"#,
+    );
+    let (err, _) = route.run(&ctx(&r, &[])).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Rejected, "{err}");
+    assert_eq!(err.code.as_deref(), Some("invalid_resource"), "{err}");
+    assert!(err.message.contains("AADSTS500011"), "{err}");
+    // A wrong App Service secret: 401, and the secret is not repeated.
+    let route = source_only(
+        r#"{ kind = "azure-managed-identity", resource = "api://idbridge-aws", identity_header = "not-the-secret" }"#,
+    );
+    let (err, _) = route.run(&ctx(&r, &[])).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Rejected, "{err}");
+    assert!(err.message.contains("401"), "{err}");
+    assert!(!err.to_string().contains("not-the-secret"), "{err}");
+    // No App Service endpoint anywhere.
+    let route = source_only(
+        r#"{ kind = "azure-managed-identity", resource = "api://idbridge-aws", protocol = "app-service" }"#,
+    );
+    let (err, _) = route
+        .run(&ctx(&r, &[("IDENTITY_ENDPOINT", "")]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::NotConfigured, "{err}");
+}

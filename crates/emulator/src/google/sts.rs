@@ -805,28 +805,23 @@ async fn verify_oidc_token(
     let unverified = idbridge_core::jwt::UnverifiedJwt::parse(token.trim())
         .map_err(|_| Refusal::invalid_grant("The subject token is not a JWT."))?;
     let issuer = unverified.str_claim("iss").unwrap_or_default().to_owned();
-    if issuer != oidc.issuer_uri {
+    if !oidc.issuer_matches(&issuer) {
         return Err(Refusal::invalid_grant(format!(
             "The issuer in ID Token {} does not match the expected issuer {}.",
             short(&issuer, 200),
             oidc.issuer_uri
         )));
     }
-    let jwks = oidc_keys(state, oidc).await?;
+    let jwks = oidc_keys(state, oidc, &issuer).await?;
     let opts = VerifyOptions {
         algorithms: vec![Algorithm::RS256, Algorithm::ES256],
         leeway_secs: DEFAULT_LEEWAY_SECS,
         max_lifetime_secs: Some(MAX_OIDC_TOKEN_LIFETIME_SECS),
         required_claims: vec!["sub", "aud"],
     };
-    let verified = token_verify::verify_jwt_with_jwks(
-        token,
-        &oidc.issuer_uri,
-        &jwks,
-        state.clock.unix(),
-        &opts,
-    )
-    .map_err(|e| Refusal::invalid_grant(format!("Invalid ID Token: {e}.")))?;
+    let verified =
+        token_verify::verify_jwt_with_jwks(token, &issuer, &jwks, state.clock.unix(), &opts)
+            .map_err(|e| Refusal::invalid_grant(format!("Invalid ID Token: {e}.")))?;
     if verified.issued_at.is_none() {
         return Err(Refusal::invalid_grant(
             "Invalid ID Token: the token has no iat claim.",
@@ -835,17 +830,26 @@ async fn verify_oidc_token(
     Ok(verified.claims)
 }
 
-/// The verification keys of an OIDC provider: configured, held by the emulator, or fetched.
-async fn oidc_keys(state: &Emulator, oidc: &OidcProviderConfig) -> Result<JwkSet, Refusal> {
+/// The verification keys of an OIDC provider: configured, held by the emulator (for the
+/// token's issuer as written, which matched the provider's), or fetched.
+async fn oidc_keys(
+    state: &Emulator,
+    oidc: &OidcProviderConfig,
+    token_issuer: &str,
+) -> Result<JwkSet, Refusal> {
     if let Some(text) = &oidc.jwks_json {
         return serde_json::from_str(text)
             .map_err(|_| Refusal::invalid_grant("The provider's jwks_json is not a JWK set."));
     }
     let issuer = oidc.issuer_uri.as_str();
-    if issuer == token_verify::GOOGLE_ISSUER {
+    if oidc.issuer_matches(token_verify::GOOGLE_ISSUER) {
         return Ok(crate::keys::jwks([&state.google_key]));
     }
-    if let Some(set) = state.issuer_jwks.get(issuer) {
+    if let Some(set) = state
+        .issuer_jwks
+        .get(token_issuer)
+        .or_else(|| state.issuer_jwks.get(issuer))
+    {
         return Ok(set.clone());
     }
     fetch_jwks(issuer).await.map_err(|e| {
@@ -1490,6 +1494,62 @@ mod tests {
         );
         let fields = form(SPIRE_AUDIENCE, &jwt, ID_TOKEN_TYPE);
         assert_token(&post_form(&emu, &fields).await);
+    }
+
+    #[tokio::test]
+    async fn entra_issuer_matches_with_or_without_the_trailing_slash() {
+        const AZURE_AUDIENCE: &str = "//iam.googleapis.com/projects/836192731250/locations/global/workloadIdentityPools/azure-pool/providers/entra";
+        const AZURE_SA: &str = "azure-demo@example-project.iam.gserviceaccount.com";
+        const TID: &str = "7a1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d";
+        // The built-in provider writes the issuer without the slash the v1 token's iss has.
+        let (emu, _) = emulator();
+        let jwt = crate::azure::vm_token(&emu, "api://idbridge-gcp");
+        let sts = assert_token(&exchange_jwt(&emu, AZURE_AUDIENCE, &jwt).await);
+        let (status, body) = iam(&emu, &sts, AZURE_SA, "generateAccessToken").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        // A token for another resource is not one of the provider's allowed audiences.
+        let jwt = crate::azure::vm_token(&emu, "api://idbridge-aws");
+        let (status, body) = exchange_jwt(&emu, AZURE_AUDIENCE, &jwt).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"], "invalid_grant");
+
+        // The issuer written with the slash matches too.
+        let mut world = World::builtin().unwrap();
+        let slashless = format!("https://sts.windows.net/{TID}");
+        let provider = world
+            .workload_identity_pools
+            .iter_mut()
+            .flat_map(|p| p.providers.iter_mut())
+            .find(|p| p.id == "entra")
+            .unwrap();
+        let oidc = provider.oidc.as_mut().unwrap();
+        assert_eq!(oidc.issuer_uri, slashless);
+        oidc.issuer_uri = format!("{slashless}/");
+        let (emu, _) = emulator_with(world);
+        let jwt = crate::azure::vm_token(&emu, "api://idbridge-gcp");
+        assert_token(&exchange_jwt(&emu, AZURE_AUDIENCE, &jwt).await);
+
+        // Another tenant's issuer does not.
+        let mut world = World::builtin().unwrap();
+        let provider = world
+            .workload_identity_pools
+            .iter_mut()
+            .flat_map(|p| p.providers.iter_mut())
+            .find(|p| p.id == "entra")
+            .unwrap();
+        provider.oidc.as_mut().unwrap().issuer_uri =
+            "https://sts.windows.net/00000000-0000-4000-8000-000000000000".to_owned();
+        let (emu, _) = emulator_with(world);
+        let jwt = crate::azure::vm_token(&emu, "api://idbridge-gcp");
+        let (status, body) = exchange_jwt(&emu, AZURE_AUDIENCE, &jwt).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .starts_with("The issuer in ID Token"),
+            "{body}"
+        );
     }
 
     #[tokio::test]

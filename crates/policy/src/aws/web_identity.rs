@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | Google (`iss` = `https://accounts.google.com` or `accounts.google.com`) | `accounts.google.com` | `:aud` = `azp` when the token has one, else `aud`; `:oaud` = `aud` (only when `azp` is present); `:sub` = `sub` |
 //! | Cognito (`https://cognito-identity.amazonaws.com`) | `cognito-identity.amazonaws.com` | `:aud`, `:sub`, `:amr` (multi-valued) |
-//! | any other OIDC issuer `https://host/path` | `arn:aws:iam::<account>:oidc-provider/host/path` | `host/path:aud` (multi-valued when `aud` is a list), `host/path:sub`, `host/path:amr` (multi-valued, when present) |
+//! | any other OIDC issuer `https://host/path` | `arn:aws:iam::<account>:oidc-provider/host/path` (a trailing `/` of the issuer kept: `sts.windows.net/{tid}/`) | `host/path:aud` (multi-valued when `aud` is a list), `host/path:sub`, `host/path:amr` (multi-valued, when present) |
 //!
 //! The Google mapping is the trap this crate exists to explain: a service account's ID token
 //! carries the caller-chosen target audience in `aud` and the service account (its numeric unique
@@ -60,8 +60,9 @@ pub enum WebIdentityProvider {
     Cognito,
     /// Any other OIDC issuer, registered in IAM as an OIDC provider.
     Oidc {
-        /// The issuer URL without `https://` and without a trailing `/`, e.g.
-        /// `oidc.eks.us-east-1.amazonaws.com/id/ABC`. It prefixes the condition keys.
+        /// The issuer URL without `https://` (a trailing `/` kept, as IAM keeps it), e.g.
+        /// `oidc.eks.us-east-1.amazonaws.com/id/ABC` or `sts.windows.net/{tid}/`. It prefixes
+        /// the condition keys.
         name: String,
     },
 }
@@ -70,13 +71,16 @@ impl WebIdentityProvider {
     /// The provider for a token's `iss` claim.
     pub fn from_issuer(iss: &str) -> WebIdentityProvider {
         let iss = iss.trim();
-        let without_scheme = iss.strip_prefix("https://").unwrap_or(iss);
-        let name = without_scheme.trim_end_matches('/');
-        if name.eq_ignore_ascii_case(GOOGLE) {
+        let name = iss.strip_prefix("https://").unwrap_or(iss);
+        let bare = name.trim_end_matches('/');
+        if bare.eq_ignore_ascii_case(GOOGLE) {
             WebIdentityProvider::Google
-        } else if name.eq_ignore_ascii_case(COGNITO) {
+        } else if bare.eq_ignore_ascii_case(COGNITO) {
             WebIdentityProvider::Cognito
         } else {
+            // IAM names an OIDC provider by its URL without `https://`, a trailing `/` kept:
+            // Entra's v1 issuer `https://sts.windows.net/{tid}/` is the provider
+            // `sts.windows.net/{tid}/`, its keys `sts.windows.net/{tid}/:aud`.
             WebIdentityProvider::Oidc {
                 name: name.to_owned(),
             }
@@ -386,9 +390,22 @@ mod tests {
                 },
             ),
             (
-                "https://token.actions.githubusercontent.com/",
+                "https://token.actions.githubusercontent.com",
                 WebIdentityProvider::Oidc {
                     name: "token.actions.githubusercontent.com".into(),
+                },
+            ),
+            (
+                "https://sts.windows.net/7a1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d/",
+                WebIdentityProvider::Oidc {
+                    name: "sts.windows.net/7a1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d/".into(),
+                },
+            ),
+            (
+                "https://login.microsoftonline.com/7a1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d/v2.0",
+                WebIdentityProvider::Oidc {
+                    name: "login.microsoftonline.com/7a1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d/v2.0"
+                        .into(),
                 },
             ),
         ];

@@ -158,7 +158,10 @@ impl Step {
             Step::State { enabled } => Some(*enabled),
             Step::SubjectKind { .. } | Step::MappingFailed { .. } => Some(false),
             Step::Account { account, expected } => Some(account == expected),
-            Step::Issuer { issuer, expected } => Some(issuer == expected),
+            Step::Issuer { issuer, expected } => Some(
+                issuer.strip_suffix('/').unwrap_or(issuer)
+                    == expected.strip_suffix('/').unwrap_or(expected),
+            ),
             Step::Audience { ok, .. } => Some(*ok),
             Step::Mapped { .. } => Some(true),
             Step::Condition { result, .. } => Some(matches!(result, Ok(true))),
@@ -290,7 +293,7 @@ pub fn federate(provider: &PoolProvider, assertion: &Assertion) -> Trace {
                 issuer: issuer.clone(),
                 expected: oidc.issuer_uri.clone(),
             });
-            if issuer != oidc.issuer_uri {
+            if !oidc.issuer_matches(&issuer) {
                 trace.reject(Rejection::Issuer {
                     issuer,
                     expected: oidc.issuer_uri.clone(),
@@ -535,6 +538,25 @@ mod tests {
                 result: Ok(true)
             })
         ));
+
+        // One trailing slash on either side does not matter (Entra's v1 `iss` has one).
+        let slashed = federate(
+            &p,
+            &claims(
+                json!({"iss": "https://issuer.example/", "aud": [format!("https:{canonical}")], "sub": "w"}),
+            ),
+        );
+        assert!(slashed.allowed(), "{slashed:?}");
+        for iss in ["https://issuer.example//", "https://issuer.example/x", ""] {
+            let other = federate(
+                &p,
+                &claims(json!({"iss": iss, "aud": canonical, "sub": "w"})),
+            );
+            assert!(
+                matches!(other.rejection, Some(Rejection::Issuer { .. })),
+                "{iss}: {other:?}"
+            );
+        }
 
         let bad = federate(
             &p,

@@ -75,6 +75,16 @@ pub struct OidcProviderConfig {
     pub jwks_json: Option<String>,
 }
 
+impl OidcProviderConfig {
+    /// Whether a token's `iss` is this provider's issuer. Google compares them ignoring one
+    /// trailing `/` on either side: Entra's v1 tokens carry `https://sts.windows.net/{tid}/`
+    /// while Google's Azure guide writes the issuer URI without the slash.
+    pub fn issuer_matches(&self, iss: &str) -> bool {
+        let bare = |s: &str| s.strip_suffix('/').unwrap_or(s).to_owned();
+        !iss.is_empty() && bare(iss) == bare(&self.issuer_uri)
+    }
+}
+
 impl WorkloadIdentityProvider {
     /// AWS or OIDC.
     pub fn kind(&self) -> ProviderKind {
