@@ -105,12 +105,36 @@ string_value!(
 );
 
 impl ServiceAccount {
-    /// Checks the form.
+    /// Checks the form: `name@domain` (one `@`, no `/` or whitespace) or a numeric unique id.
+    /// The resource name `projects/-/serviceAccounts/…` is refused with a hint: idbridge writes
+    /// it where Google wants it.
     pub fn parse(s: &str) -> Result<Self, String> {
-        if !s.contains('@') && !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err("must be an email or a numeric unique id".to_owned());
+        if s.starts_with("projects/") {
+            return Err(format!(
+                "{s:?}: give the account's email or unique id; idbridge writes the projects/-/serviceAccounts/ prefix itself"
+            ));
+        }
+        let numeric = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        let email = match s.split_once('@') {
+            Some((local, domain)) => {
+                !local.is_empty()
+                    && !domain.is_empty()
+                    && !domain.contains('@')
+                    && !s.contains('/')
+                    && !s.chars().any(char::is_whitespace)
+            }
+            None => false,
+        };
+        if !numeric && !email {
+            return Err(format!("{s:?} must be an email or a numeric unique id"));
         }
         Ok(Self(s.to_owned()))
+    }
+
+    /// The account as IAM Credentials names it in `delegates[]` and in request paths:
+    /// `projects/-/serviceAccounts/{EMAIL_OR_UNIQUEID}`.
+    pub fn resource_name(&self) -> String {
+        format!("projects/-/serviceAccounts/{}", self.0)
     }
 
     /// Whether it is an email (not a numeric id).
@@ -234,6 +258,34 @@ mod tests {
         assert_eq!((r.account(), r.name()), ("111122223333", "app"));
         assert!(RoleArn::parse("arn:aws:iam::111122223333:user/app").is_err());
         assert!(RoleArn::parse("role/app").is_err());
+    }
+
+    #[test]
+    fn service_accounts_are_emails_or_ids() {
+        for ok in ["sa@p.iam.gserviceaccount.com", "118273645546372819203"] {
+            let sa = ServiceAccount::parse(ok).unwrap();
+            assert_eq!(
+                sa.resource_name(),
+                format!("projects/-/serviceAccounts/{ok}")
+            );
+        }
+        for bad in [
+            "",
+            "sa",
+            "@p.iam.gserviceaccount.com",
+            "sa@",
+            "a@b@c",
+            "sa @p.iam.gserviceaccount.com",
+            "sa@p/x",
+            "projects/-/serviceAccounts/sa@p.iam.gserviceaccount.com",
+        ] {
+            assert!(ServiceAccount::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(
+            ServiceAccount::parse("projects/-/serviceAccounts/1")
+                .unwrap_err()
+                .contains("prefix itself")
+        );
     }
 
     #[test]
