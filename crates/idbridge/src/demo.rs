@@ -2,7 +2,9 @@
 //!
 //! The emulator runs in-process on loopback ports; the flows are the configs in `examples/`
 //! (compiled in), so the demo proves the examples work. A flow that is expected to be refused
-//! (seed 002's naive trust policy) passes when AWS refuses it with `AccessDenied`.
+//! passes when the cloud refuses it with the expected code: seed 002's naive trust policy
+//! (AWS's `AccessDenied`), a delegation chain with a missing link (Google's
+//! `PERMISSION_DENIED`).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -115,6 +117,30 @@ const FLOWS: &[Flow] = &[
         route: "ec2-jwt-to-gcp",
         expect_code: None,
     },
+    Flow {
+        seed: "deleg",
+        title: "GCE VM account → deploy-hop → deploy-target (IAM Credentials delegates)",
+        file: "gcp-delegation-chain.toml",
+        config: include_str!("../../../examples/gcp-delegation-chain.toml"),
+        route: "gcp-delegation-chain",
+        expect_code: None,
+    },
+    Flow {
+        seed: "deleg",
+        title: "a missing link: deploy-hop holds no grant on deploy-locked",
+        file: "gcp-delegation-chain.toml",
+        config: include_str!("../../../examples/gcp-delegation-chain.toml"),
+        route: "gcp-delegation-missing-link",
+        expect_code: Some("PERMISSION_DENIED"),
+    },
+    Flow {
+        seed: "azure",
+        title: "EC2 instance role → AWS web identity token → Entra ID (federated credential on the AWS issuer)",
+        file: "aws-to-azure.toml",
+        config: include_str!("../../../examples/aws-to-azure.toml"),
+        route: "aws-to-azure",
+        expect_code: None,
+    },
 ];
 
 const SEED004_KEY: &str = include_str!("../../../examples/keys/seed004-sa-key.json");
@@ -135,7 +161,14 @@ pub(crate) async fn run(a: DemoArgs) -> Result<ExitCode, CliError> {
             .map_err(|e| CliError::Failed(format!("demo: cannot start the emulator: {e}")))?;
     let dir = tempfile::tempdir().map_err(|e| CliError::Failed(format!("demo: temp dir: {e}")))?;
     prepare_files(dir.path(), &emulator)?;
-    let env = Arc::new(MapEnv(running.env_pairs().into_iter().collect()));
+    let mut pairs: std::collections::BTreeMap<String, String> =
+        running.env_pairs().into_iter().collect();
+    // Entra over its plain-HTTP listener: the process's trust store does not hold the
+    // emulator's CA (the env file's SSL_CERT_FILE is for the processes that read it).
+    if let Some(http) = pairs.get("IDBRIDGE_EMULATOR_ENTRA_HTTP_URL").cloned() {
+        pairs.insert("AZURE_AUTHORITY_HOST".into(), http);
+    }
+    let env = Arc::new(MapEnv(pairs));
 
     let mut all_ok = true;
     let mut json_flows = Vec::new();

@@ -362,7 +362,7 @@ async fn call(
     hops.push(HopReport::new(
         HOP,
         url,
-        format!("access token: {}", req.service_account),
+        format!("access token: {}{}", req.service_account, req.via()),
         Some(expires_at),
         started,
     ));
