@@ -1,6 +1,10 @@
 //! `idbridge demo --json`: every flow of the demo passes against the built-in emulator, the
 //! expected refusals included, and no flow prints a token.
-#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "integration tests fail loudly"
+)]
 
 use std::process::Command;
 
