@@ -843,3 +843,47 @@ async fn explain_gcp_warns_about_open_providers_and_setup_writes_every_format() 
     assert!(err.contains("--sa-unique-id"), "{err}");
     r.shutdown().await;
 }
+
+#[tokio::test]
+async fn delegation_chain_setup_grants_every_link() {
+    let config = examples().join("gcp-delegation-chain.toml");
+    let builtin = emulator_with(BUILTIN_TOML).await;
+    let fragment = setup_world(&builtin, &config, "gcp-delegation-chain").await;
+    builtin.shutdown().await;
+    let world: toml::Value = toml::from_str(&fragment).unwrap();
+    let creators = |email: &str| {
+        world["service_account"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|sa| sa["email"].as_str() == Some(email))
+            .unwrap_or_else(|| panic!("{email} missing from {fragment}"))["token_creators"]
+            .clone()
+    };
+    assert_eq!(
+        creators("deploy-hop@gcp-project.iam.gserviceaccount.com"),
+        toml::Value::from(vec![
+            "serviceAccount:psoxy-tenant@saas-tenant.iam.gserviceaccount.com"
+        ])
+    );
+    assert_eq!(
+        creators("deploy-target@gcp-project.iam.gserviceaccount.com"),
+        toml::Value::from(vec![
+            "serviceAccount:deploy-hop@gcp-project.iam.gserviceaccount.com"
+        ])
+    );
+
+    // The generated grants (replacing the built-in accounts) admit the chain.
+    let good = emulator_with(&merged_world(&fragment)).await;
+    let out = run_route(&good, &config, "gcp-delegation-chain")
+        .await
+        .unwrap();
+    let Credential::GoogleAccessToken(t) = &out.credential else {
+        panic!("{:?}", out.credential.kind())
+    };
+    assert_eq!(
+        t.principal.as_deref(),
+        Some("deploy-target@gcp-project.iam.gserviceaccount.com")
+    );
+    good.shutdown().await;
+}

@@ -236,6 +236,7 @@ impl Impersonate {
     pub(crate) fn impersonation(&self) -> Impersonation<'_> {
         Impersonation {
             service_account: &self.service_account,
+            delegates: &self.delegates,
             lifetime_seconds: self.lifetime_seconds,
             endpoint: self.endpoint.as_deref(),
         }
