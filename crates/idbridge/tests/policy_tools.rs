@@ -887,3 +887,43 @@ async fn delegation_chain_setup_grants_every_link() {
     );
     good.shutdown().await;
 }
+
+#[tokio::test]
+async fn doctor_names_every_link_of_a_refused_delegation_chain() {
+    let r = emulator_with(BUILTIN_TOML).await;
+    let config = examples().join("gcp-delegation-chain.toml");
+    let (code, out, err) = idbridge(
+        &r,
+        &[
+            "doctor",
+            "--config",
+            config.to_str().unwrap(),
+            "--route",
+            "gcp-delegation-missing-link",
+        ],
+    )
+    .await;
+    r.shutdown().await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("PERMISSION_DENIED"), "{out}");
+    assert!(
+        out.contains("a link of the delegation chain psoxy-tenant@saas-tenant.iam.gserviceaccount.com → deploy-hop@gcp-project.iam.gserviceaccount.com → deploy-locked@gcp-project.iam.gserviceaccount.com"),
+        "{out}"
+    );
+    for (account, member) in [
+        (
+            "deploy-hop@gcp-project.iam.gserviceaccount.com",
+            "psoxy-tenant@saas-tenant.iam.gserviceaccount.com",
+        ),
+        (
+            "deploy-locked@gcp-project.iam.gserviceaccount.com",
+            "deploy-hop@gcp-project.iam.gserviceaccount.com",
+        ),
+    ] {
+        let command = format!(
+            "gcloud iam service-accounts add-iam-policy-binding {account} --role=roles/iam.serviceAccountTokenCreator --member=serviceAccount:{member}"
+        );
+        assert!(out.contains(&command), "{command}\n{out}");
+    }
+    assert!(!out.contains("ya29."), "a token was printed: {out}");
+}
