@@ -5,9 +5,10 @@
   AssumeRoleWithWebIdentity;
 * boto3 `sts.get_web_identity_token` (RS256 and ES384; refused while the switch is off, and for a
   bad duration), the tokens verified by PyJWT against the issuer's discovery + JWKS;
-* the RS256 token as the subject token of google-auth's `external_account` (file source) at the
-  emulated Google STS, whose OIDC provider names the account's issuer: AWS → Google without a
-  signed GetCallerIdentity.
+* the RS256 token as the subject token of google-auth's `external_account` at the emulated
+  Google STS, whose OIDC provider names the account's issuer: AWS → Google without a signed
+  GetCallerIdentity — from a file, and from a URL (`credential_source.url`, text and JSON
+  formats, with a required header) served by a local token server, as a sidecar would.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import json
 import jwt
 
 from conftest import ACCOUNT, HTTP, PYTHON, describe, metadata_id_token, role_arn
-from test_google_external_account import ext_refresh, external_account, tokeninfo
+from test_aws_kinds import SWITCH
+from test_google_external_account import ext_refresh, external_account, local_http_server, tokeninfo
 
 ISSUER = "https://5e1f0c2a-7b3d-4e8f-9a6c-1d2e3f4a5b6c.tokens.sts.global.api.aws"
 GCP_AUDIENCE = "https://gcp.idbridge.test/aws-outbound"
@@ -104,3 +106,58 @@ def test_boto3_outbound_federation_and_google_accepts_the_token(sandbox, emulato
     assert "error" not in res, res
     ti = tokeninfo(emulator, res["token"])
     assert ti["sub"].endswith("/aws-outbound-pool/subject/" + role_arn("psoxy-tenant-access")), ti
+
+
+URL_JWT_SCRIPT = r'''
+import json, sys
+import boto3
+sts = boto3.client("sts", region_name="us-east-1")
+print(json.dumps({"token": sts.get_web_identity_token(Audience=[sys.argv[1]], SigningAlgorithm="RS256")
+                  ["WebIdentityToken"]}))
+'''
+
+
+def test_google_auth_takes_the_aws_jwt_from_a_url(sandbox, emulator):
+    # The EC2 instance role's token (boto3 through IMDS), with the account's switch on for the
+    # test (off again afterwards when this test turned it on).
+    imds_env = sandbox.env(emulator, {"AWS_CONTAINER_CREDENTIALS_FULL_URI": None}, imds=True)
+
+    def switch(on: bool) -> bool:
+        r = sandbox.run([PYTHON, "-c", SWITCH, json.dumps({"iam": emulator["AWS_ENDPOINT_URL_IAM"], "on": on})],
+                        env=imds_env)
+        assert r.returncode == 0, describe(r)
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+    turned_on = switch(True)
+    try:
+        r = sandbox.run([PYTHON, "-c", URL_JWT_SCRIPT, GCP_AUDIENCE], env=imds_env)
+        assert r.returncode == 0, describe(r)
+        token = json.loads(r.stdout.strip().splitlines()[-1])["token"]
+    finally:
+        if turned_on:
+            switch(False)
+
+    def handle(method, path, headers, body):
+        if headers.get("X-Token-Key") != "sidecar":
+            return 403, "text/plain", "X-Token-Key required"
+        if method == "GET" and path == "/aws-jwt":
+            return 200, "text/plain", token
+        if method == "GET" and path == "/aws-jwt.json":
+            return 200, "application/json", json.dumps({"web_identity_token": token})
+        return 404, "text/plain", "not found"
+
+    results = {}
+    with local_http_server(handle) as (base, seen):
+        for fmt, source in (
+            ("text", {"url": f"{base}/aws-jwt", "headers": {"X-Token-Key": "sidecar"}}),
+            ("json", {"url": f"{base}/aws-jwt.json", "headers": {"X-Token-Key": "sidecar"},
+                      "format": {"type": "json", "subject_token_field_name": "web_identity_token"}}),
+        ):
+            info = external_account(emulator, PROVIDER, "urn:ietf:params:oauth:token-type:jwt", source)
+            results[fmt] = ext_refresh(sandbox, info, env=sandbox.env(emulator))
+    assert {s["path"] for s in seen} == {"/aws-jwt", "/aws-jwt.json"}, seen
+    assert all(s["headers"].get("x-token-key") == "sidecar" for s in seen), seen
+    for fmt, res in results.items():
+        assert "error" not in res, (fmt, res)
+        ti = tokeninfo(emulator, res["token"])
+        assert ti["sub"].endswith("/aws-outbound-pool/subject/" + role_arn("gcp-caller")), (fmt, ti)

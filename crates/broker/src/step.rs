@@ -26,7 +26,7 @@ use std::pin::Pin;
 use idbridge_core::Credential;
 use serde::de::DeserializeOwned;
 
-use crate::values::{RoleArn, WorkloadProvider};
+use crate::values::{RoleArn, ServiceAccount, WorkloadProvider};
 use crate::{BrokerError, Context, HopReport, Overrides};
 
 /// What kind of credential a step takes or yields.
@@ -191,6 +191,9 @@ pub struct GoogleSts<'a> {
 pub struct Impersonation<'a> {
     /// The target account.
     pub service_account: &'a str,
+    /// The delegation chain, caller side first (empty for a direct request): each account needs
+    /// the token creator role on the next, the last one on `service_account`.
+    pub delegates: &'a [ServiceAccount],
     /// Access-token lifetime.
     pub lifetime_seconds: Option<u32>,
     /// The IAM Credentials base URL of this hop, when configured.

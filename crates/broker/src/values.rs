@@ -105,16 +105,36 @@ string_value!(
 );
 
 impl ServiceAccount {
-    /// Checks the form.
+    /// Checks the form: `name@domain` (one `@`, no `/` or whitespace) or a numeric unique id.
+    /// The resource name `projects/-/serviceAccounts/…` is refused with a hint: idbridge writes
+    /// it where Google wants it.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let email = s.split_once('@').is_some_and(|(user, domain)| {
-            !user.is_empty() && domain.contains('.') && !domain.contains('@')
-        });
-        let unique_id = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-        if !email && !unique_id {
-            return Err("must be an email or a numeric unique id".to_owned());
+        if s.starts_with("projects/") {
+            return Err(format!(
+                "{s:?}: give the account's email or unique id; idbridge writes the projects/-/serviceAccounts/ prefix itself"
+            ));
+        }
+        let numeric = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        let email = match s.split_once('@') {
+            Some((local, domain)) => {
+                !local.is_empty()
+                    && !domain.is_empty()
+                    && !domain.contains('@')
+                    && !s.contains('/')
+                    && !s.chars().any(char::is_whitespace)
+            }
+            None => false,
+        };
+        if !numeric && !email {
+            return Err(format!("{s:?} must be an email or a numeric unique id"));
         }
         Ok(Self(s.to_owned()))
+    }
+
+    /// The account as IAM Credentials names it in `delegates[]` and in request paths:
+    /// `projects/-/serviceAccounts/{EMAIL_OR_UNIQUEID}`.
+    pub fn resource_name(&self) -> String {
+        format!("projects/-/serviceAccounts/{}", self.0)
     }
 
     /// Whether it is an email (not a numeric id).
@@ -241,28 +261,38 @@ mod tests {
     }
 
     #[test]
+    fn service_accounts_are_emails_or_ids() {
+        for ok in ["sa@p.iam.gserviceaccount.com", "118273645546372819203"] {
+            let sa = ServiceAccount::parse(ok).unwrap();
+            assert_eq!(
+                sa.resource_name(),
+                format!("projects/-/serviceAccounts/{ok}")
+            );
+        }
+        for bad in [
+            "",
+            "sa",
+            "@p.iam.gserviceaccount.com",
+            "sa@",
+            "a@b@c",
+            "sa @p.iam.gserviceaccount.com",
+            "sa@p/x",
+            "projects/-/serviceAccounts/sa@p.iam.gserviceaccount.com",
+        ] {
+            assert!(ServiceAccount::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(
+            ServiceAccount::parse("projects/-/serviceAccounts/1")
+                .unwrap_err()
+                .contains("prefix itself")
+        );
+    }
+
+    #[test]
     fn derived_session_names_are_legal() {
         let n = SessionName::derived("my route/with spaces");
         assert_eq!(n.as_str(), "my-route-with-spaces");
         assert!(SessionName::parse(&n).is_ok());
         assert!(SessionName::parse("x").is_err());
-    }
-
-    #[test]
-    fn service_accounts_are_emails_or_unique_ids() {
-        for ok in ["sa@p.iam.gserviceaccount.com", "110000000000000000001"] {
-            assert!(ServiceAccount::parse(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "",
-            "@",
-            "sa@",
-            "@p.iam.gserviceaccount.com",
-            "sa@localhost",
-            "a@b@c.d",
-            "12a",
-        ] {
-            assert!(ServiceAccount::parse(bad).is_err(), "{bad:?}");
-        }
     }
 }

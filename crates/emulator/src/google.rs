@@ -32,8 +32,11 @@
 //! `token_creators` (or `workload_identity_users`); a federated caller (a token from
 //! `POST /v1/token`) needs a matching `principal://` / `principalSet://` member among its
 //! `workload_identity_users` (`roles/iam.workloadIdentityUser`), matched with
-//! [`idbridge_policy::gcp::member_matches`]. With `delegates`, every hop of caller →
-//! delegates… → target needs the grant. Errors are `google.rpc.Status` bodies.
+//! [`idbridge_policy::gcp::member_matches`]. With `delegates`
+//! (`projects/-/serviceAccounts/{ACCOUNT_EMAIL_OR_UNIQUEID}` each, else 400), the caller needs
+//! `token_creators` membership (`iam.serviceAccounts.implicitDelegation`) on the first delegate,
+//! each delegate on the next, and the last one the grant above on the target; a missing link is
+//! the method's 403. Errors are `google.rpc.Status` bodies.
 //!
 //! # Emulator control (not a Google API)
 //!

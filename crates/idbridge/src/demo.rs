@@ -2,7 +2,9 @@
 //!
 //! The emulator runs in-process on loopback ports; the flows are the configs in `examples/`
 //! (compiled in), so the demo proves the examples work. A flow that is expected to be refused
-//! (seed 002's naive trust policy) passes when AWS refuses it with `AccessDenied`.
+//! passes when the cloud refuses it with the expected code: seed 002's naive trust policy
+//! (AWS's `AccessDenied`), a delegation chain with a missing link (Google's
+//! `PERMISSION_DENIED`).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -153,6 +155,30 @@ const FLOWS: &[Flow] = &[
         file: "azure-vm-to-gcp.toml",
         config: include_str!("../../../examples/azure-vm-to-gcp.toml"),
         route: "azure-vm-to-gcp",
+        expect_code: None,
+    },
+    Flow {
+        seed: "deleg",
+        title: "GCE VM account → deploy-hop → deploy-target (IAM Credentials delegates)",
+        file: "gcp-delegation-chain.toml",
+        config: include_str!("../../../examples/gcp-delegation-chain.toml"),
+        route: "gcp-delegation-chain",
+        expect_code: None,
+    },
+    Flow {
+        seed: "deleg",
+        title: "a missing link: deploy-hop holds no grant on deploy-locked",
+        file: "gcp-delegation-chain.toml",
+        config: include_str!("../../../examples/gcp-delegation-chain.toml"),
+        route: "gcp-delegation-missing-link",
+        expect_code: Some("PERMISSION_DENIED"),
+    },
+    Flow {
+        seed: "azure",
+        title: "EC2 instance role → AWS web identity token → Entra ID (federated credential on the AWS issuer)",
+        file: "aws-to-azure.toml",
+        config: include_str!("../../../examples/aws-to-azure.toml"),
+        route: "aws-to-azure",
         expect_code: None,
     },
 ];

@@ -537,11 +537,12 @@ async fn plan(a: &SetupArgs, route: &RouteConfig, ctx: Option<&Context>) -> Resu
                         Some(Credential::GoogleAccessToken(t)) => t.principal,
                         _ => None,
                     };
-                    plan.creators.push(TokenCreator {
-                        target: service_account.to_owned(),
-                        target_unique_id: None,
+                    plan.creators.extend(chain_grants(
                         caller,
-                    });
+                        imp.delegates,
+                        service_account,
+                        None,
+                    ));
                 }
             }
         }
@@ -568,16 +569,36 @@ async fn plan(a: &SetupArgs, route: &RouteConfig, ctx: Option<&Context>) -> Resu
             AwsTrust::Google { unique_id, .. } => Some(unique_id.clone()),
             AwsTrust::Oidc { .. } => None,
         });
-        plan.creators.insert(
-            0,
-            TokenCreator {
-                target: service_account.to_owned(),
-                target_unique_id,
-                caller,
-            },
-        );
+        let grants = chain_grants(caller, imp.delegates, service_account, target_unique_id);
+        plan.creators.splice(0..0, grants);
     }
     Ok(plan)
+}
+
+/// The token creator grants of caller → delegates… → target: one per link, each account on
+/// the next (a delegation chain needs every one of them).
+fn chain_grants(
+    caller: Option<String>,
+    delegates: &[idbridge_broker::values::ServiceAccount],
+    target: &str,
+    target_unique_id: Option<String>,
+) -> Vec<TokenCreator> {
+    let mut grants = Vec::with_capacity(delegates.len() + 1);
+    let mut previous = caller;
+    for d in delegates {
+        grants.push(TokenCreator {
+            target: d.to_string(),
+            target_unique_id: None,
+            caller: previous,
+        });
+        previous = Some(d.to_string());
+    }
+    grants.push(TokenCreator {
+        target: target.to_owned(),
+        target_unique_id,
+        caller: previous,
+    });
+    grants
 }
 
 /// The order keys are printed in (serde_json's maps sort them): IAM's and Google's usual order.

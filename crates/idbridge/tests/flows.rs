@@ -460,3 +460,92 @@ async fn azure_managed_identity_selectors_and_refusals() {
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::NotConfigured, "{err}");
 }
+
+#[tokio::test]
+async fn gcp_delegation_chain_and_its_missing_link() {
+    let r = emulator().await;
+    let file = "gcp-delegation-chain.toml";
+    let out = run(&r, file, "gcp-delegation-chain", &[]).await.unwrap();
+    let Credential::GoogleAccessToken(t) = &out.credential else {
+        panic!(
+            "expected a Google access token, got {}",
+            out.credential.kind()
+        );
+    };
+    assert_eq!(
+        t.principal.as_deref(),
+        Some("deploy-target@gcp-project.iam.gserviceaccount.com")
+    );
+    let owner = idbridge_broker::proof::tokeninfo(&ctx(&r, &[]), t)
+        .await
+        .unwrap();
+    assert!(
+        owner
+            .identity
+            .contains("deploy-target@gcp-project.iam.gserviceaccount.com"),
+        "{owner:?}"
+    );
+
+    // The exchange form, the delegate by unique id, an ID token.
+    let out = run(&r, file, "gcp-delegation-chain-id-token", &[])
+        .await
+        .unwrap();
+    let Credential::IdToken(id) = &out.credential else {
+        panic!("expected an ID token, got {}", out.credential.kind());
+    };
+    let claims = idbridge_core::jwt::UnverifiedJwt::parse(id.token.expose_secret())
+        .unwrap()
+        .claims;
+    assert_eq!(claims["aud"], "https://deploy.example.com");
+    assert_eq!(claims["sub"], "108273645019283746501");
+    assert_eq!(
+        claims["email"],
+        "deploy-target@gcp-project.iam.gserviceaccount.com"
+    );
+
+    let err = run(&r, file, "gcp-delegation-missing-link", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code.as_deref(), Some("PERMISSION_DENIED"), "{err}");
+    assert_eq!(err.kind, ErrorKind::Rejected);
+    assert_eq!(err.hop, "impersonate");
+    assert!(
+        err.message
+            .contains("via deploy-hop@gcp-project.iam.gserviceaccount.com"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn aws_outbound_jwt_to_entra() {
+    let mut world = idbridge_emulator::World::builtin().unwrap();
+    for account in &mut world.aws_accounts {
+        account.outbound_federation_enabled = true;
+    }
+    let r = emulator_of(world).await;
+    let env: std::collections::BTreeMap<String, String> = r.env_pairs().into_iter().collect();
+    let http = env["IDBRIDGE_EMULATOR_ENTRA_HTTP_URL"].clone();
+    let out = run(
+        &r,
+        "aws-to-azure.toml",
+        "aws-to-azure",
+        &[("AZURE_AUTHORITY_HOST", &http)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out.hops.iter().map(|h| h.hop.as_str()).collect::<Vec<_>>(),
+        ["aws", "aws-sts", "entra"],
+        "{:?}",
+        out.hops
+    );
+    let Credential::AzureAccessToken(t) = &out.credential else {
+        panic!("expected an Entra token, got {}", out.credential.kind());
+    };
+    let claims = idbridge_core::jwt::UnverifiedJwt::parse(t.token.expose_secret())
+        .unwrap()
+        .claims;
+    assert_eq!(claims["appid"], "c3333333-0000-4000-8000-000000000033");
+    assert_eq!(claims["aud"], "api://idbridge-billing");
+    assert_eq!(claims["roles"], serde_json::json!(["Billing.Read"]));
+}

@@ -1553,3 +1553,87 @@ async fn outbound_federation_doctor_and_setup() {
     );
     on.shutdown().await;
 }
+
+#[tokio::test]
+async fn delegation_chain_setup_grants_every_link() {
+    let config = examples().join("gcp-delegation-chain.toml");
+    let builtin = emulator_with(BUILTIN_TOML).await;
+    let fragment = setup_world(&builtin, &config, "gcp-delegation-chain").await;
+    builtin.shutdown().await;
+    let world: toml::Value = toml::from_str(&fragment).unwrap();
+    let creators = |email: &str| {
+        world["service_account"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|sa| sa["email"].as_str() == Some(email))
+            .unwrap_or_else(|| panic!("{email} missing from {fragment}"))["token_creators"]
+            .clone()
+    };
+    assert_eq!(
+        creators("deploy-hop@gcp-project.iam.gserviceaccount.com"),
+        toml::Value::from(vec![
+            "serviceAccount:psoxy-tenant@saas-tenant.iam.gserviceaccount.com"
+        ])
+    );
+    assert_eq!(
+        creators("deploy-target@gcp-project.iam.gserviceaccount.com"),
+        toml::Value::from(vec![
+            "serviceAccount:deploy-hop@gcp-project.iam.gserviceaccount.com"
+        ])
+    );
+
+    // The generated grants (replacing the built-in accounts) admit the chain.
+    let good = emulator_with(&merged_world(&fragment)).await;
+    let out = run_route(&good, &config, "gcp-delegation-chain")
+        .await
+        .unwrap();
+    let Credential::GoogleAccessToken(t) = &out.credential else {
+        panic!("{:?}", out.credential.kind())
+    };
+    assert_eq!(
+        t.principal.as_deref(),
+        Some("deploy-target@gcp-project.iam.gserviceaccount.com")
+    );
+    good.shutdown().await;
+}
+
+#[tokio::test]
+async fn doctor_names_every_link_of_a_refused_delegation_chain() {
+    let r = emulator_with(BUILTIN_TOML).await;
+    let config = examples().join("gcp-delegation-chain.toml");
+    let (code, out, err) = idbridge(
+        &r,
+        &[
+            "doctor",
+            "--config",
+            config.to_str().unwrap(),
+            "--route",
+            "gcp-delegation-missing-link",
+        ],
+    )
+    .await;
+    r.shutdown().await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("PERMISSION_DENIED"), "{out}");
+    assert!(
+        out.contains("a link of the delegation chain psoxy-tenant@saas-tenant.iam.gserviceaccount.com → deploy-hop@gcp-project.iam.gserviceaccount.com → deploy-locked@gcp-project.iam.gserviceaccount.com"),
+        "{out}"
+    );
+    for (account, member) in [
+        (
+            "deploy-hop@gcp-project.iam.gserviceaccount.com",
+            "psoxy-tenant@saas-tenant.iam.gserviceaccount.com",
+        ),
+        (
+            "deploy-locked@gcp-project.iam.gserviceaccount.com",
+            "deploy-hop@gcp-project.iam.gserviceaccount.com",
+        ),
+    ] {
+        let command = format!(
+            "gcloud iam service-accounts add-iam-policy-binding {account} --role=roles/iam.serviceAccountTokenCreator --member=serviceAccount:{member}"
+        );
+        assert!(out.contains(&command), "{command}\n{out}");
+    }
+    assert!(!out.contains("ya29."), "a token was printed: {out}");
+}

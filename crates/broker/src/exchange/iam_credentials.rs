@@ -4,10 +4,14 @@
 //! `POST {iamcredentials}/v1/projects/-/serviceAccounts/{sa}:generateIdToken` with
 //! `Authorization: Bearer <caller access token>` and `{"audience","delegates","includeEmail"}`;
 //! or `:generateAccessToken` with `{"scope":[…],"lifetime":"3600s","delegates"}`. The caller
-//! needs `roles/iam.serviceAccountTokenCreator` on the target (and on each delegate in turn),
-//! or `roles/iam.workloadIdentityUser` for a federated caller. The base URL comes from the
-//! exchange's `endpoint`, then `endpoints.google_iamcredentials`, then
-//! `IDBRIDGE_GOOGLE_IAMCREDENTIALS_URL`, then `https://iamcredentials.googleapis.com`.
+//! needs `roles/iam.serviceAccountTokenCreator` on the target, or
+//! `roles/iam.workloadIdentityUser` for a federated caller. With `delegates = ["sa@…", …]`
+//! (emails or unique ids, checked when the config is read, sent as
+//! `projects/-/serviceAccounts/…`) the request is delegated: the caller needs the token creator
+//! role on the first delegate, each delegate on the next, and the last on the target.
+//!
+//! The base URL comes from the exchange's `endpoint`, then `endpoints.google_iamcredentials`,
+//! then `IDBRIDGE_GOOGLE_IAMCREDENTIALS_URL`, then `https://iamcredentials.googleapis.com`.
 //!
 //! The `impersonate` source ([`crate::source::impersonate`]) is this exchange behind a caller
 //! source of its own.
@@ -36,13 +40,14 @@ pub const HOP: Hop = Hop::new(
 pub const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
 
 /// `exchange = [{ kind = "impersonate", … }]`: `service_account`, `audience` (ID token) or
-/// `scopes` (access token; default cloud-platform), `delegates`, `include_email` (default
-/// true), `lifetime_seconds` (1–43200), `endpoint`.
+/// `scopes` (access token; default cloud-platform), `delegates` (the delegation chain, caller
+/// side first: emails or unique ids), `include_email` (default true), `lifetime_seconds`
+/// (1–43200), `endpoint`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Impersonate {
     service_account: ServiceAccount,
     mint: Mint,
-    delegates: Vec<String>,
+    delegates: Vec<ServiceAccount>,
     include_email: bool,
     lifetime_seconds: Option<u32>,
     endpoint: Option<String>,
@@ -112,6 +117,14 @@ impl Impersonate {
     ) -> Result<Self, KindError> {
         let service_account = ServiceAccount::parse(&target.service_account)
             .map_err(|m| p.invalid("service_account", m))?;
+        let delegates = target
+            .delegates
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                ServiceAccount::parse(d).map_err(|m| p.invalid(&format!("delegates[{i}]"), m))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         if let Some(l) = target.lifetime_seconds
             && !(1..=43200).contains(&l)
         {
@@ -120,7 +133,7 @@ impl Impersonate {
         Ok(Impersonate {
             service_account,
             mint,
-            delegates: target.delegates,
+            delegates,
             include_email: target.include_email,
             lifetime_seconds: target.lifetime_seconds,
             endpoint,
@@ -178,14 +191,52 @@ impl Impersonate {
 
     pub(crate) fn describe_target(&self) -> String {
         match &self.mint {
-            Mint::IdToken(a) => format!("ID token of {} for {a}", self.service_account),
-            Mint::AccessToken(_) => format!("access token of {}", self.service_account),
+            Mint::IdToken(a) => {
+                format!("ID token of {}{} for {a}", self.service_account, self.via())
+            }
+            Mint::AccessToken(_) => {
+                format!("access token of {}{}", self.service_account, self.via())
+            }
         }
+    }
+
+    /// The request body: `generateIdToken`'s or `generateAccessToken`'s message, `delegates`
+    /// as resource names (absent when there are none).
+    fn request_body(&self) -> Result<serde_json::Value, serde_json::Error> {
+        let delegates: Option<Vec<String>> = (!self.delegates.is_empty()).then(|| {
+            self.delegates
+                .iter()
+                .map(ServiceAccount::resource_name)
+                .collect()
+        });
+        match self.mint.audience() {
+            Some(aud) => serde_json::to_value(GenerateIdTokenRequest {
+                audience: aud.to_owned(),
+                delegates,
+                include_email: Some(self.include_email),
+                use_email_azp: None,
+            }),
+            None => serde_json::to_value(GenerateAccessTokenRequest {
+                delegates,
+                scope: self.mint.scopes().unwrap_or_default().to_vec(),
+                lifetime: self.lifetime_seconds.map(|s| format!("{s}s")),
+            }),
+        }
+    }
+
+    /// ` via a → b` for a delegated request, empty otherwise.
+    fn via(&self) -> String {
+        if self.delegates.is_empty() {
+            return String::new();
+        }
+        let chain: Vec<&str> = self.delegates.iter().map(|d| d.as_str()).collect();
+        format!(" via {}", chain.join(" → "))
     }
 
     pub(crate) fn impersonation(&self) -> Impersonation<'_> {
         Impersonation {
             service_account: &self.service_account,
+            delegates: &self.delegates,
             lifetime_seconds: self.lifetime_seconds,
             endpoint: self.endpoint.as_deref(),
         }
@@ -248,12 +299,6 @@ async fn call(
     hops: &mut Vec<HopReport>,
 ) -> Result<Credential, BrokerError> {
     let started = Instant::now();
-    let delegates: Option<Vec<String>> = (!req.delegates.is_empty()).then(|| {
-        req.delegates
-            .iter()
-            .map(|d| format!("projects/-/serviceAccounts/{d}"))
-            .collect()
-    });
     let method = if req.mint.audience().is_some() {
         "generateIdToken"
     } else {
@@ -264,20 +309,9 @@ async fn call(
         ctx.endpoints.google_iamcredentials,
         urlencode(&req.service_account)
     );
-    let body = match req.mint.audience() {
-        Some(aud) => serde_json::to_value(GenerateIdTokenRequest {
-            audience: aud.to_owned(),
-            delegates,
-            include_email: Some(req.include_email),
-            use_email_azp: None,
-        }),
-        None => serde_json::to_value(GenerateAccessTokenRequest {
-            delegates,
-            scope: req.mint.scopes().unwrap_or_default().to_vec(),
-            lifetime: req.lifetime_seconds.map(|s| format!("{s}s")),
-        }),
-    }
-    .map_err(|e| BrokerError::new(ErrorKind::InvalidConfiguration, HOP, e.to_string()))?;
+    let body = req
+        .request_body()
+        .map_err(|e| BrokerError::new(ErrorKind::InvalidConfiguration, HOP, e.to_string()))?;
     let who = caller.principal.as_deref().unwrap_or("the caller");
     let text = crate::google::send_google(
         ctx,
@@ -291,7 +325,12 @@ async fn call(
     .await
     .map_err(|mut e| {
         if e.kind == ErrorKind::Rejected {
-            e.message = format!("{} (as {who} on {})", e.message, req.service_account);
+            e.message = format!(
+                "{} (as {who} on {}{})",
+                e.message,
+                req.service_account,
+                req.via()
+            );
         }
         e
     })?;
@@ -324,7 +363,7 @@ async fn call(
     hops.push(HopReport::new(
         HOP,
         url,
-        format!("access token: {}", req.service_account),
+        format!("access token: {}{}", req.service_account, req.via()),
         Some(expires_at),
         started,
     ));
@@ -334,4 +373,142 @@ async fn call(
         principal: Some(req.service_account.to_string()),
         scopes: req.mint.scopes().unwrap_or_default().to_vec(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::step::Registry;
+
+    fn exchange(fields: &str) -> Result<Impersonate, KindError> {
+        let table: toml::Value = toml::from_str(fields).unwrap();
+        let p = Parse {
+            at: None,
+            base: None,
+            registry: &Registry::builtin(),
+        };
+        let raw: Raw = p.table(table)?;
+        let mint = match raw.audience {
+            Some(a) => Mint::IdToken(a),
+            None => Mint::AccessToken(raw.scopes.unwrap_or_else(|| vec![CLOUD_PLATFORM.into()])),
+        };
+        let target = Target {
+            service_account: raw.service_account,
+            delegates: raw.delegates,
+            include_email: raw.include_email,
+            lifetime_seconds: raw.lifetime_seconds,
+        };
+        Impersonate::new(target, mint, raw.endpoint, &p)
+    }
+
+    #[test]
+    fn delegates_go_out_as_resource_names() {
+        let x = exchange(
+            r#"service_account = "t@p.iam.gserviceaccount.com"
+delegates = ["d1@p.iam.gserviceaccount.com", "1234567890"]
+lifetime_seconds = 600"#,
+        )
+        .unwrap();
+        assert_eq!(
+            x.request_body().unwrap(),
+            json!({
+                "delegates": [
+                    "projects/-/serviceAccounts/d1@p.iam.gserviceaccount.com",
+                    "projects/-/serviceAccounts/1234567890",
+                ],
+                "scope": [CLOUD_PLATFORM],
+                "lifetime": "600s",
+            })
+        );
+        assert_eq!(
+            x.describe_target(),
+            "access token of t@p.iam.gserviceaccount.com via d1@p.iam.gserviceaccount.com → 1234567890"
+        );
+        let id = exchange(
+            r#"service_account = "t@p.iam.gserviceaccount.com"
+audience = "https://svc"
+delegates = ["d1@p.iam.gserviceaccount.com"]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            id.request_body().unwrap(),
+            json!({
+                "audience": "https://svc",
+                "delegates": ["projects/-/serviceAccounts/d1@p.iam.gserviceaccount.com"],
+                "includeEmail": true,
+            })
+        );
+        // No delegates: no `delegates` member at all.
+        let plain = exchange(r#"service_account = "t@p.iam.gserviceaccount.com""#).unwrap();
+        assert!(plain.request_body().unwrap().get("delegates").is_none());
+        assert_eq!(
+            plain.describe_target(),
+            "access token of t@p.iam.gserviceaccount.com"
+        );
+    }
+
+    #[test]
+    fn bad_delegates_name_the_field_and_index() {
+        for (bad, want) in [
+            (
+                "\"d1\"",
+                "field `delegates[1]` \"d1\" must be an email or a numeric unique id",
+            ),
+            (
+                "\"projects/-/serviceAccounts/d1@p.iam.gserviceaccount.com\"",
+                "field `delegates[1]` \"projects/-/serviceAccounts/d1@p.iam.gserviceaccount.com\": give the account's email or unique id",
+            ),
+            ("\"\"", "field `delegates[1]` \"\" must be an email"),
+        ] {
+            let e = exchange(&format!(
+                "service_account = \"t@p.iam.gserviceaccount.com\"\ndelegates = [\"ok@p.iam.gserviceaccount.com\", {bad}]"
+            ))
+            .unwrap_err();
+            let KindError::Invalid(m) = e else {
+                panic!("{e:?}")
+            };
+            assert!(m.starts_with(want), "{m}");
+        }
+        // Not a list of strings: a shape error.
+        assert!(matches!(
+            exchange("service_account = \"t@p.iam.gserviceaccount.com\"\ndelegates = \"one@p\""),
+            Err(KindError::Shape(_))
+        ));
+    }
+
+    #[test]
+    fn config_errors_name_file_line_and_field() {
+        let text = r#"
+[[route]]
+name = "chain"
+source = { kind = "impersonate", service_account = "t@p.iam.gserviceaccount.com", audience = "x", delegates = ["mid"] }
+
+[[route]]
+name = "exchange"
+source = { kind = "gce-metadata", scopes = ["https://www.googleapis.com/auth/cloud-platform"] }
+exchange = [
+  { kind = "impersonate", service_account = "t@p.iam.gserviceaccount.com", delegates = ["a@p.iam.gserviceaccount.com", "b/c@p"] },
+]
+"#;
+        let e = crate::Config::parse(text, "chain.toml", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("chain.toml") && e.contains("line 2"), "{e}");
+        assert!(e.contains("field `source.delegates[0]`"), "{e}");
+
+        let only_second = text.replace(
+            "delegates = [\"mid\"]",
+            "delegates = [\"mid@p.iam.gserviceaccount.com\"]",
+        );
+        let e = crate::Config::parse(&only_second, "chain.toml", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("chain.toml") && e.contains("line 6"), "{e}");
+        assert!(
+            e.contains("exchange[0]") && e.contains("delegates[1]"),
+            "{e}"
+        );
+    }
 }

@@ -309,7 +309,63 @@ fn permission_denied(method: Method) -> Response {
     )
 }
 
-/// Resolves the target and every delegate, and checks each hop of caller → delegates → target.
+/// The account named by a delegate, `projects/-/serviceAccounts/{ACCOUNT_EMAIL_OR_UNIQUEID}`
+/// (the form Google documents for `delegates[]`: the `-` wildcard is required, and so is the
+/// prefix — a bare email is not a delegate), or Google's 400.
+fn delegate_name(delegate: &str) -> Result<&str, Box<Response>> {
+    let invalid = |why: &str| {
+        Box::new(invalid_argument(format!(
+            "Invalid delegate {delegate}: {why}"
+        )))
+    };
+    let Some(name) = delegate.strip_prefix(RESOURCE_PREFIX) else {
+        return Err(match delegate.strip_prefix("projects/") {
+            Some(rest) if rest.split('/').nth(1) == Some("serviceAccounts") => {
+                invalid("the project must be the wildcard '-'.")
+            }
+            _ => invalid(
+                "delegates must have the format projects/-/serviceAccounts/{ACCOUNT_EMAIL_OR_UNIQUEID}.",
+            ),
+        });
+    };
+    if !is_account_id(name) {
+        return Err(Box::new(invalid_argument(format!(
+            "Invalid form of account ID {name}. Should be [Gaia ID |Email |Unique ID |] of the account"
+        ))));
+    }
+    Ok(name)
+}
+
+/// An account email (`local@domain`, one `@`, no `/`) or a numeric unique id.
+fn is_account_id(name: &str) -> bool {
+    if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
+        return true;
+    }
+    match name.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !domain.contains('@')
+                && !name.contains('/')
+                && !name.chars().any(char::is_whitespace)
+        }
+        None => false,
+    }
+}
+
+/// Resolves the target and every delegate, and checks each link of caller → delegates… →
+/// target, as IAM Credentials does for a delegated request:
+///
+/// * every delegate is `projects/-/serviceAccounts/{ACCOUNT_EMAIL_OR_UNIQUEID}` (400 otherwise,
+///   before any account is looked up);
+/// * the target, then each delegate, exists (404, `Gaia id not found`, naming the first missing);
+/// * the caller holds `iam.serviceAccounts.implicitDelegation` on the first delegate, each
+///   delegate on the next — `roles/iam.serviceAccountTokenCreator` (`token_creators`), the role
+///   Google documents for every link — and the last account of the chain holds the method's
+///   permission on the target ([`has_grant`]). A missing link is the method's 403, the body
+///   Google answers for any link of the chain.
+///
+/// Google documents no bound on the number of delegates; the request body's size bounds it.
 fn authorize<'w>(
     state: &'w Emulator,
     sa_name: &str,
@@ -317,36 +373,54 @@ fn authorize<'w>(
     caller: &GoogleToken,
     method: Method,
 ) -> Result<&'w ServiceAccount, Box<Response>> {
+    let names = delegates
+        .unwrap_or_default()
+        .iter()
+        .map(|d| delegate_name(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !is_account_id(sa_name) {
+        return Err(Box::new(invalid_argument(format!(
+            "Invalid form of account ID {sa_name}. Should be [Gaia ID |Email |Unique ID |] of the account"
+        ))));
+    }
     let Some(target) = state.world.service_account(sa_name) else {
         return Err(Box::new(not_found(sa_name)));
     };
-    let mut chain = Vec::new();
-    for d in delegates.unwrap_or_default() {
-        let name = match d.strip_prefix(RESOURCE_PREFIX) {
-            Some(n) => n,
-            None if d.starts_with("projects/") => {
-                return Err(Box::new(invalid_argument(format!(
-                    "Invalid delegate {d}: expected projects/-/serviceAccounts/{{ACCOUNT_EMAIL_OR_UNIQUEID}}."
-                ))));
-            }
-            None => d.as_str(),
-        };
+    let mut chain = Vec::with_capacity(names.len());
+    for name in names {
         match state.world.service_account(name) {
             Some(sa) => chain.push(sa),
             None => return Err(Box::new(not_found(name))),
         }
     }
-    chain.push(target);
 
     let mut principal = caller.principal.clone();
-    for account in chain {
-        if !has_grant(account, &principal) {
-            tracing::debug!(account = %account.email, "IAM Credentials: permission denied");
+    for delegate in chain {
+        if !may_delegate(delegate, &principal) {
+            tracing::debug!(account = %delegate.email, "IAM Credentials: delegation denied");
             return Err(Box::new(permission_denied(method)));
         }
-        principal = GooglePrincipal::ServiceAccount(account.email.clone());
+        principal = GooglePrincipal::ServiceAccount(delegate.email.clone());
+    }
+    if !has_grant(target, &principal) {
+        tracing::debug!(account = %target.email, "IAM Credentials: permission denied");
+        return Err(Box::new(permission_denied(method)));
     }
     Ok(target)
+}
+
+/// Whether `principal` may pass through `delegate` in a delegation chain:
+/// `iam.serviceAccounts.implicitDelegation`, which of the roles the world models only
+/// `roles/iam.serviceAccountTokenCreator` (`token_creators`) holds — for a service account or a
+/// federated principal alike.
+fn may_delegate(delegate: &ServiceAccount, principal: &GooglePrincipal) -> bool {
+    let Some(caller) = policy_principal(principal) else {
+        return false;
+    };
+    delegate
+        .token_creators
+        .iter()
+        .any(|m| member_matches(m, &caller))
 }
 
 /// Whether `principal` holds a role with the token-minting permissions on `account`.
@@ -845,6 +919,185 @@ token_creators = ["serviceAccount:c@p.iam.gserviceaccount.com"]
         )
         .await;
         assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn delegate_names_have_googles_form() {
+        let (emu, _) = emulator_with(World::from_str_at(CHAIN_WORLD, "chain.toml", None).unwrap());
+        let r = router(emu.clone());
+        let (a_tok, _) = emu.issue_google_token(
+            GooglePrincipal::ServiceAccount("a@p.iam.gserviceaccount.com".to_owned()),
+            vec![API_SCOPES[0].to_owned()],
+            3600,
+        );
+        let c = "c@p.iam.gserviceaccount.com";
+        let cases = [
+            (
+                "b@p.iam.gserviceaccount.com",
+                "Invalid delegate b@p.iam.gserviceaccount.com: delegates must have the format projects/-/serviceAccounts/{ACCOUNT_EMAIL_OR_UNIQUEID}.",
+            ),
+            (
+                "projects/p/serviceAccounts/b@p.iam.gserviceaccount.com",
+                "Invalid delegate projects/p/serviceAccounts/b@p.iam.gserviceaccount.com: the project must be the wildcard '-'.",
+            ),
+            (
+                "projects/-/serviceAccounts/",
+                "Invalid form of account ID . Should be [Gaia ID |Email |Unique ID |] of the account",
+            ),
+            (
+                "projects/-/serviceAccounts/b",
+                "Invalid form of account ID b. Should be [Gaia ID |Email |Unique ID |] of the account",
+            ),
+            (
+                "projects/-/serviceAccounts/b@p/x",
+                "Invalid form of account ID b@p/x. Should be [Gaia ID |Email |Unique ID |] of the account",
+            ),
+        ];
+        for (delegate, message) in cases {
+            for (path, body) in [
+                (
+                    id_path(c),
+                    json!({"audience": "x", "delegates": [delegate]}),
+                ),
+                (at_path(c), json!({"scope": ["s"], "delegates": [delegate]})),
+            ] {
+                let (status, got) = post(&r, &path, Some(&a_tok), body).await;
+                assert_eq!(status, StatusCode::BAD_REQUEST, "{delegate}: {got}");
+                assert_eq!(
+                    got,
+                    json!({"error": {"code": 400, "message": message, "status": "INVALID_ARGUMENT"}}),
+                    "{delegate}"
+                );
+            }
+        }
+        // The form is checked before any account is looked up.
+        let (status, _) = post(
+            &r,
+            &at_path("ghost@p.iam.gserviceaccount.com"),
+            Some(&a_tok),
+            json!({"scope": ["s"], "delegates": ["b@p.iam.gserviceaccount.com"]}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        // An unknown target is named before an unknown delegate.
+        let (status, body) = post(
+            &r,
+            &at_path("ghost@p.iam.gserviceaccount.com"),
+            Some(&a_tok),
+            json!({"scope": ["s"], "delegates": ["projects/-/serviceAccounts/zz@p.iam.gserviceaccount.com"]}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            body["error"]["message"],
+            "Not found; Gaia id not found for email ghost@p.iam.gserviceaccount.com"
+        );
+        let (_, body) = post(
+            &r,
+            &at_path(c),
+            Some(&a_tok),
+            json!({"scope": ["s"], "delegates": ["projects/-/serviceAccounts/b@p.iam.gserviceaccount.com", "projects/-/serviceAccounts/99"]}),
+        )
+        .await;
+        assert_eq!(
+            body["error"]["message"],
+            "Not found; Gaia id not found for email 99"
+        );
+        // A target that is neither an email nor an id.
+        let (status, body) = post(
+            &r,
+            &id_path("nobody"),
+            Some(&a_tok),
+            json!({"audience": "x"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    }
+
+    #[tokio::test]
+    async fn every_link_of_the_chain_needs_token_creator() {
+        let (emu, _) = emulator_with(World::from_str_at(CHAIN_WORLD, "chain.toml", None).unwrap());
+        let r = router(emu.clone());
+        let d = "d@p.iam.gserviceaccount.com";
+        let via_c = json!({"scope": ["s"], "delegates": ["projects/-/serviceAccounts/c@p.iam.gserviceaccount.com"]});
+        // The federated `ci` principal is a workload identity user of c: enough to mint c's
+        // tokens, not to pass through c (implicitDelegation is the token creator role's).
+        let ci = GooglePrincipal::Federated {
+            principal: format!(
+                "principal://{POOL}/subject/arn:aws:sts::111122223333:assumed-role/ci/session"
+            ),
+            attributes: BTreeMap::from([(
+                "attribute.aws_role".to_owned(),
+                "arn:aws:sts::111122223333:assumed-role/ci".to_owned(),
+            )]),
+        };
+        let (ci_tok, _) = emu.issue_google_token(ci, vec![API_SCOPES[0].to_owned()], 3600);
+        let (status, _) = post(
+            &r,
+            &at_path("c@p.iam.gserviceaccount.com"),
+            Some(&ci_tok),
+            json!({"scope": ["s"]}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, body) = post(&r, &at_path(d), Some(&ci_tok), via_c.clone()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            body,
+            json!({"error": {
+                "code": 403,
+                "message": "Permission 'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist).",
+                "status": "PERMISSION_DENIED",
+                "details": [{
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "IAM_PERMISSION_DENIED",
+                    "domain": "iam.googleapis.com",
+                    "metadata": {"permission": "iam.serviceAccounts.getAccessToken"}
+                }]
+            }})
+        );
+        // b holds token creator on c, and c on d: b → c → d works.
+        let (b_tok, _) = emu.issue_google_token(
+            GooglePrincipal::ServiceAccount("b@p.iam.gserviceaccount.com".to_owned()),
+            vec![API_SCOPES[0].to_owned()],
+            3600,
+        );
+        let (status, body) = post(&r, &at_path(d), Some(&b_tok), via_c.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let issued = emu
+            .google_token(body["accessToken"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(
+            issued.principal,
+            GooglePrincipal::ServiceAccount(d.to_owned())
+        );
+        // The same account twice is two links, each checked: c → c needs c on itself.
+        let (status, _) = post(
+            &r,
+            &at_path(d),
+            Some(&b_tok),
+            json!({"scope": ["s"], "delegates": ["projects/-/serviceAccounts/c@p.iam.gserviceaccount.com", "projects/-/serviceAccounts/3"]}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        // An ID token through the chain names the ID-token permission.
+        let (a_tok, _) = emu.issue_google_token(
+            GooglePrincipal::ServiceAccount("a@p.iam.gserviceaccount.com".to_owned()),
+            vec![API_SCOPES[0].to_owned()],
+            3600,
+        );
+        let (status, body) = post(
+            &r,
+            &id_path(d),
+            Some(&a_tok),
+            json!({"audience": "x", "delegates": ["projects/-/serviceAccounts/b@p.iam.gserviceaccount.com"]}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            body["error"]["details"][0]["metadata"]["permission"],
+            "iam.serviceAccounts.getOpenIdToken"
+        );
     }
 
     #[tokio::test]

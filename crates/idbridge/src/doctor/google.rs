@@ -202,15 +202,36 @@ pub(super) async fn impersonate(f: &Failure<'_>, advice: &mut Advice) -> String 
                     )
                 } else {
                     let caller = caller_email(ctx, route, input).await;
-                    let member = caller
-                        .as_deref()
-                        .map(|c| format!("serviceAccount:{c}"))
-                        .unwrap_or_else(|| "serviceAccount:CALLER_EMAIL".into());
-                    commands.push(format!("gcloud iam service-accounts add-iam-policy-binding {sa} --role=roles/iam.serviceAccountTokenCreator --member={member}"));
-                    format!(
-                        "{} may not mint tokens of {sa}: it lacks roles/iam.serviceAccountTokenCreator on the account",
-                        caller.as_deref().unwrap_or("the caller")
-                    )
+                    let delegates = step
+                        .facts()
+                        .impersonation
+                        .map(|i| i.delegates)
+                        .unwrap_or_default();
+                    if delegates.is_empty() {
+                        let member = caller
+                            .as_deref()
+                            .map(|c| format!("serviceAccount:{c}"))
+                            .unwrap_or_else(|| "serviceAccount:CALLER_EMAIL".into());
+                        commands.push(format!("gcloud iam service-accounts add-iam-policy-binding {sa} --role=roles/iam.serviceAccountTokenCreator --member={member}"));
+                        format!(
+                            "{} may not mint tokens of {sa}: it lacks roles/iam.serviceAccountTokenCreator on the account",
+                            caller.as_deref().unwrap_or("the caller")
+                        )
+                    } else {
+                        // Any link of the chain may be the missing one: each account needs the
+                        // role on the next.
+                        let mut previous = caller.clone().unwrap_or_else(|| "CALLER_EMAIL".into());
+                        for next in delegates.iter().map(|d| d.as_str()).chain([sa.as_str()]) {
+                            commands.push(format!("gcloud iam service-accounts add-iam-policy-binding {next} --role=roles/iam.serviceAccountTokenCreator --member=serviceAccount:{previous}"));
+                            previous = next.to_owned();
+                        }
+                        let chain: Vec<&str> = delegates.iter().map(|d| d.as_str()).collect();
+                        format!(
+                            "a link of the delegation chain {} → {} → {sa} lacks roles/iam.serviceAccountTokenCreator on the next account",
+                            caller.as_deref().unwrap_or("the caller"),
+                            chain.join(" → ")
+                        )
+                    }
                 }
             }
             "NOT_FOUND" => {

@@ -89,6 +89,9 @@ pub(super) fn external_account(
         .filter(|f| f.audience.is_none())
         .and_then(|f| f.impersonation);
     if let Some(imp) = impersonation {
+        if !imp.delegates.is_empty() {
+            return Err(usage("an external_account file's service_account_impersonation_url has no delegates: give Google's libraries the route's token through an executable source instead".into()));
+        }
         let (service_account, lifetime_seconds) = (imp.service_account, imp.lifetime_seconds);
         let base = imp
             .endpoint
