@@ -43,10 +43,13 @@ use crate::broker::{Broker, CredentialKey, Refusal};
 use crate::caller::Peer;
 use crate::config::Listen;
 use crate::frontend::{Configured, Kind, Section};
-use crate::server::{
-    AWS_CONTAINER_AUTHORIZATION_TOKEN, AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE,
-    AWS_CONTAINER_CREDENTIALS_FULL_URI,
-};
+
+/// The container-credentials URL variable of the AWS SDKs.
+pub const AWS_CONTAINER_CREDENTIALS_FULL_URI: &str = "AWS_CONTAINER_CREDENTIALS_FULL_URI";
+/// The container-credentials token variable of the AWS SDKs.
+pub const AWS_CONTAINER_AUTHORIZATION_TOKEN: &str = "AWS_CONTAINER_AUTHORIZATION_TOKEN";
+/// The container-credentials token-file variable of the AWS SDKs (wins over the token).
+pub const AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE: &str = "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE";
 
 /// The ECS endpoint's authorization token and where it came from.
 #[derive(Debug, Clone)]
@@ -121,6 +124,13 @@ pub static KIND: AwsEcs = AwsEcs;
 pub struct AwsEcs;
 
 const SECTION: &str = "[serve.aws_ecs]";
+
+impl crate::ServeConfig {
+    /// The ECS container-credentials frontend, when configured.
+    pub fn aws_ecs(&self) -> Option<&EcsConfig> {
+        self.frontend()
+    }
+}
 
 impl Kind for AwsEcs {
     fn name(&self) -> &'static str {

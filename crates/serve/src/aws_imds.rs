@@ -48,8 +48,385 @@ use sha2::{Digest, Sha256};
 use crate::Frontend;
 use crate::broker::{Broker, CredentialKey, Refusal};
 use crate::caller::Peer;
-use crate::config::ImdsConfig;
 use crate::imds_tokens::TokenStore;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+
+use idbridge_broker::ConfigError;
+use idbridge_broker::config::{RouteConfig, Yields};
+use idbridge_core::SecretString;
+use idbridge_core::env;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::ServeConfig;
+use crate::config::{Listen, route_role};
+use crate::frontend::{Configured, Kind, Section};
+
+/// The kind, registered in [`crate::frontend::KINDS`].
+pub static KIND: AwsImds = AwsImds;
+
+/// `[serve.aws_imds]`.
+#[derive(Debug)]
+pub struct AwsImds;
+
+impl Kind for AwsImds {
+    fn name(&self) -> &'static str {
+        "aws_imds"
+    }
+
+    fn section(&self) -> &'static str {
+        "[serve.aws_imds]"
+    }
+
+    fn title(&self) -> &'static str {
+        "EC2 IMDSv2"
+    }
+
+    fn frontend(&self) -> Frontend {
+        Frontend::AwsImds
+    }
+
+    fn listener_name(&self) -> String {
+        "the IMDS frontend".to_owned()
+    }
+
+    fn parse(&self, s: Section<'_, '_>) -> Result<Arc<dyn Configured>, ConfigError> {
+        let raw = s.deserialize::<RawImds>()?;
+        Ok(Arc::new(parse_imds(&s, raw)?))
+    }
+}
+
+impl Configured for ImdsConfig {
+    fn kind(&self) -> &'static dyn Kind {
+        &KIND
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn listen(&self) -> &Listen {
+        &self.listen
+    }
+
+    fn routes(&self) -> Vec<String> {
+        vec![self.route.clone()]
+    }
+
+    fn router(&self, broker: Arc<Broker>) -> Router {
+        router(broker, self.clone())
+    }
+
+    /// With `ipv6 = true`, `[::1]` at the IPv4 listener's port.
+    fn more_listeners(&self, first: Option<SocketAddr>) -> Vec<(SocketAddr, String)> {
+        match (self.ipv6, first) {
+            (true, Some(a)) => vec![(
+                SocketAddr::new(Ipv6Addr::LOCALHOST.into(), a.port()),
+                "the IMDS frontend (IPv6)".to_owned(),
+            )],
+            _ => Vec::new(),
+        }
+    }
+
+    fn env(&self, base: &str) -> Vec<(&'static str, SecretString)> {
+        vec![(
+            env::AWS_EC2_METADATA_SERVICE_ENDPOINT,
+            SecretString::new(format!("{base}/")),
+        )]
+    }
+}
+
+impl ServeConfig {
+    /// The IMDSv2 frontend, when configured.
+    pub fn aws_imds(&self) -> Option<&ImdsConfig> {
+        self.frontend()
+    }
+}
+
+/// The instance id IMDS shows when none is configured: obviously not a real instance.
+pub const DEFAULT_INSTANCE_ID: &str = "i-00000000000000000";
+/// The region IMDS shows when neither the config nor the route names one.
+pub const DEFAULT_REGION: &str = "us-east-1";
+/// The identity document's `accountId` when the route names no role.
+pub const DEFAULT_ACCOUNT_ID: &str = "000000000000";
+/// `instance-type` when none is configured.
+pub const DEFAULT_INSTANCE_TYPE: &str = "t3.micro";
+/// `ami-id` when none is configured: obviously not a real image.
+pub const DEFAULT_IMAGE_ID: &str = "ami-00000000000000000";
+
+/// A validated `[serve.aws_imds]`.
+#[derive(Debug, Clone)]
+pub struct ImdsConfig {
+    /// Where it listens.
+    pub listen: Listen,
+    /// Also listen on `[::1]` at the same port.
+    pub ipv6: bool,
+    /// The route (must yield AWS credentials).
+    pub route: String,
+    /// The role name listed at `security-credentials/`.
+    pub role_name: String,
+    /// IMDSv2 only: every GET needs a session token.
+    pub require_token: bool,
+    /// `placement/availability-zone`.
+    pub availability_zone: String,
+    /// `placement/region`.
+    pub region: String,
+    /// `instance-id`.
+    pub instance_id: String,
+    /// The identity document's `accountId`.
+    pub account_id: String,
+    /// `instance-type`.
+    pub instance_type: String,
+    /// `ami-id` (the document's `imageId`).
+    pub image_id: String,
+    /// `local-ipv4` (the document's `privateIp`).
+    pub private_ip: String,
+    /// `hostname` and `local-hostname`.
+    pub hostname: String,
+    /// The document's `architecture`.
+    pub architecture: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImds {
+    #[serde(default)]
+    port: Option<Spanned<u16>>,
+    #[serde(default)]
+    socket: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    ipv6: Option<Spanned<bool>>,
+    route: Spanned<String>,
+    #[serde(default)]
+    role_name: Option<Spanned<String>>,
+    #[serde(default)]
+    require_token: Option<bool>,
+    #[serde(default)]
+    availability_zone: Option<Spanned<String>>,
+    #[serde(default)]
+    region: Option<Spanned<String>>,
+    #[serde(default)]
+    instance_id: Option<Spanned<String>>,
+    #[serde(default)]
+    account_id: Option<Spanned<String>>,
+    #[serde(default)]
+    instance_type: Option<Spanned<String>>,
+    #[serde(default)]
+    image_id: Option<Spanned<String>>,
+    #[serde(default)]
+    private_ip: Option<Spanned<String>>,
+    #[serde(default)]
+    hostname: Option<Spanned<String>>,
+}
+
+/// The identity-document fields of `[serve.aws_imds]`, validated.
+struct ImdsDocument {
+    account_id: String,
+    instance_type: String,
+    image_id: String,
+    private_ip: String,
+    hostname: Option<String>,
+    architecture: String,
+}
+
+fn parse_imds(s: &Section<'_, '_>, raw: Spanned<RawImds>) -> Result<ImdsConfig, ConfigError> {
+    const S: &str = "[serve.aws_imds]";
+    let span = raw.span();
+    let i = raw.into_inner();
+    let ipv6_span = i.ipv6.as_ref().map(Spanned::span);
+    let ipv6 = i.ipv6.as_ref().is_some_and(|b| *b.get_ref());
+    let listen = s.listen(i.port.clone(), i.socket.clone())?;
+    if ipv6 && matches!(listen, Listen::Socket(_)) {
+        return Err(s.err(
+            ipv6_span.unwrap_or(span),
+            format!("{S} field `ipv6`: only for a TCP `port`, not a `socket`"),
+        ));
+    }
+    let route = s.route(S, "route", &i.route, Yields::AwsCredentials)?;
+    let (arn_role, route_region) = match route_role(route) {
+        Some(role) => (
+            Some(role.arn.name().to_owned()),
+            role.region.map(str::to_owned),
+        ),
+        None => (None, None),
+    };
+    let role_name = match &i.role_name {
+        Some(r) => {
+            let name = r.get_ref();
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))
+            {
+                return Err(s.err(
+                    r.span(),
+                    format!(
+                        "{S} field `role_name`: {name:?} must be 1–64 characters of \
+                             [A-Za-z0-9+=,.@_-]"
+                    ),
+                ));
+            }
+            name.clone()
+        }
+        None => arn_role.unwrap_or_else(|| "idbridge".to_owned()),
+    };
+    let region_of = |az: &str| {
+        az.strip_suffix(|c: char| c.is_ascii_lowercase())
+            .map(str::to_owned)
+    };
+    let (availability_zone, region) = match (&i.availability_zone, &i.region) {
+        (Some(az), region) => {
+            let Some(from_az) = region_of(az.get_ref()).filter(|r| !r.is_empty()) else {
+                return Err(s.err(
+                    az.span(),
+                    format!(
+                        "{S} field `availability_zone`: {:?} must end in a zone letter \
+                             (us-east-1a); clients cut it off to get the region",
+                        az.get_ref()
+                    ),
+                ));
+            };
+            let region = region.as_ref().map_or(from_az, |r| r.get_ref().clone());
+            (az.get_ref().clone(), region)
+        }
+        (None, Some(r)) => (format!("{}a", r.get_ref()), r.get_ref().clone()),
+        (None, None) => {
+            let r = route_region.unwrap_or_else(|| DEFAULT_REGION.to_owned());
+            (format!("{r}a"), r)
+        }
+    };
+    let instance_id = match &i.instance_id {
+        Some(id) => {
+            let hex = id.get_ref().strip_prefix("i-").unwrap_or_default();
+            if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(s.err(
+                    id.span(),
+                    format!(
+                        "{S} field `instance_id`: {:?} is not an instance id (i-<hex>)",
+                        id.get_ref()
+                    ),
+                ));
+            }
+            id.get_ref().clone()
+        }
+        None => DEFAULT_INSTANCE_ID.to_owned(),
+    };
+    let doc = imds_document(s, &i, route)?;
+    let hostname = doc
+        .hostname
+        .unwrap_or_else(|| Instance::default_hostname(&doc.private_ip, &region));
+    Ok(ImdsConfig {
+        listen,
+        ipv6,
+        route: i.route.into_inner(),
+        role_name,
+        require_token: i.require_token.unwrap_or(true),
+        availability_zone,
+        region,
+        instance_id,
+        account_id: doc.account_id,
+        instance_type: doc.instance_type,
+        image_id: doc.image_id,
+        private_ip: doc.private_ip,
+        hostname,
+        architecture: doc.architecture,
+    })
+}
+
+/// The identity-document fields of `[serve.aws_imds]`: `account_id` (default: the route
+/// role's account), `instance_type` (`t3.micro`), `image_id`
+/// ([`DEFAULT_IMAGE_ID`]), `private_ip` (`127.0.0.1`: where clients reach the daemon),
+/// `hostname` (EC2's form for the private IP), and the architecture of this host.
+fn imds_document(
+    s: &Section<'_, '_>,
+    i: &RawImds,
+    route: &RouteConfig,
+) -> Result<ImdsDocument, ConfigError> {
+    const S: &str = "[serve.aws_imds]";
+    let check = |v: &Option<Spanned<String>>,
+                 field: &str,
+                 ok: &dyn Fn(&str) -> bool,
+                 what: &str,
+                 default: String|
+     -> Result<String, ConfigError> {
+        match v {
+            Some(x) if !ok(x.get_ref()) => Err(s.err(
+                x.span(),
+                format!("{S} field `{field}`: {:?} is not {what}", x.get_ref()),
+            )),
+            Some(x) => Ok(x.get_ref().clone()),
+            None => Ok(default),
+        }
+    };
+    let role_account = route_role(route).map(|role| role.arn.account().to_owned());
+    let account_id = check(
+        &i.account_id,
+        "account_id",
+        &|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()),
+        "an AWS account id (12 digits)",
+        role_account.unwrap_or_else(|| DEFAULT_ACCOUNT_ID.to_owned()),
+    )?;
+    let instance_type = check(
+        &i.instance_type,
+        "instance_type",
+        &|t| {
+            t.split_once('.')
+                .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty())
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        },
+        "an instance type like t3.micro",
+        DEFAULT_INSTANCE_TYPE.to_owned(),
+    )?;
+    let image_id = check(
+        &i.image_id,
+        "image_id",
+        &|a| {
+            a.strip_prefix("ami-")
+                .is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        },
+        "an image id (ami-<hex>)",
+        DEFAULT_IMAGE_ID.to_owned(),
+    )?;
+    let private_ip = check(
+        &i.private_ip,
+        "private_ip",
+        &|a| a.parse::<IpAddr>().is_ok(),
+        "an IP address",
+        Ipv4Addr::LOCALHOST.to_string(),
+    )?;
+    let hostname = match &i.hostname {
+        Some(h) => Some(check(
+            &i.hostname,
+            "hostname",
+            &|h| {
+                !h.is_empty()
+                    && h.len() <= 253
+                    && h.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            },
+            "a host name",
+            h.get_ref().clone(),
+        )?),
+        None => None,
+    };
+    let architecture = match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        "x86" => "i386",
+        _ => "x86_64",
+    }
+    .to_owned();
+    Ok(ImdsDocument {
+        account_id,
+        instance_type,
+        image_id,
+        private_ip,
+        hostname,
+        architecture,
+    })
+}
 
 /// Live session tokens kept at most (and per caller: [`crate::imds_tokens`]).
 pub use crate::imds_tokens::{MAX_LIVE_TOKENS, MAX_TOKENS_PER_CALLER};

@@ -15,13 +15,11 @@ use std::time::Duration;
 
 use idbridge_broker::config::{RouteConfig, Yields};
 use idbridge_broker::step::AwsRole;
-use idbridge_broker::{Config, ConfigError, Overrides, Route};
+use idbridge_broker::{Config, ConfigError};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use toml::Spanned;
 
 use crate::accounts::Accounts;
-pub use crate::aws_ecs::{EcsConfig, EcsRole, EcsToken};
 use crate::caller::{CallerPolicy, CallerRule, RouteSet, Who};
 use crate::conn::ConnectionLimits;
 use crate::frontend::{Configured, Section};
@@ -37,20 +35,6 @@ pub const DEFAULT_MAX_CACHED_CREDENTIALS: usize = 256;
 /// client inventing audiences only evicts its own route's older ones, never another route's
 /// credentials.
 pub const DEFAULT_MAX_CLIENT_KEYS_PER_ROUTE: usize = 64;
-/// The instance id IMDS shows when none is configured: obviously not a real instance.
-pub const DEFAULT_INSTANCE_ID: &str = "i-00000000000000000";
-/// The region IMDS shows when neither the config nor the route names one.
-pub const DEFAULT_REGION: &str = "us-east-1";
-/// The identity document's `accountId` when the route names no role.
-pub const DEFAULT_ACCOUNT_ID: &str = "000000000000";
-/// `instance-type` when none is configured.
-pub const DEFAULT_INSTANCE_TYPE: &str = "t3.micro";
-/// `ami-id` when none is configured: obviously not a real image.
-pub const DEFAULT_IMAGE_ID: &str = "ami-00000000000000000";
-/// `instance/name` of the GCE metadata frontend when none is configured.
-pub const DEFAULT_GCE_INSTANCE_NAME: &str = "idbridge";
-/// `instance/zone` of the GCE metadata frontend when none is configured.
-pub const DEFAULT_GCE_ZONE: &str = "us-central1-a";
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -81,89 +65,6 @@ impl std::fmt::Display for Listen {
     }
 }
 
-/// `[serve.gce_metadata]`.
-#[derive(Debug, Clone)]
-pub struct GceMetadataConfig {
-    /// Where it listens.
-    pub listen: Listen,
-    /// Route of `…/service-accounts/{default,EMAIL}/token` (must yield an access token).
-    pub token_route: Option<String>,
-    /// Route of `…/identity?audience=` (its last hop mints ID tokens for any audience).
-    pub identity_route: Option<String>,
-    /// The account shown at `…/email` and in `service-accounts/`.
-    pub service_account_email: String,
-    /// `project/project-id` (404 when unset).
-    pub project_id: Option<String>,
-    /// `project/numeric-project-id` (404 when unset).
-    pub numeric_project_id: Option<String>,
-    /// `…/scopes`; also the scopes of the token route's own tokens.
-    pub scopes: Vec<String>,
-    /// `universe/universe-domain`.
-    pub universe_domain: String,
-    /// Whether `?scopes=` other than [`Self::scopes`] can be honoured (the token route's last
-    /// hop takes scopes).
-    pub scopes_overridable: bool,
-    /// The `instance/` values that are not credentials.
-    pub instance: GceInstance,
-}
-
-/// The instance a GCE metadata frontend describes (`instance/id`, `name`, `zone`, `hostname`,
-/// `attributes/`): clients probe `instance/` to detect GCE and read these for logging and
-/// resource labels.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GceInstance {
-    /// `instance/id`: a decimal number.
-    pub id: String,
-    /// `instance/name`.
-    pub name: String,
-    /// The zone's name (`us-central1-a`); `instance/zone` is `projects/NUMBER/zones/ZONE`.
-    pub zone: String,
-    /// `instance/hostname`.
-    pub hostname: String,
-    /// `instance/attributes/KEY`, in key order.
-    pub attributes: BTreeMap<String, String>,
-}
-
-/// `[serve.aws_imds]`.
-#[derive(Debug, Clone)]
-pub struct ImdsConfig {
-    /// Where it listens.
-    pub listen: Listen,
-    /// Also listen on `[::1]` at the same port.
-    pub ipv6: bool,
-    /// The route (must yield AWS credentials).
-    pub route: String,
-    /// The role name listed at `security-credentials/`.
-    pub role_name: String,
-    /// IMDSv2 only: every GET needs a session token.
-    pub require_token: bool,
-    /// `placement/availability-zone`.
-    pub availability_zone: String,
-    /// `placement/region`.
-    pub region: String,
-    /// `instance-id`.
-    pub instance_id: String,
-    /// The identity document's `accountId`.
-    pub account_id: String,
-    /// `instance-type`.
-    pub instance_type: String,
-    /// `ami-id` (the document's `imageId`).
-    pub image_id: String,
-    /// `local-ipv4` (the document's `privateIp`).
-    pub private_ip: String,
-    /// `hostname` and `local-hostname`.
-    pub hostname: String,
-    /// The document's `architecture`.
-    pub architecture: String,
-}
-
-/// `[serve.metrics]`.
-#[derive(Debug, Clone)]
-pub struct MetricsConfig {
-    /// Where it listens.
-    pub listen: Listen,
-}
-
 /// A validated `idbridge serve` config: the routes and the `[serve]` section.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -175,13 +76,8 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
     /// Bound on cached credentials.
     pub max_cached_credentials: NonZeroUsize,
-    /// The GCE metadata frontend.
-    pub gce_metadata: Option<GceMetadataConfig>,
-    /// The IMDSv2 frontend.
-    pub aws_imds: Option<ImdsConfig>,
-    /// `/metrics`, `/healthz`, `/readyz`.
-    pub metrics: Option<MetricsConfig>,
-    /// The frontends behind the seam ([`crate::frontend::KINDS`]), in registration order.
+    /// The configured frontends and listeners ([`crate::frontend::KINDS`]), in registration
+    /// order.
     pub frontends: Vec<Arc<dyn Configured>>,
     /// Who may use which route.
     pub callers: CallerPolicy,
@@ -210,12 +106,6 @@ struct RawServe {
     log_format: Option<Spanned<String>>,
     #[serde(default)]
     max_cached_credentials: Option<Spanned<usize>>,
-    #[serde(default)]
-    gce_metadata: Option<Spanned<RawGce>>,
-    #[serde(default)]
-    aws_imds: Option<Spanned<RawImds>>,
-    #[serde(default)]
-    metrics: Option<Spanned<RawMetrics>>,
     #[serde(default)]
     caller: Vec<Spanned<RawCaller>>,
     #[serde(default)]
@@ -267,80 +157,6 @@ struct RawConnections {
     header_read_timeout_ms: Option<Spanned<u64>>,
     #[serde(default)]
     idle_timeout_ms: Option<Spanned<u64>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawGce {
-    #[serde(default)]
-    port: Option<Spanned<u16>>,
-    #[serde(default)]
-    socket: Option<Spanned<PathBuf>>,
-    #[serde(default)]
-    token_route: Option<Spanned<String>>,
-    #[serde(default)]
-    identity_route: Option<Spanned<String>>,
-    #[serde(default)]
-    service_account_email: Option<Spanned<String>>,
-    #[serde(default)]
-    project_id: Option<Spanned<String>>,
-    #[serde(default)]
-    numeric_project_id: Option<Spanned<String>>,
-    #[serde(default)]
-    scopes: Option<Spanned<Vec<String>>>,
-    #[serde(default)]
-    universe_domain: Option<Spanned<String>>,
-    #[serde(default)]
-    instance_id: Option<Spanned<String>>,
-    #[serde(default)]
-    instance_name: Option<Spanned<String>>,
-    #[serde(default)]
-    zone: Option<Spanned<String>>,
-    #[serde(default)]
-    hostname: Option<Spanned<String>>,
-    #[serde(default)]
-    attributes: Option<Spanned<BTreeMap<String, String>>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawImds {
-    #[serde(default)]
-    port: Option<Spanned<u16>>,
-    #[serde(default)]
-    socket: Option<Spanned<PathBuf>>,
-    #[serde(default)]
-    ipv6: Option<Spanned<bool>>,
-    route: Spanned<String>,
-    #[serde(default)]
-    role_name: Option<Spanned<String>>,
-    #[serde(default)]
-    require_token: Option<bool>,
-    #[serde(default)]
-    availability_zone: Option<Spanned<String>>,
-    #[serde(default)]
-    region: Option<Spanned<String>>,
-    #[serde(default)]
-    instance_id: Option<Spanned<String>>,
-    #[serde(default)]
-    account_id: Option<Spanned<String>>,
-    #[serde(default)]
-    instance_type: Option<Spanned<String>>,
-    #[serde(default)]
-    image_id: Option<Spanned<String>>,
-    #[serde(default)]
-    private_ip: Option<Spanned<String>>,
-    #[serde(default)]
-    hostname: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMetrics {
-    #[serde(default)]
-    port: Option<Spanned<u16>>,
-    #[serde(default)]
-    socket: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -467,21 +283,11 @@ impl ServeConfig {
                 )
             })?,
         };
-        let gce_metadata = serve.gce_metadata.map(|g| v.gce(g)).transpose()?;
-        let aws_imds = serve.aws_imds.map(|i| v.imds(i)).transpose()?;
-        let metrics = serve
-            .metrics
-            .map(|m| {
-                let m = m.into_inner();
-                v.listen("[serve.metrics]", m.port, m.socket)
-                    .map(|listen| MetricsConfig { listen })
-            })
-            .transpose()?;
         let frontends = sections
             .into_iter()
             .map(|(kind, value)| kind.parse(Section::new(value, &v, kind.section())))
             .collect::<Result<Vec<_>, _>>()?;
-        if gce_metadata.is_none() && aws_imds.is_none() && frontends.is_empty() {
+        if !frontends.iter().any(|f| f.kind().serves_credentials()) {
             return Err(v.err(
                 serve_span,
                 format!(
@@ -504,20 +310,12 @@ impl ServeConfig {
             })?,
         };
         let kubernetes = v.kubernetes(serve.kubernetes, serve.pod)?;
-        v.distinct_listeners(&listeners(
-            gce_metadata.as_ref(),
-            aws_imds.as_ref(),
-            metrics.as_ref(),
-            &frontends,
-        ))?;
+        v.distinct_listeners(&listeners(&frontends))?;
         Ok(ServeConfig {
             routes,
             bind,
             log_format,
             max_cached_credentials,
-            gce_metadata,
-            aws_imds,
-            metrics,
             frontends,
             callers,
             connections,
@@ -534,21 +332,11 @@ impl ServeConfig {
 
     /// Every listener: (section, where), in a fixed order.
     pub fn listeners(&self) -> Vec<(&'static str, &Listen)> {
-        listeners(
-            self.gce_metadata.as_ref(),
-            self.aws_imds.as_ref(),
-            self.metrics.as_ref(),
-            &self.frontends,
-        )
+        listeners(&self.frontends)
     }
 }
 
 impl ServeConfig {
-    /// The ECS container-credentials frontend, when configured.
-    pub fn aws_ecs(&self) -> Option<&EcsConfig> {
-        self.frontend::<EcsConfig>()
-    }
-
     /// The configured frontend of type `T` (behind the seam), if any.
     pub fn frontend<T: 'static>(&self) -> Option<&T> {
         self.frontends
@@ -559,74 +347,24 @@ impl ServeConfig {
 
 /// Every frontend section, for errors: `[serve.gce_metadata], …`.
 fn frontend_sections() -> String {
-    let mut all = vec![
-        "[serve.gce_metadata]",
-        "[serve.aws_imds]",
-        "[serve.aws_ecs]",
-    ];
-    all.extend(crate::frontend::KINDS.iter().map(|k| k.section()));
+    let all: Vec<_> = crate::frontend::KINDS
+        .iter()
+        .filter(|k| k.serves_credentials())
+        .map(|k| k.section())
+        .collect();
     all.join(", ")
 }
 
-/// The identity-document fields of `[serve.aws_imds]`, validated.
-struct ImdsDocument {
-    account_id: String,
-    instance_type: String,
-    image_id: String,
-    private_ip: String,
-    hostname: Option<String>,
-    architecture: String,
-}
-
-/// A GCE resource name: 1–63 of `[a-z0-9-]`, starting with a letter, not ending with `-`.
-fn is_gce_name(s: &str) -> bool {
-    (1..=63).contains(&s.len())
-        && s.starts_with(|c: char| c.is_ascii_lowercase())
-        && !s.ends_with('-')
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-}
-
-fn listeners<'a>(
-    gce: Option<&'a GceMetadataConfig>,
-    imds: Option<&'a ImdsConfig>,
-    metrics: Option<&'a MetricsConfig>,
-    frontends: &'a [Arc<dyn Configured>],
-) -> Vec<(&'static str, &'a Listen)> {
-    let mut out = Vec::new();
-    if let Some(g) = gce {
-        out.push(("[serve.gce_metadata]", &g.listen));
-    }
-    if let Some(i) = imds {
-        out.push(("[serve.aws_imds]", &i.listen));
-    }
-    for f in frontends {
-        out.push((f.kind().section(), f.listen()));
-    }
-    if let Some(m) = metrics {
-        out.push(("[serve.metrics]", &m.listen));
-    }
-    out
+fn listeners(frontends: &[Arc<dyn Configured>]) -> Vec<(&'static str, &Listen)> {
+    frontends
+        .iter()
+        .map(|f| (f.kind().section(), f.listen()))
+        .collect()
 }
 
 /// What a route finally yields (its config is already validated by the broker).
 pub fn final_yield(route: &RouteConfig) -> Yields {
     route.yields()
-}
-
-/// The scopes of the access tokens a route mints, when it says.
-fn route_scopes(route: &RouteConfig) -> Option<Vec<String>> {
-    route.last().facts().scopes.map(<[String]>::to_vec)
-}
-
-/// The service account a route's final Google credential belongs to, when the config says.
-fn route_service_account(route: &RouteConfig) -> Option<String> {
-    route
-        .last()
-        .facts()
-        .service_account
-        .filter(|sa| sa.contains('@'))
-        .map(str::to_owned)
 }
 
 /// The role a route assumes last, when its last exchange assumes one.
@@ -638,7 +376,7 @@ pub(crate) struct Validator<'a> {
     text: &'a str,
     path: &'a str,
     base: Option<&'a Path>,
-    routes: &'a Config,
+    pub(crate) routes: &'a Config,
 }
 
 impl<'a> Validator<'a> {
@@ -738,442 +476,6 @@ impl<'a> Validator<'a> {
                 Ok(Listen::Socket(path))
             }
         }
-    }
-
-    fn gce(&self, raw: Spanned<RawGce>) -> Result<GceMetadataConfig, ConfigError> {
-        const S: &str = "[serve.gce_metadata]";
-        let span = raw.span();
-        let g = raw.into_inner();
-        let listen = self.listen(S, g.port.clone(), g.socket.clone())?;
-        if g.token_route.is_none() && g.identity_route.is_none() {
-            return Err(self.err(
-                span,
-                format!("{S}: set `token_route`, `identity_route` or both"),
-            ));
-        }
-        let token = g
-            .token_route
-            .as_ref()
-            .map(|n| self.route(S, "token_route", n, Yields::AccessToken))
-            .transpose()?;
-        if let Some(name) = &g.identity_route {
-            let route = self
-                .routes
-                .route(name.get_ref())
-                .map_err(|e| self.err(name.span(), format!("{S} field `identity_route`: {e}")))?;
-            let probe = Overrides {
-                audience: Some("https://idbridge.invalid/probe".to_owned()),
-                scopes: None,
-            };
-            match Route::new(route.clone()).with_overrides(&probe) {
-                Ok(r) if final_yield(&r.config) == Yields::IdToken => {}
-                Ok(_) => {
-                    return Err(self.err(
-                        name.span(),
-                        format!(
-                            "{S} field `identity_route`: route {:?} does not end in ID tokens",
-                            route.name
-                        ),
-                    ));
-                }
-                Err(e) => {
-                    return Err(self.err(
-                        name.span(),
-                        format!(
-                            "{S} field `identity_route`: cannot mint ID tokens for a client's \
-                             audience: {}",
-                            e.message
-                        ),
-                    ));
-                }
-            }
-        }
-        let service_account_email = match (&g.service_account_email, token) {
-            (Some(e), _) => {
-                if !e.get_ref().contains('@') {
-                    return Err(self.err(
-                        e.span(),
-                        format!(
-                            "{S} field `service_account_email`: {:?} is not an email",
-                            e.get_ref()
-                        ),
-                    ));
-                }
-                e.get_ref().clone()
-            }
-            (None, _) => {
-                let from_routes = token.and_then(route_service_account).or_else(|| {
-                    g.identity_route
-                        .as_ref()
-                        .and_then(|n| self.routes.route(n.get_ref()).ok())
-                        .and_then(route_service_account)
-                });
-                match from_routes {
-                    Some(sa) => sa,
-                    None => {
-                        return Err(self.err(
-                            span,
-                            format!(
-                                "{S}: set `service_account_email` (the route does not name its \
-                                 service account; google-auth needs the email)"
-                            ),
-                        ));
-                    }
-                }
-            }
-        };
-        if let Some(n) = &g.numeric_project_id
-            && (n.get_ref().is_empty() || !n.get_ref().bytes().all(|b| b.is_ascii_digit()))
-        {
-            return Err(self.err(
-                n.span(),
-                format!(
-                    "{S} field `numeric_project_id`: {:?} is not a number",
-                    n.get_ref()
-                ),
-            ));
-        }
-        if let Some(p) = &g.project_id
-            && (p.get_ref().is_empty() || p.get_ref().contains(char::is_whitespace))
-        {
-            return Err(self.err(
-                p.span(),
-                format!(
-                    "{S} field `project_id`: {:?} is not a project id",
-                    p.get_ref()
-                ),
-            ));
-        }
-        let route_default = token.and_then(route_scopes);
-        let scopes = match &g.scopes {
-            Some(s) if s.get_ref().is_empty() || s.get_ref().iter().any(String::is_empty) => {
-                return Err(self.err(s.span(), format!("{S} field `scopes`: empty scope")));
-            }
-            Some(s) => s.get_ref().clone(),
-            None => route_default.unwrap_or_else(|| vec![CLOUD_PLATFORM.to_owned()]),
-        };
-        let instance = self.gce_instance(&g)?;
-        let scopes_overridable = token.is_some_and(|r| {
-            let probe = Overrides {
-                audience: None,
-                scopes: Some(vec![CLOUD_PLATFORM.to_owned()]),
-            };
-            Route::new(r.clone()).with_overrides(&probe).is_ok()
-        });
-        Ok(GceMetadataConfig {
-            listen,
-            token_route: g.token_route.map(Spanned::into_inner),
-            identity_route: g.identity_route.map(Spanned::into_inner),
-            service_account_email,
-            project_id: g.project_id.map(Spanned::into_inner),
-            numeric_project_id: g.numeric_project_id.map(Spanned::into_inner),
-            scopes,
-            universe_domain: g
-                .universe_domain
-                .map(Spanned::into_inner)
-                .unwrap_or_else(|| "googleapis.com".to_owned()),
-            scopes_overridable,
-            instance,
-        })
-    }
-
-    /// The `instance/` values of `[serve.gce_metadata]`, with their defaults: name
-    /// [`DEFAULT_GCE_INSTANCE_NAME`], zone [`DEFAULT_GCE_ZONE`], hostname
-    /// `NAME.ZONE.c.PROJECT.internal` (GCE's zonal DNS name; `NAME.internal` without a project
-    /// id), and an id derived from name, zone and project, stable across restarts.
-    fn gce_instance(&self, g: &RawGce) -> Result<GceInstance, ConfigError> {
-        const S: &str = "[serve.gce_metadata]";
-        let name = match &g.instance_name {
-            Some(n) if !is_gce_name(n.get_ref()) => {
-                return Err(self.err(
-                    n.span(),
-                    format!(
-                        "{S} field `instance_name`: {:?} must be 1–63 characters of [a-z0-9-],                          starting with a letter and not ending with a dash",
-                        n.get_ref()
-                    ),
-                ));
-            }
-            Some(n) => n.get_ref().clone(),
-            None => DEFAULT_GCE_INSTANCE_NAME.to_owned(),
-        };
-        let zone = match &g.zone {
-            Some(z) if !is_gce_name(z.get_ref()) || !z.get_ref().contains('-') => {
-                return Err(self.err(
-                    z.span(),
-                    format!(
-                        "{S} field `zone`: {:?} is not a zone name like us-central1-a",
-                        z.get_ref()
-                    ),
-                ));
-            }
-            Some(z) => z.get_ref().clone(),
-            None => DEFAULT_GCE_ZONE.to_owned(),
-        };
-        let project = g.project_id.as_ref().map(|p| p.get_ref().as_str());
-        let id = match &g.instance_id {
-            Some(id) if id.get_ref().parse::<u64>().is_err() || id.get_ref().starts_with('+') => {
-                return Err(self.err(
-                    id.span(),
-                    format!(
-                        "{S} field `instance_id`: {:?} is not a number (GCE instance ids are \
-                         unsigned 64-bit integers)",
-                        id.get_ref()
-                    ),
-                ));
-            }
-            Some(id) => id.get_ref().clone(),
-            None => {
-                let digest = Sha256::digest(
-                    format!("{name}\n{zone}\n{}", project.unwrap_or_default()).as_bytes(),
-                );
-                let mut first = [0u8; 8];
-                first.copy_from_slice(&digest[..8]);
-                // Below 2^63, as GCE's ids are, so signed 64-bit readers parse it too.
-                (u64::from_be_bytes(first) >> 1).to_string()
-            }
-        };
-        let hostname = match &g.hostname {
-            Some(h)
-                if h.get_ref().is_empty()
-                    || h.get_ref().len() > 253
-                    || !h
-                        .get_ref()
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') =>
-            {
-                return Err(self.err(
-                    h.span(),
-                    format!("{S} field `hostname`: {:?} is not a host name", h.get_ref()),
-                ));
-            }
-            Some(h) => h.get_ref().clone(),
-            None => match project {
-                Some(p) => format!("{name}.{zone}.c.{p}.internal"),
-                None => format!("{name}.internal"),
-            },
-        };
-        let attributes = match &g.attributes {
-            None => BTreeMap::new(),
-            Some(a) => {
-                if let Some(bad) = a.get_ref().keys().find(|k| {
-                    k.is_empty()
-                        || k.len() > 128
-                        || !k
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                }) {
-                    return Err(self.err(
-                        a.span(),
-                        format!(
-                            "{S} field `attributes`: key {bad:?} must be 1–128 characters of \
-                             [A-Za-z0-9_-]"
-                        ),
-                    ));
-                }
-                a.get_ref().clone()
-            }
-        };
-        Ok(GceInstance {
-            id,
-            name,
-            zone,
-            hostname,
-            attributes,
-        })
-    }
-
-    fn imds(&self, raw: Spanned<RawImds>) -> Result<ImdsConfig, ConfigError> {
-        const S: &str = "[serve.aws_imds]";
-        let span = raw.span();
-        let i = raw.into_inner();
-        let ipv6_span = i.ipv6.as_ref().map(Spanned::span);
-        let ipv6 = i.ipv6.as_ref().is_some_and(|b| *b.get_ref());
-        let listen = self.listen(S, i.port.clone(), i.socket.clone())?;
-        if ipv6 && matches!(listen, Listen::Socket(_)) {
-            return Err(self.err(
-                ipv6_span.unwrap_or(span),
-                format!("{S} field `ipv6`: only for a TCP `port`, not a `socket`"),
-            ));
-        }
-        let route = self.route(S, "route", &i.route, Yields::AwsCredentials)?;
-        let (arn_role, route_region) = match route_role(route) {
-            Some(role) => (
-                Some(role.arn.name().to_owned()),
-                role.region.map(str::to_owned),
-            ),
-            None => (None, None),
-        };
-        let role_name = match &i.role_name {
-            Some(r) => {
-                let name = r.get_ref();
-                if name.is_empty()
-                    || name.len() > 64
-                    || !name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))
-                {
-                    return Err(self.err(
-                        r.span(),
-                        format!(
-                            "{S} field `role_name`: {name:?} must be 1–64 characters of \
-                             [A-Za-z0-9+=,.@_-]"
-                        ),
-                    ));
-                }
-                name.clone()
-            }
-            None => arn_role.unwrap_or_else(|| "idbridge".to_owned()),
-        };
-        let region_of = |az: &str| {
-            az.strip_suffix(|c: char| c.is_ascii_lowercase())
-                .map(str::to_owned)
-        };
-        let (availability_zone, region) = match (&i.availability_zone, &i.region) {
-            (Some(az), region) => {
-                let Some(from_az) = region_of(az.get_ref()).filter(|r| !r.is_empty()) else {
-                    return Err(self.err(
-                        az.span(),
-                        format!(
-                            "{S} field `availability_zone`: {:?} must end in a zone letter \
-                             (us-east-1a); clients cut it off to get the region",
-                            az.get_ref()
-                        ),
-                    ));
-                };
-                let region = region.as_ref().map_or(from_az, |r| r.get_ref().clone());
-                (az.get_ref().clone(), region)
-            }
-            (None, Some(r)) => (format!("{}a", r.get_ref()), r.get_ref().clone()),
-            (None, None) => {
-                let r = route_region.unwrap_or_else(|| DEFAULT_REGION.to_owned());
-                (format!("{r}a"), r)
-            }
-        };
-        let instance_id = match &i.instance_id {
-            Some(id) => {
-                let hex = id.get_ref().strip_prefix("i-").unwrap_or_default();
-                if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(self.err(
-                        id.span(),
-                        format!(
-                            "{S} field `instance_id`: {:?} is not an instance id (i-<hex>)",
-                            id.get_ref()
-                        ),
-                    ));
-                }
-                id.get_ref().clone()
-            }
-            None => DEFAULT_INSTANCE_ID.to_owned(),
-        };
-        let doc = self.imds_document(&i, route)?;
-        let hostname = doc.hostname.unwrap_or_else(|| {
-            idbridge_wire::aws_imds::Instance::default_hostname(&doc.private_ip, &region)
-        });
-        Ok(ImdsConfig {
-            listen,
-            ipv6,
-            route: i.route.into_inner(),
-            role_name,
-            require_token: i.require_token.unwrap_or(true),
-            availability_zone,
-            region,
-            instance_id,
-            account_id: doc.account_id,
-            instance_type: doc.instance_type,
-            image_id: doc.image_id,
-            private_ip: doc.private_ip,
-            hostname,
-            architecture: doc.architecture,
-        })
-    }
-
-    /// The identity-document fields of `[serve.aws_imds]`: `account_id` (default: the route
-    /// role's account), `instance_type` (`t3.micro`), `image_id`
-    /// ([`DEFAULT_IMAGE_ID`]), `private_ip` (`127.0.0.1`: where clients reach the daemon),
-    /// `hostname` (EC2's form for the private IP), and the architecture of this host.
-    fn imds_document(&self, i: &RawImds, route: &RouteConfig) -> Result<ImdsDocument, ConfigError> {
-        const S: &str = "[serve.aws_imds]";
-        let check = |v: &Option<Spanned<String>>,
-                     field: &str,
-                     ok: &dyn Fn(&str) -> bool,
-                     what: &str,
-                     default: String|
-         -> Result<String, ConfigError> {
-            match v {
-                Some(x) if !ok(x.get_ref()) => Err(self.err(
-                    x.span(),
-                    format!("{S} field `{field}`: {:?} is not {what}", x.get_ref()),
-                )),
-                Some(x) => Ok(x.get_ref().clone()),
-                None => Ok(default),
-            }
-        };
-        let role_account = route_role(route).map(|role| role.arn.account().to_owned());
-        let account_id = check(
-            &i.account_id,
-            "account_id",
-            &|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()),
-            "an AWS account id (12 digits)",
-            role_account.unwrap_or_else(|| DEFAULT_ACCOUNT_ID.to_owned()),
-        )?;
-        let instance_type = check(
-            &i.instance_type,
-            "instance_type",
-            &|t| {
-                t.split_once('.')
-                    .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty())
-                    && t.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-            },
-            "an instance type like t3.micro",
-            DEFAULT_INSTANCE_TYPE.to_owned(),
-        )?;
-        let image_id = check(
-            &i.image_id,
-            "image_id",
-            &|a| {
-                a.strip_prefix("ami-")
-                    .is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()))
-            },
-            "an image id (ami-<hex>)",
-            DEFAULT_IMAGE_ID.to_owned(),
-        )?;
-        let private_ip = check(
-            &i.private_ip,
-            "private_ip",
-            &|a| a.parse::<IpAddr>().is_ok(),
-            "an IP address",
-            Ipv4Addr::LOCALHOST.to_string(),
-        )?;
-        let hostname = match &i.hostname {
-            Some(h) => Some(check(
-                &i.hostname,
-                "hostname",
-                &|h| {
-                    !h.is_empty()
-                        && h.len() <= 253
-                        && h.bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-                },
-                "a host name",
-                h.get_ref().clone(),
-            )?),
-            None => None,
-        };
-        let architecture = match std::env::consts::ARCH {
-            "aarch64" => "arm64",
-            "x86" => "i386",
-            _ => "x86_64",
-        }
-        .to_owned();
-        Ok(ImdsDocument {
-            account_id,
-            instance_type,
-            image_id,
-            private_ip,
-            hostname,
-            architecture,
-        })
     }
 
     fn connections(
@@ -1392,6 +694,7 @@ impl<'a> Validator<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aws_ecs::EcsToken;
 
     const ROUTES: &str = r#"
 [[route]]
@@ -1492,12 +795,12 @@ routes = ["*"]
         .unwrap();
         assert_eq!(c.bind, IpAddr::V4(Ipv4Addr::LOCALHOST));
         assert_eq!(c.log_format, LogFormat::Json);
-        let g = c.gce_metadata.clone().unwrap();
+        let g = c.gce_metadata().cloned().unwrap();
         assert_eq!(g.listen, Listen::Port(8080));
         assert_eq!(g.service_account_email, "app@p.iam.gserviceaccount.com");
         assert_eq!(g.scopes, vec![CLOUD_PLATFORM.to_owned()]);
         assert!(g.scopes_overridable);
-        let i = c.aws_imds.clone().unwrap();
+        let i = c.aws_imds().cloned().unwrap();
         assert_eq!(i.role_name, "r");
         assert_eq!(
             (i.region.as_str(), i.availability_zone.as_str()),
@@ -1523,7 +826,7 @@ routes = ["*"]
         let path = dir.join("serve.toml");
         let text = std::fs::read_to_string(&path).unwrap();
         let c = ServeConfig::parse(&text, "serve.toml", Some(&dir), &accounts()).unwrap();
-        assert!(c.gce_metadata.is_some() && c.aws_imds.is_some() && c.aws_ecs().is_some());
+        assert!(c.gce_metadata().is_some() && c.aws_imds().is_some() && c.aws_ecs().is_some());
         assert!(matches!(c.aws_ecs().unwrap().token, EcsToken::Generated(_)));
     }
 

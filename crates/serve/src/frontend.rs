@@ -1,34 +1,45 @@
 //! The frontend seam: a frontend is one file implementing [`Kind`] plus one line in [`KINDS`].
 //!
 //! A kind owns its `[serve.<name>]` section: [`Kind::parse`] validates it (errors name the file,
-//! the line and the field, through [`Section`]), and the [`Configured`] value it returns binds
-//! one listener, builds the listener's router and names the client settings `--env-file`
-//! writes. The daemon needs nothing else from it: caller rules, connection caps, request
-//! metrics and the shared credential cache apply to every frontend alike.
-//!
-//! The ECS and Azure frontends are built this way; the GCE metadata and IMDSv2 frontends and
-//! the metrics listener predate the seam and are still wired in [`crate::config`] and
-//! [`crate::server`] directly.
+//! the line and the field, through [`Section`]), and the [`Configured`] value it returns names
+//! where it listens (and any further listeners, as IMDS's `[::1]`), builds the listeners'
+//! router (told when the daemon shuts down, for hanging requests) and names the client settings
+//! `--env-file` writes. A kind that serves no credentials (the metrics listener) does not count
+//! towards the one frontend a config needs. The daemon needs nothing else from it: caller
+//! rules, connection caps, request metrics and the shared credential cache apply to every
+//! frontend alike, and [`crate::config`] and [`crate::server`] name none of them.
 
 use std::fmt::Debug;
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::Router;
-use idbridge_broker::ConfigError;
 use idbridge_broker::config::{RouteConfig, Yields};
+use idbridge_broker::{Config, ConfigError};
 use idbridge_core::SecretString;
 use serde::de::{DeserializeOwned, IntoDeserializer};
 use toml::Spanned;
 use toml::de::DeValue;
 
+use crate::Frontend;
 use crate::broker::Broker;
 use crate::config::{Listen, Validator};
-use crate::{aws_ecs, azure_app_service, azure_imds};
+use crate::{aws_ecs, aws_imds, azure_app_service, azure_imds, gce_metadata, metrics};
 
 /// Every registered frontend kind, in `--env-file` and listener order.
-pub static KINDS: &[&dyn Kind] = &[&aws_ecs::KIND, &azure_imds::KIND, &azure_app_service::KIND];
+pub static KINDS: &[&dyn Kind] = &[
+    &gce_metadata::KIND,
+    &aws_imds::KIND,
+    &aws_ecs::KIND,
+    &azure_imds::KIND,
+    &azure_app_service::KIND,
+    &metrics::KIND,
+];
+
+/// Turns true when the daemon shuts down.
+pub type Shutdown = tokio::sync::watch::Receiver<bool>;
 
 /// The kind named `name` (the part after `serve.`).
 pub fn kind(name: &str) -> Option<&'static dyn Kind> {
@@ -45,6 +56,18 @@ pub trait Kind: Sync {
     fn title(&self) -> &'static str;
     /// Validates the kind's section.
     fn parse(&self, section: Section<'_, '_>) -> Result<Arc<dyn Configured>, ConfigError>;
+    /// Its listeners' label in metrics and `Running::listeners`.
+    fn frontend(&self) -> Frontend {
+        Frontend::Registered(self.name())
+    }
+    /// Its listener as named in start-up errors: `the Azure IMDS frontend`.
+    fn listener_name(&self) -> String {
+        format!("the {} frontend", self.title())
+    }
+    /// Whether it serves credentials: a config needs at least one kind that does.
+    fn serves_credentials(&self) -> bool {
+        true
+    }
 }
 
 /// A validated frontend, ready to serve.
@@ -59,6 +82,17 @@ pub trait Configured: Debug + Send + Sync {
     fn routes(&self) -> Vec<String>;
     /// Its router, backed by `broker`.
     fn router(&self, broker: Arc<Broker>) -> Router;
+    /// Its router for the daemon, which ends hanging requests once `stop` turns true.
+    fn router_until(&self, broker: Arc<Broker>, stop: Shutdown) -> Router {
+        drop(stop);
+        self.router(broker)
+    }
+    /// Further listeners serving the same router, once the first is bound at `first` (its
+    /// TCP address; `None` for a unix socket): (address, name for start-up errors).
+    fn more_listeners(&self, first: Option<SocketAddr>) -> Vec<(SocketAddr, String)> {
+        let _ = first;
+        Vec::new()
+    }
     /// The client settings for a TCP listener reached at `base` (`http://127.0.0.1:PORT`).
     fn env(&self, base: &str) -> Vec<(&'static str, SecretString)>;
     /// A warning for `idbridge serve` when no `--env-file` is given, if clients could not
@@ -128,6 +162,11 @@ impl<'v, 'i> Section<'v, 'i> {
         socket: Option<Spanned<PathBuf>>,
     ) -> Result<Listen, ConfigError> {
         self.v.listen(self.section, port, socket)
+    }
+
+    /// The routes of the file.
+    pub fn routes(&self) -> &'v Config {
+        self.v.routes
     }
 
     /// A path of the file, made absolute against the file's directory.

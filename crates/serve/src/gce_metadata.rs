@@ -63,7 +63,442 @@ use time::OffsetDateTime;
 use crate::Frontend;
 use crate::broker::{Broker, CredentialKey, Refusal};
 use crate::caller::Peer;
-use crate::config::GceMetadataConfig;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use idbridge_broker::config::{RouteConfig, Yields};
+use idbridge_broker::{ConfigError, Overrides, Route};
+use idbridge_core::SecretString;
+use idbridge_core::env;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use toml::Spanned;
+
+use crate::ServeConfig;
+use crate::config::{CLOUD_PLATFORM, Listen, final_yield};
+use crate::frontend::{Configured, Kind, Section, Shutdown};
+
+/// The kind, registered in [`crate::frontend::KINDS`].
+pub static KIND: GceMetadata = GceMetadata;
+
+/// `[serve.gce_metadata]`.
+#[derive(Debug)]
+pub struct GceMetadata;
+
+impl Kind for GceMetadata {
+    fn name(&self) -> &'static str {
+        "gce_metadata"
+    }
+
+    fn section(&self) -> &'static str {
+        "[serve.gce_metadata]"
+    }
+
+    fn title(&self) -> &'static str {
+        "GCE metadata"
+    }
+
+    fn frontend(&self) -> Frontend {
+        Frontend::GceMetadata
+    }
+
+    fn parse(&self, s: Section<'_, '_>) -> Result<Arc<dyn Configured>, ConfigError> {
+        let raw = s.deserialize::<RawGce>()?;
+        Ok(Arc::new(parse_gce(&s, raw)?))
+    }
+}
+
+impl Configured for GceMetadataConfig {
+    fn kind(&self) -> &'static dyn Kind {
+        &KIND
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn listen(&self) -> &Listen {
+        &self.listen
+    }
+
+    fn routes(&self) -> Vec<String> {
+        self.token_route
+            .iter()
+            .chain(&self.identity_route)
+            .cloned()
+            .collect()
+    }
+
+    fn router(&self, broker: Arc<Broker>) -> Router {
+        router(broker, self.clone())
+    }
+
+    fn router_until(&self, broker: Arc<Broker>, stop: Shutdown) -> Router {
+        router_until(broker, self.clone(), stop)
+    }
+
+    fn env(&self, base: &str) -> Vec<(&'static str, SecretString)> {
+        let host = base.strip_prefix("http://").unwrap_or(base);
+        vec![
+            (env::GCE_METADATA_HOST, SecretString::new(host)),
+            (env::GCE_METADATA_IP, SecretString::new(host)),
+        ]
+    }
+}
+
+impl ServeConfig {
+    /// The GCE metadata frontend, when configured.
+    pub fn gce_metadata(&self) -> Option<&GceMetadataConfig> {
+        self.frontend()
+    }
+}
+
+/// `instance/name` of the GCE metadata frontend when none is configured.
+pub const DEFAULT_GCE_INSTANCE_NAME: &str = "idbridge";
+/// `instance/zone` of the GCE metadata frontend when none is configured.
+pub const DEFAULT_GCE_ZONE: &str = "us-central1-a";
+
+/// A validated `[serve.gce_metadata]`.
+#[derive(Debug, Clone)]
+pub struct GceMetadataConfig {
+    /// Where it listens.
+    pub listen: Listen,
+    /// Route of `…/service-accounts/{default,EMAIL}/token` (must yield an access token).
+    pub token_route: Option<String>,
+    /// Route of `…/identity?audience=` (its last hop mints ID tokens for any audience).
+    pub identity_route: Option<String>,
+    /// The account shown at `…/email` and in `service-accounts/`.
+    pub service_account_email: String,
+    /// `project/project-id` (404 when unset).
+    pub project_id: Option<String>,
+    /// `project/numeric-project-id` (404 when unset).
+    pub numeric_project_id: Option<String>,
+    /// `…/scopes`; also the scopes of the token route's own tokens.
+    pub scopes: Vec<String>,
+    /// `universe/universe-domain`.
+    pub universe_domain: String,
+    /// Whether `?scopes=` other than [`Self::scopes`] can be honoured (the token route's last
+    /// hop takes scopes).
+    pub scopes_overridable: bool,
+    /// The `instance/` values that are not credentials.
+    pub instance: GceInstance,
+}
+
+/// The instance a GCE metadata frontend describes (`instance/id`, `name`, `zone`, `hostname`,
+/// `attributes/`): clients probe `instance/` to detect GCE and read these for logging and
+/// resource labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GceInstance {
+    /// `instance/id`: a decimal number.
+    pub id: String,
+    /// `instance/name`.
+    pub name: String,
+    /// The zone's name (`us-central1-a`); `instance/zone` is `projects/NUMBER/zones/ZONE`.
+    pub zone: String,
+    /// `instance/hostname`.
+    pub hostname: String,
+    /// `instance/attributes/KEY`, in key order.
+    pub attributes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGce {
+    #[serde(default)]
+    port: Option<Spanned<u16>>,
+    #[serde(default)]
+    socket: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    token_route: Option<Spanned<String>>,
+    #[serde(default)]
+    identity_route: Option<Spanned<String>>,
+    #[serde(default)]
+    service_account_email: Option<Spanned<String>>,
+    #[serde(default)]
+    project_id: Option<Spanned<String>>,
+    #[serde(default)]
+    numeric_project_id: Option<Spanned<String>>,
+    #[serde(default)]
+    scopes: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    universe_domain: Option<Spanned<String>>,
+    #[serde(default)]
+    instance_id: Option<Spanned<String>>,
+    #[serde(default)]
+    instance_name: Option<Spanned<String>>,
+    #[serde(default)]
+    zone: Option<Spanned<String>>,
+    #[serde(default)]
+    hostname: Option<Spanned<String>>,
+    #[serde(default)]
+    attributes: Option<Spanned<BTreeMap<String, String>>>,
+}
+
+/// A GCE resource name: 1–63 of `[a-z0-9-]`, starting with a letter, not ending with `-`.
+fn is_gce_name(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && !s.ends_with('-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// The scopes of the access tokens a route mints, when it says.
+fn route_scopes(route: &RouteConfig) -> Option<Vec<String>> {
+    route.last().facts().scopes.map(<[String]>::to_vec)
+}
+
+/// The service account a route's final Google credential belongs to, when the config says.
+fn route_service_account(route: &RouteConfig) -> Option<String> {
+    route
+        .last()
+        .facts()
+        .service_account
+        .filter(|sa| sa.contains('@'))
+        .map(str::to_owned)
+}
+
+fn parse_gce(s: &Section<'_, '_>, raw: Spanned<RawGce>) -> Result<GceMetadataConfig, ConfigError> {
+    const S: &str = "[serve.gce_metadata]";
+    let span = raw.span();
+    let g = raw.into_inner();
+    let listen = s.listen(g.port.clone(), g.socket.clone())?;
+    if g.token_route.is_none() && g.identity_route.is_none() {
+        return Err(s.err(
+            span,
+            format!("{S}: set `token_route`, `identity_route` or both"),
+        ));
+    }
+    let token = g
+        .token_route
+        .as_ref()
+        .map(|n| s.route(S, "token_route", n, Yields::AccessToken))
+        .transpose()?;
+    if let Some(name) = &g.identity_route {
+        let route = s
+            .routes()
+            .route(name.get_ref())
+            .map_err(|e| s.err(name.span(), format!("{S} field `identity_route`: {e}")))?;
+        let probe = Overrides {
+            audience: Some("https://idbridge.invalid/probe".to_owned()),
+            scopes: None,
+        };
+        match Route::new(route.clone()).with_overrides(&probe) {
+            Ok(r) if final_yield(&r.config) == Yields::IdToken => {}
+            Ok(_) => {
+                return Err(s.err(
+                    name.span(),
+                    format!(
+                        "{S} field `identity_route`: route {:?} does not end in ID tokens",
+                        route.name
+                    ),
+                ));
+            }
+            Err(e) => {
+                return Err(s.err(
+                    name.span(),
+                    format!(
+                        "{S} field `identity_route`: cannot mint ID tokens for a client's \
+                             audience: {}",
+                        e.message
+                    ),
+                ));
+            }
+        }
+    }
+    let service_account_email = match (&g.service_account_email, token) {
+        (Some(e), _) => {
+            if !e.get_ref().contains('@') {
+                return Err(s.err(
+                    e.span(),
+                    format!(
+                        "{S} field `service_account_email`: {:?} is not an email",
+                        e.get_ref()
+                    ),
+                ));
+            }
+            e.get_ref().clone()
+        }
+        (None, _) => {
+            let from_routes = token.and_then(route_service_account).or_else(|| {
+                g.identity_route
+                    .as_ref()
+                    .and_then(|n| s.routes().route(n.get_ref()).ok())
+                    .and_then(route_service_account)
+            });
+            match from_routes {
+                Some(sa) => sa,
+                None => {
+                    return Err(s.err(
+                        span,
+                        format!(
+                            "{S}: set `service_account_email` (the route does not name its \
+                                 service account; google-auth needs the email)"
+                        ),
+                    ));
+                }
+            }
+        }
+    };
+    if let Some(n) = &g.numeric_project_id
+        && (n.get_ref().is_empty() || !n.get_ref().bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(s.err(
+            n.span(),
+            format!(
+                "{S} field `numeric_project_id`: {:?} is not a number",
+                n.get_ref()
+            ),
+        ));
+    }
+    if let Some(p) = &g.project_id
+        && (p.get_ref().is_empty() || p.get_ref().contains(char::is_whitespace))
+    {
+        return Err(s.err(
+            p.span(),
+            format!(
+                "{S} field `project_id`: {:?} is not a project id",
+                p.get_ref()
+            ),
+        ));
+    }
+    let route_default = token.and_then(route_scopes);
+    let scopes = match &g.scopes {
+        Some(sc) if sc.get_ref().is_empty() || sc.get_ref().iter().any(String::is_empty) => {
+            return Err(s.err(sc.span(), format!("{S} field `scopes`: empty scope")));
+        }
+        Some(sc) => sc.get_ref().clone(),
+        None => route_default.unwrap_or_else(|| vec![CLOUD_PLATFORM.to_owned()]),
+    };
+    let instance = gce_instance(s, &g)?;
+    let scopes_overridable = token.is_some_and(|r| {
+        let probe = Overrides {
+            audience: None,
+            scopes: Some(vec![CLOUD_PLATFORM.to_owned()]),
+        };
+        Route::new(r.clone()).with_overrides(&probe).is_ok()
+    });
+    Ok(GceMetadataConfig {
+        listen,
+        token_route: g.token_route.map(Spanned::into_inner),
+        identity_route: g.identity_route.map(Spanned::into_inner),
+        service_account_email,
+        project_id: g.project_id.map(Spanned::into_inner),
+        numeric_project_id: g.numeric_project_id.map(Spanned::into_inner),
+        scopes,
+        universe_domain: g
+            .universe_domain
+            .map(Spanned::into_inner)
+            .unwrap_or_else(|| "googleapis.com".to_owned()),
+        scopes_overridable,
+        instance,
+    })
+}
+
+/// The `instance/` values of `[serve.gce_metadata]`, with their defaults: name
+/// [`DEFAULT_GCE_INSTANCE_NAME`], zone [`DEFAULT_GCE_ZONE`], hostname
+/// `NAME.ZONE.c.PROJECT.internal` (GCE's zonal DNS name; `NAME.internal` without a project
+/// id), and an id derived from name, zone and project, stable across restarts.
+fn gce_instance(s: &Section<'_, '_>, g: &RawGce) -> Result<GceInstance, ConfigError> {
+    const S: &str = "[serve.gce_metadata]";
+    let name = match &g.instance_name {
+        Some(n) if !is_gce_name(n.get_ref()) => {
+            return Err(s.err(
+                    n.span(),
+                    format!(
+                        "{S} field `instance_name`: {:?} must be 1–63 characters of [a-z0-9-],                          starting with a letter and not ending with a dash",
+                        n.get_ref()
+                    ),
+                ));
+        }
+        Some(n) => n.get_ref().clone(),
+        None => DEFAULT_GCE_INSTANCE_NAME.to_owned(),
+    };
+    let zone = match &g.zone {
+        Some(z) if !is_gce_name(z.get_ref()) || !z.get_ref().contains('-') => {
+            return Err(s.err(
+                z.span(),
+                format!(
+                    "{S} field `zone`: {:?} is not a zone name like us-central1-a",
+                    z.get_ref()
+                ),
+            ));
+        }
+        Some(z) => z.get_ref().clone(),
+        None => DEFAULT_GCE_ZONE.to_owned(),
+    };
+    let project = g.project_id.as_ref().map(|p| p.get_ref().as_str());
+    let id = match &g.instance_id {
+        Some(id) if id.get_ref().parse::<u64>().is_err() || id.get_ref().starts_with('+') => {
+            return Err(s.err(
+                id.span(),
+                format!(
+                    "{S} field `instance_id`: {:?} is not a number (GCE instance ids are \
+                         unsigned 64-bit integers)",
+                    id.get_ref()
+                ),
+            ));
+        }
+        Some(id) => id.get_ref().clone(),
+        None => {
+            let digest = Sha256::digest(
+                format!("{name}\n{zone}\n{}", project.unwrap_or_default()).as_bytes(),
+            );
+            let mut first = [0u8; 8];
+            first.copy_from_slice(&digest[..8]);
+            // Below 2^63, as GCE's ids are, so signed 64-bit readers parse it too.
+            (u64::from_be_bytes(first) >> 1).to_string()
+        }
+    };
+    let hostname = match &g.hostname {
+        Some(h)
+            if h.get_ref().is_empty()
+                || h.get_ref().len() > 253
+                || !h
+                    .get_ref()
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') =>
+        {
+            return Err(s.err(
+                h.span(),
+                format!("{S} field `hostname`: {:?} is not a host name", h.get_ref()),
+            ));
+        }
+        Some(h) => h.get_ref().clone(),
+        None => match project {
+            Some(p) => format!("{name}.{zone}.c.{p}.internal"),
+            None => format!("{name}.internal"),
+        },
+    };
+    let attributes = match &g.attributes {
+        None => BTreeMap::new(),
+        Some(a) => {
+            if let Some(bad) = a.get_ref().keys().find(|k| {
+                k.is_empty()
+                    || k.len() > 128
+                    || !k
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            }) {
+                return Err(s.err(
+                    a.span(),
+                    format!(
+                        "{S} field `attributes`: key {bad:?} must be 1–128 characters of \
+                             [A-Za-z0-9_-]"
+                    ),
+                ));
+            }
+            a.get_ref().clone()
+        }
+    };
+    Ok(GceInstance {
+        id,
+        name,
+        zone,
+        hostname,
+        attributes,
+    })
+}
 
 /// The leaves of the metadata tree that mint through a route.
 #[derive(Debug)]

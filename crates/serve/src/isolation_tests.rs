@@ -304,7 +304,7 @@ async fn audiences_are_validated_and_bounded_per_route() {
     let config = gce_config("");
     let fake = Fake::new(Duration::from_secs(3600));
     let broker = broker_with(&config, &fake, Arc::default());
-    let gce = gce_metadata::router(Arc::clone(&broker), config.gce_metadata.clone().unwrap());
+    let gce = gce_metadata::router(Arc::clone(&broker), config.gce_metadata().cloned().unwrap());
     let id = |aud: &str| {
         md(&format!(
             "/computeMetadata/v1/instance/service-accounts/default/identity?audience={aud}"
@@ -371,7 +371,7 @@ async fn imds_tokens_are_budgeted_per_caller() {
     let config = gce_config("");
     let fake = Fake::new(Duration::from_secs(3600));
     let broker = broker_with(&config, &fake, Arc::default());
-    let imds = aws_imds::router(Arc::clone(&broker), config.aws_imds.clone().unwrap());
+    let imds = aws_imds::router(Arc::clone(&broker), config.aws_imds().cloned().unwrap());
     let as_uid = |uid: u32| {
         imds.clone().layer(MockConnectInfo(Peer::Unix {
             uid,

@@ -12,9 +12,10 @@
 //! | Azure App Service / Container Apps | [`azure_app_service`] | the same, and azidentity (Go) | `IDENTITY_ENDPOINT`, `IDENTITY_HEADER` |
 //! | metrics | [`metrics`] | Prometheus, health checks | — |
 //!
-//! `idbridge serve --env-file PATH` writes those settings once every listener is up. The ECS
-//! and Azure frontends sit behind the [`frontend`] seam: each is one file implementing
-//! [`frontend::Kind`] and one line in [`frontend::KINDS`].
+//! `idbridge serve --env-file PATH` writes those settings once every listener is up. Every
+//! frontend, and the metrics listener, sits behind the [`frontend`] seam: each is one file
+//! implementing [`frontend::Kind`] (its section, validation, listeners, router and client
+//! settings) and one line in [`frontend::KINDS`]; [`config`] and [`server`] name none of them.
 //!
 //! # Configuration
 //!
@@ -180,7 +181,7 @@ pub enum Frontend {
     AwsImds,
     /// `/metrics`, `/healthz`, `/readyz`.
     Metrics,
-    /// A frontend behind the seam, by its [`frontend::Kind::name`] (`aws_ecs`, `azure_imds`,
+    /// Any other kind, by its [`frontend::Kind::name`] (`aws_ecs`, `azure_imds`,
     /// `azure_app_service`).
     Registered(&'static str),
 }

@@ -47,6 +47,103 @@ use idbridge_broker::cache::{CacheSnapshot, EntrySnapshot};
 
 use crate::Frontend;
 use crate::broker::{Broker, CredentialKey};
+use std::path::PathBuf;
+
+use idbridge_broker::ConfigError;
+use idbridge_core::SecretString;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::config::Listen;
+use crate::frontend::{Configured, Kind, Section};
+
+/// The kind, registered (last) in [`crate::frontend::KINDS`].
+pub static KIND: MetricsListener = MetricsListener;
+
+/// `[serve.metrics]`: serves no credentials, so it does not count as a frontend.
+#[derive(Debug)]
+pub struct MetricsListener;
+
+impl Kind for MetricsListener {
+    fn name(&self) -> &'static str {
+        "metrics"
+    }
+
+    fn section(&self) -> &'static str {
+        "[serve.metrics]"
+    }
+
+    fn title(&self) -> &'static str {
+        "metrics"
+    }
+
+    fn frontend(&self) -> Frontend {
+        Frontend::Metrics
+    }
+
+    fn listener_name(&self) -> String {
+        "the metrics listener".to_owned()
+    }
+
+    fn serves_credentials(&self) -> bool {
+        false
+    }
+
+    fn parse(&self, s: Section<'_, '_>) -> Result<Arc<dyn Configured>, ConfigError> {
+        let m = s.deserialize::<RawMetrics>()?.into_inner();
+        let listen = s.listen(m.port, m.socket)?;
+        Ok(Arc::new(MetricsConfig { listen }))
+    }
+}
+
+impl Configured for MetricsConfig {
+    fn kind(&self) -> &'static dyn Kind {
+        &KIND
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn listen(&self) -> &Listen {
+        &self.listen
+    }
+
+    fn routes(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn router(&self, broker: Arc<Broker>) -> Router {
+        router(broker)
+    }
+
+    fn env(&self, _base: &str) -> Vec<(&'static str, SecretString)> {
+        Vec::new()
+    }
+}
+
+impl crate::ServeConfig {
+    /// The metrics listener, when configured.
+    pub fn metrics(&self) -> Option<&MetricsConfig> {
+        self.frontend()
+    }
+}
+
+/// `[serve.metrics]`.
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    /// Where it listens.
+    pub listen: Listen,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    #[serde(default)]
+    port: Option<Spanned<u16>>,
+    #[serde(default)]
+    socket: Option<Spanned<PathBuf>>,
+}
 
 /// Request and denial counters.
 #[derive(Debug, Default)]

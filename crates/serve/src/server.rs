@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use axum::Router;
 use idbridge_core::SecretString;
-use idbridge_core::env;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -24,18 +23,11 @@ use tokio::task::JoinHandle;
 use crate::Frontend;
 use crate::broker::Broker;
 use crate::config::{Listen, ServeConfig};
-use crate::{aws_imds, conn, gce_metadata, metrics};
+use crate::conn;
 
 /// How long shutdown waits for in-flight requests (a credential load is bounded by the cache's
 /// 30-second load timeout; clients have given up long before) before aborting them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// The container-credentials URL variable of the AWS SDKs.
-pub const AWS_CONTAINER_CREDENTIALS_FULL_URI: &str = "AWS_CONTAINER_CREDENTIALS_FULL_URI";
-/// The container-credentials token variable of the AWS SDKs.
-pub const AWS_CONTAINER_AUTHORIZATION_TOKEN: &str = "AWS_CONTAINER_AUTHORIZATION_TOKEN";
-/// The container-credentials token-file variable of the AWS SDKs (wins over the token).
-pub const AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE: &str = "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE";
 
 /// Mode of the unix sockets: any local user may connect; the caller policy decides.
 const SOCKET_MODE: u32 = 0o666;
@@ -125,12 +117,13 @@ impl Running {
             })
     }
 
-    /// The client settings for the TCP frontends: `GCE_METADATA_HOST`, `GCE_METADATA_IP`,
-    /// `AWS_EC2_METADATA_SERVICE_ENDPOINT`, then each registered frontend's
-    /// ([`crate::frontend::Configured::env`]): `AWS_CONTAINER_CREDENTIALS_FULL_URI` (the first
-    /// role) and `AWS_CONTAINER_AUTHORIZATION_TOKEN` (or `…_TOKEN_FILE` when the token comes
-    /// from a file), `AZURE_POD_IDENTITY_AUTHORITY_HOST`, `IDENTITY_ENDPOINT`, `IDENTITY_HEADER`. The ECS token is a secret: write these only where the workloads that may
-    /// use it can read them.
+    /// The client settings of the TCP frontends, each frontend's
+    /// ([`crate::frontend::Configured::env`]) in [`crate::frontend::KINDS`] order:
+    /// `GCE_METADATA_HOST`, `GCE_METADATA_IP`, `AWS_EC2_METADATA_SERVICE_ENDPOINT`,
+    /// `AWS_CONTAINER_CREDENTIALS_FULL_URI` (the first role) and
+    /// `AWS_CONTAINER_AUTHORIZATION_TOKEN` (or `…_TOKEN_FILE` when the token comes from a file),
+    /// `AZURE_POD_IDENTITY_AUTHORITY_HOST`, `IDENTITY_ENDPOINT`, `IDENTITY_HEADER`. The ECS
+    /// token is a secret: write these only where the workloads that may use it can read them.
     pub fn env_pairs(&self) -> &[(&'static str, SecretString)] {
         &self.env
     }
@@ -223,44 +216,19 @@ pub async fn start(config: &ServeConfig, broker: Arc<Broker>) -> Result<Running,
     let mut sockets = Vec::new();
     let (tx, rx) = watch::channel(false);
     let result = async {
-        if let Some(g) = &config.gce_metadata {
-            let b = bind(ip, &g.listen, "the GCE metadata frontend").await?;
-            plan.push((
-                Frontend::GceMetadata,
-                b,
-                gce_metadata::router_until(Arc::clone(&broker), g.clone(), rx.clone()),
-            ));
-        }
-        if let Some(i) = &config.aws_imds {
-            let b = bind(ip, &i.listen, "the IMDS frontend").await?;
-            let v4_port = match &b {
-                Bound::Tcp(l) => l.local_addr().map(|a| a.port()).ok(),
-                Bound::Unix(..) => None,
-            };
-            let router = aws_imds::router(Arc::clone(&broker), i.clone());
-            plan.push((Frontend::AwsImds, b, router.clone()));
-            if let (true, Some(port)) = (i.ipv6, v4_port) {
-                let b6 = bind(
-                    Ipv6Addr::LOCALHOST.into(),
-                    &Listen::Port(port),
-                    "the IMDS frontend (IPv6)",
-                )
-                .await?;
-                plan.push((Frontend::AwsImds, b6, router));
-            }
-        }
         for f in &config.frontends {
             let kind = f.kind();
-            let b = bind(ip, f.listen(), &format!("the {} frontend", kind.title())).await?;
-            plan.push((
-                Frontend::Registered(kind.name()),
-                b,
-                f.router(Arc::clone(&broker)),
-            ));
-        }
-        if let Some(m) = &config.metrics {
-            let b = bind(ip, &m.listen, "the metrics listener").await?;
-            plan.push((Frontend::Metrics, b, metrics::router(Arc::clone(&broker))));
+            let b = bind(ip, f.listen(), &kind.listener_name()).await?;
+            let first = match &b {
+                Bound::Tcp(l) => l.local_addr().ok(),
+                Bound::Unix(..) => None,
+            };
+            let router = f.router_until(Arc::clone(&broker), rx.clone());
+            plan.push((kind.frontend(), b, router.clone()));
+            for (addr, what) in f.more_listeners(first) {
+                let b = bind(addr.ip(), &Listen::Port(addr.port()), &what).await?;
+                plan.push((kind.frontend(), b, router.clone()));
+            }
         }
         Ok::<(), StartError>(())
     }
@@ -323,18 +291,8 @@ fn env_pairs(
             })
     };
     let mut out = Vec::new();
-    if let Some(a) = tcp(Frontend::GceMetadata) {
-        out.push((env::GCE_METADATA_HOST, SecretString::new(a.to_string())));
-        out.push((env::GCE_METADATA_IP, SecretString::new(a.to_string())));
-    }
-    if let Some(a) = tcp(Frontend::AwsImds) {
-        out.push((
-            env::AWS_EC2_METADATA_SERVICE_ENDPOINT,
-            SecretString::new(format!("http://{a}/")),
-        ));
-    }
     for f in &config.frontends {
-        if let Some(a) = tcp(Frontend::Registered(f.kind().name())) {
+        if let Some(a) = tcp(f.kind().frontend()) {
             out.extend(f.env(&format!("http://{a}")));
         }
     }

@@ -162,8 +162,8 @@ struct Routers {
 
 fn routers(config: &ServeConfig, broker: Arc<Broker>) -> Routers {
     Routers {
-        gce: gce_metadata::router(Arc::clone(&broker), config.gce_metadata.clone().unwrap()),
-        imds: aws_imds::router(Arc::clone(&broker), config.aws_imds.clone().unwrap()),
+        gce: gce_metadata::router(Arc::clone(&broker), config.gce_metadata().cloned().unwrap()),
+        imds: aws_imds::router(Arc::clone(&broker), config.aws_imds().cloned().unwrap()),
         ecs: aws_ecs::router(Arc::clone(&broker), config.aws_ecs().cloned().unwrap()),
         metrics: metrics::router(Arc::clone(&broker)),
         broker,
@@ -578,7 +578,10 @@ async fn imds_v1_when_tokens_are_not_required() {
         &Accounts::default(),
     )
     .unwrap();
-    let imds = aws_imds::router(fake.broker(CallerPolicy::open()), c.aws_imds.unwrap());
+    let imds = aws_imds::router(
+        fake.broker(CallerPolicy::open()),
+        c.aws_imds().cloned().unwrap(),
+    );
     let reply = imds_get(
         &imds,
         "/latest/meta-data/iam/security-credentials/custom",
@@ -1016,7 +1019,7 @@ async fn a_thousand_cold_requests_cause_one_upstream_exchange() {
     let running = emulator().await;
     let config = ServeConfig::parse(EMULATED, "e.toml", None, &Accounts::default()).unwrap();
     let broker = emulated_broker(&running, &config);
-    let imds = aws_imds::router(Arc::clone(&broker), config.aws_imds.clone().unwrap());
+    let imds = aws_imds::router(Arc::clone(&broker), config.aws_imds().cloned().unwrap());
     let t = imds_token(&imds, "300").await;
     let path = "/latest/meta-data/iam/security-credentials/psoxy-tenant-access";
     let mut tasks = tokio::task::JoinSet::new();
@@ -1058,7 +1061,7 @@ async fn a_thousand_cold_requests_cause_one_upstream_exchange() {
 async fn gce_frontend_over_the_emulator() {
     let running = emulator().await;
     let config = ServeConfig::parse(EMULATED, "e.toml", None, &Accounts::default()).unwrap();
-    let gce_cfg = config.gce_metadata.clone().unwrap();
+    let gce_cfg = config.gce_metadata().cloned().unwrap();
     assert_eq!(
         gce_cfg.service_account_email,
         "myapp@gcp-project.iam.gserviceaccount.com"

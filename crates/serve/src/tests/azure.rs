@@ -407,7 +407,7 @@ fn the_azure_example_file_is_valid() {
         app.identity_header,
         crate::azure_app_service::IdentityHeader::Generated(_)
     ));
-    assert!(c.metrics.is_some() && c.gce_metadata.is_none() && c.aws_ecs().is_none());
+    assert!(c.metrics().is_some() && c.gce_metadata().is_none() && c.aws_ecs().is_none());
 }
 
 #[tokio::test(start_paused = true)]

@@ -138,7 +138,7 @@ async fn imds_identity_document_and_listings() {
     assert_eq!(doc["region"], "us-east-1");
     assert_eq!(doc["availabilityZone"], "us-east-1a");
     assert_eq!(doc["accountId"], "111122223333");
-    assert_eq!(doc["instanceId"], crate::config::DEFAULT_INSTANCE_ID);
+    assert_eq!(doc["instanceId"], aws_imds::DEFAULT_INSTANCE_ID);
     assert_eq!(doc["instanceType"], "t3.micro");
     assert_eq!(doc["privateIp"], "127.0.0.1");
     assert_eq!(doc["version"], "2017-09-30");
@@ -170,7 +170,7 @@ async fn imds_identity_document_and_listings() {
 
 #[test]
 fn imds_document_fields_from_the_config() {
-    let c = config("").aws_imds.unwrap();
+    let c = config("").aws_imds().cloned().unwrap();
     assert_eq!(c.account_id, "111122223333");
     let text = format!(
         "{ROUTES}{}",
@@ -182,7 +182,8 @@ fn imds_document_fields_from_the_config() {
     );
     let c = ServeConfig::parse(&text, "t.toml", None, &Accounts::default())
         .unwrap()
-        .aws_imds
+        .aws_imds()
+        .cloned()
         .unwrap();
     assert_eq!(
         (
