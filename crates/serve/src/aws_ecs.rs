@@ -39,7 +39,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::Frontend;
-use crate::broker::{Broker, CredentialKey, Refusal};
+use crate::broker::{Broker, CredentialKey};
 use crate::caller::Peer;
 use crate::config::Listen;
 use crate::frontend::{Configured, Kind, Section};
@@ -252,10 +252,6 @@ impl Configured for EcsConfig {
         &KIND
     }
 
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
     fn listen(&self) -> &Listen {
         &self.listen
     }
@@ -424,24 +420,13 @@ async fn handle(State(s): State<Arc<EcsState>>, req: Request) -> Response {
                 other.kind()
             ),
         ),
-        Err(r @ Refusal::Denied { .. }) => {
-            error(StatusCode::FORBIDDEN, "AccessDenied", &r.message())
-        }
-        Err(r) if r.is_transient() => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ServiceUnavailable",
-            &r.message(),
-        ),
         Err(r) => {
-            let code = match &r {
-                Refusal::Failed { error, .. } => error.code.clone(),
-                Refusal::Denied { .. } => None,
+            let code = match r.status() {
+                StatusCode::FORBIDDEN => "AccessDenied",
+                StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
+                _ => r.failure_code().unwrap_or("InternalError"),
             };
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                code.as_deref().unwrap_or("InternalError"),
-                &r.message(),
-            )
+            error(r.status(), code, &r.message())
         }
     }
 }

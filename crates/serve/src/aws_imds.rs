@@ -102,10 +102,6 @@ impl Configured for ImdsConfig {
         &KIND
     }
 
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
     fn listen(&self) -> &Listen {
         &self.listen
     }
@@ -627,12 +623,8 @@ async fn credentials(s: &ImdsState, peer: Option<&Peer>) -> Response {
             format!("{}\n", r.message()),
         ),
         Err(r) => {
-            let code = match &r {
-                Refusal::Failed { error, .. } => error.code.clone(),
-                Refusal::Denied { .. } => None,
-            };
             let doc = RoleFailure {
-                code: code.as_deref().unwrap_or("Failure"),
+                code: r.failure_code().unwrap_or("Failure"),
                 message: r.message(),
                 last_updated: rfc3339_seconds(now),
             };

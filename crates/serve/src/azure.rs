@@ -23,7 +23,7 @@ use idbridge_wire::azure_imds::{Refused, Selector, TokenRequest};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::broker::{Broker, CredentialKey, Refusal};
+use crate::broker::{Broker, CredentialKey};
 use crate::caller::Peer;
 use crate::frontend::Section;
 
@@ -217,19 +217,13 @@ pub(crate) async fn token(
                 other.kind()
             ),
         }),
-        Err(r @ Refusal::Denied { .. }) => Err(Refused {
-            status: StatusCode::FORBIDDEN,
-            error: "access_denied",
-            message: r.message(),
-        }),
-        Err(r) if r.is_transient() => Err(Refused {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            error: "temporarily_unavailable",
-            message: r.message(),
-        }),
         Err(r) => Err(Refused {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            error: "unknown",
+            status: r.status(),
+            error: match r.status() {
+                StatusCode::FORBIDDEN => "access_denied",
+                StatusCode::SERVICE_UNAVAILABLE => "temporarily_unavailable",
+                _ => "unknown",
+            },
             message: r.message(),
         }),
     }

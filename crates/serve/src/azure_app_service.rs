@@ -215,10 +215,6 @@ impl Configured for AzureAppServiceConfig {
         &KIND
     }
 
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
     fn listen(&self) -> &Listen {
         &self.listen
     }

@@ -110,10 +110,6 @@ impl Configured for AzureImdsConfig {
         &KIND
     }
 
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
     fn listen(&self) -> &Listen {
         &self.listen
     }

@@ -120,6 +120,25 @@ impl Refusal {
     pub fn is_transient(&self) -> bool {
         matches!(self, Refusal::Failed { error, .. } if error.is_transient())
     }
+
+    /// The status every frontend answers a refusal with (unless its protocol says otherwise):
+    /// 403 when denied, 503 when a retry may succeed, 500 otherwise.
+    pub fn status(&self) -> axum::http::StatusCode {
+        use axum::http::StatusCode;
+        match self {
+            Refusal::Denied { .. } => StatusCode::FORBIDDEN,
+            _ if self.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Failed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The error code of the route's failure, when it has one.
+    pub fn failure_code(&self) -> Option<&str> {
+        match self {
+            Refusal::Failed { error, .. } => error.code.as_deref(),
+            Refusal::Denied { .. } => None,
+        }
+    }
 }
 
 type CredentialCache = Cache<CredentialKey, Credential>;

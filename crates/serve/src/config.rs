@@ -341,7 +341,7 @@ impl ServeConfig {
     pub fn frontend<T: 'static>(&self) -> Option<&T> {
         self.frontends
             .iter()
-            .find_map(|f| f.as_any().downcast_ref::<T>())
+            .find_map(|f| (**f).as_any().downcast_ref::<T>())
     }
 }
 

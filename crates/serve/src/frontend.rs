@@ -70,12 +70,22 @@ pub trait Kind: Sync {
     }
 }
 
+/// Itself as [`std::any::Any`], for [`crate::ServeConfig::frontend`]; every type has it.
+pub trait AsAny {
+    /// Itself.
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+impl<T: std::any::Any> AsAny for T {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 /// A validated frontend, ready to serve.
-pub trait Configured: Debug + Send + Sync {
+pub trait Configured: AsAny + Debug + Send + Sync {
     /// Its kind.
     fn kind(&self) -> &'static dyn Kind;
-    /// Itself, for [`crate::ServeConfig::frontend`].
-    fn as_any(&self) -> &dyn std::any::Any;
     /// Where it listens.
     fn listen(&self) -> &Listen;
     /// The routes it serves (every one exists and yields what the frontend serves).

@@ -113,10 +113,6 @@ impl Configured for GceMetadataConfig {
         &KIND
     }
 
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
     fn listen(&self) -> &Listen {
         &self.listen
     }
@@ -737,12 +733,7 @@ fn early_answer(early: Early) -> Response {
 }
 
 fn refused(r: &Refusal) -> Response {
-    let status = match r {
-        Refusal::Denied { .. } => StatusCode::FORBIDDEN,
-        _ if r.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
-        Refusal::Failed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    text(status, format!("idbridge: {}\n", r.message()))
+    text(r.status(), format!("idbridge: {}\n", r.message()))
 }
 
 /// The token body; borrows the secret so that it is copied only into the response.

@@ -101,10 +101,6 @@ impl Configured for MetricsConfig {
         &KIND
     }
 
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
     fn listen(&self) -> &Listen {
         &self.listen
     }

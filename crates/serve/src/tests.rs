@@ -879,15 +879,20 @@ impl std::io::Write for Captured {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn no_secret_reaches_the_logs() {
+/// Every log line, at every level, while the guard lives.
+fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
         .with_writer(move || writer.clone())
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    (captured, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_secret_reaches_the_logs() {
+    let (captured, _guard) = capture_logs();
 
     let fake = Fake::new(Duration::from_secs(3600));
     let c = config("[[serve.caller]]\nuid = 7\nroutes = [\"*\"]\n");

@@ -412,13 +412,7 @@ fn the_azure_example_file_is_valid() {
 
 #[tokio::test(start_paused = true)]
 async fn no_azure_secret_reaches_the_logs() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture_logs();
     let c = az_parse("").unwrap();
     let (broker, _) = az_broker(CallerPolicy::open());
     let imds = c.frontends[0].router(Arc::clone(&broker));
