@@ -92,7 +92,7 @@ impl Kind for AwsImds {
     }
 
     fn parse(&self, s: Section<'_, '_>) -> Result<Arc<dyn Configured>, ConfigError> {
-        let raw = s.deserialize::<RawImds>()?;
+        let raw = s.deserialize_as_file::<RawImds>()?;
         Ok(Arc::new(parse_imds(&s, raw)?))
     }
 }

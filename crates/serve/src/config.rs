@@ -386,6 +386,14 @@ impl<'a> Validator<'a> {
             .map_or(1, |t| t.matches('\n').count() + 1)
     }
 
+    /// A type or unknown-field error of a section, as the file's own parse error.
+    pub(crate) fn parse_err(&self, e: &toml::de::Error) -> ConfigError {
+        ConfigError::Parse {
+            path: self.path.to_owned(),
+            message: idbridge_broker::config::toml_error_message(self.text, e),
+        }
+    }
+
     pub(crate) fn err(&self, span: Range<usize>, message: String) -> ConfigError {
         ConfigError::Invalid {
             path: self.path.to_owned(),

@@ -149,6 +149,16 @@ impl<'v, 'i> Section<'v, 'i> {
             })
     }
 
+    /// As [`Self::deserialize`], but a type or unknown-field error reads as the file's own
+    /// parse error (`TOML parse error at line L, column C: …`), as the GCE metadata, IMDSv2
+    /// and metrics sections report them.
+    pub fn deserialize_as_file<T: DeserializeOwned>(&self) -> Result<Spanned<T>, ConfigError> {
+        let span = self.value.span();
+        T::deserialize(self.value.clone().into_deserializer())
+            .map(|t| Spanned::new(span, t))
+            .map_err(|e| self.v.parse_err(&e))
+    }
+
     /// A config error at `span` (a byte range of the file).
     pub fn err(&self, span: Range<usize>, message: String) -> ConfigError {
         self.v.err(span, message)

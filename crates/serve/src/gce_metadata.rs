@@ -103,7 +103,7 @@ impl Kind for GceMetadata {
     }
 
     fn parse(&self, s: Section<'_, '_>) -> Result<Arc<dyn Configured>, ConfigError> {
-        let raw = s.deserialize::<RawGce>()?;
+        let raw = s.deserialize_as_file::<RawGce>()?;
         Ok(Arc::new(parse_gce(&s, raw)?))
     }
 }

@@ -90,7 +90,7 @@ impl Kind for MetricsListener {
     }
 
     fn parse(&self, s: Section<'_, '_>) -> Result<Arc<dyn Configured>, ConfigError> {
-        let m = s.deserialize::<RawMetrics>()?.into_inner();
+        let m = s.deserialize_as_file::<RawMetrics>()?.into_inner();
         let listen = s.listen(m.port, m.socket)?;
         Ok(Arc::new(MetricsConfig { listen }))
     }
