@@ -1598,6 +1598,43 @@ async fn delegation_chain_setup_grants_every_link() {
     good.shutdown().await;
 }
 
+/// A delegate given by its unique id is never written as a `serviceAccount:<id>` member (IAM
+/// refuses it): gcloud looks the email up when run, Terraform and the world say to write it.
+#[tokio::test]
+async fn a_delegate_given_by_unique_id_is_never_a_member() {
+    let config = examples().join("gcp-delegation-chain.toml");
+    let route = "gcp-delegation-chain-id-token";
+    let id = "103948576012938475610";
+    let on = emulator_with(BUILTIN_TOML).await;
+    let (cli, _) = setup_out(&on, &config, route, "gcloud", &[]).await;
+    assert!(!cli.contains(&format!("serviceAccount:{id} ")), "{cli}");
+    assert!(
+        cli.contains(&format!(
+            "--member=\"serviceAccount:$(gcloud iam service-accounts describe {id} --format='value(email)')\""
+        )),
+        "{cli}"
+    );
+    assert!(cli.contains("a member must be an email"), "{cli}");
+    let (tf, _) = setup_out(&on, &config, route, "terraform", &[]).await;
+    assert!(!tf.contains(&format!("\"serviceAccount:{id}\"")), "{tf}");
+    assert!(
+        tf.contains(&format!(
+            "replace EMAIL_OF_{id} below with the account's email"
+        )),
+        "{tf}"
+    );
+    let fragment = setup_world(&on, &config, route).await;
+    assert!(
+        !fragment.contains(&format!("serviceAccount:{id}")),
+        "{fragment}"
+    );
+    assert!(
+        fragment.contains(&format!("whose unique id is {id}")),
+        "{fragment}"
+    );
+    on.shutdown().await;
+}
+
 #[tokio::test]
 async fn doctor_names_every_link_of_a_refused_delegation_chain() {
     let r = emulator_with(BUILTIN_TOML).await;
