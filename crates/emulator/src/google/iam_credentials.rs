@@ -1164,7 +1164,11 @@ token_creators = ["serviceAccount:c@p.iam.gserviceaccount.com"]
         ];
         let caller = Principal::Federated(p);
         for (member, want) in cases {
-            assert_eq!(idbridge_policy::gcp::member_matches(&member, &caller), want, "{member}");
+            assert_eq!(
+                idbridge_policy::gcp::member_matches(&member, &caller),
+                want,
+                "{member}"
+            );
         }
         // A federated identifier that is not principal://…/subject/… is nobody.
         let odd = GooglePrincipal::Federated {
