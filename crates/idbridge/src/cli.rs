@@ -49,7 +49,7 @@ pub(crate) enum Command {
     Request(RequestArgs),
     /// Explain whether a token may assume a role under a trust policy (AWS), or exchange and
     /// impersonate through a workload identity pool provider (GCP), condition by condition.
-    Explain(ExplainArgs),
+    Explain(Box<ExplainArgs>),
     /// Walk a route hop by hop against its endpoints; on a failure, name the cause and the fix.
     Doctor(DoctorArgs),
     /// Write the cloud-side configuration a route needs (trust policy, pool, provider, bindings).
