@@ -20,7 +20,8 @@ use idbridge_broker::shared_cache::seal::{KeyEncryptionKey, LocalKek};
 use idbridge_broker::shared_cache::{CacheSettings, Fleet, SharedName};
 use idbridge_broker::{BrokerError, ErrorKind};
 use idbridge_core::clock;
-use idbridge_core::{Credential, IdToken};
+use idbridge_core::{AzureAccessToken, Credential, IdToken, X509Credential};
+use time::OffsetDateTime;
 
 struct Redis {
     child: Child,
@@ -344,4 +345,68 @@ async fn a_dead_holders_lease_expires_and_redis_down_means_loading_alone() {
         "tok-3",
         "shared again"
     );
+}
+
+#[tokio::test]
+async fn entra_tokens_and_x509_credentials_are_shared_whole_and_sealed() {
+    let redis = Redis::start();
+    let s = settings(&redis.url(), kek(1));
+    let (a, b) = (replica(&s, "a/1"), replica(&s, "b/2"));
+    let expires_at = OffsetDateTime::from_unix_timestamp(clock::system().now().unix_timestamp())
+        .unwrap()
+        + time::Duration::hours(1);
+    let creds = [
+        (
+            "entra",
+            "azure-secret-token",
+            Credential::AzureAccessToken(AzureAccessToken {
+                token: "eyJ.azure-secret-token".into(),
+                expires_at,
+                tenant: "7a1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d".into(),
+                client_id: "c1111111-0000-4000-8000-000000000011".into(),
+                scope: "api://idbridge-billing/.default".into(),
+            }),
+        ),
+        (
+            "svid",
+            "x509-key-material",
+            Credential::X509(X509Credential {
+                chain_pem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into(),
+                key_pem:
+                    "-----BEGIN PRIVATE KEY-----\nx509-key-material\n-----END PRIVATE KEY-----\n"
+                        .into(),
+                expires_at,
+                subject: "spiffe://example.org/billing".into(),
+            }),
+        ),
+    ];
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut conn = raw(&redis.url()).await;
+    for (route, secret, cred) in creds {
+        let name = SharedName::new(route, "");
+        let fetch = |c: Credential| {
+            let calls = Arc::clone(&calls);
+            move || {
+                calls.fetch_add(1, Ordering::SeqCst);
+                std::future::ready(Ok(c))
+            }
+        };
+        assert_eq!(a.load(&name, fetch(cred.clone())).await.unwrap(), cred);
+        assert_eq!(
+            b.load(&name, fetch(cred.clone())).await.unwrap(),
+            cred,
+            "{route}: every field through the store"
+        );
+        let sealed: Vec<u8> = redis::cmd("GET")
+            .arg(a.keys(&name).entry())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(
+            !String::from_utf8_lossy(&sealed).contains(secret),
+            "{route}"
+        );
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "one fetch per credential");
+    assert_eq!(b.stats().shared_hits, 2);
 }

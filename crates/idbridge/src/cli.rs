@@ -49,7 +49,7 @@ pub(crate) enum Command {
     Request(RequestArgs),
     /// Explain whether a token may assume a role under a trust policy (AWS), or exchange and
     /// impersonate through a workload identity pool provider (GCP), condition by condition.
-    Explain(ExplainArgs),
+    Explain(Box<ExplainArgs>),
     /// Walk a route hop by hop against its endpoints; on a failure, name the cause and the fix.
     Doctor(DoctorArgs),
     /// Write the cloud-side configuration a route needs (trust policy, pool, provider, bindings).
@@ -99,12 +99,12 @@ pub(crate) enum ExplainFormat {
 #[derive(Debug, Args)]
 pub(crate) struct ExplainArgs {
     /// The token (a JWT), or @FILE.
-    #[arg(long, required_unless_present_any = ["aws_arn", "trust_anchor"], value_parser = secret_arg)]
+    #[arg(long, required_unless_present_any = ["aws_arn", "trust_anchor", "gcp_delegation"], value_parser = secret_arg)]
     pub(crate) token: Option<SecretString>,
     /// The role's trust policy (IAM JSON file).
     #[arg(
         long,
-        required_unless_present_any = ["gcp_provider", "entra"],
+        required_unless_present_any = ["gcp_provider", "entra", "gcp_delegation"],
         conflicts_with_all = ["gcp_provider", "entra"]
     )]
     pub(crate) aws_trust_policy: Option<PathBuf>,
@@ -154,6 +154,24 @@ pub(crate) struct ExplainArgs {
     /// the session's source identity.
     #[arg(long, requires = "trust_anchor")]
     pub(crate) x509_cn: Option<String>,
+    /// Instead of a token: the service accounts of a Google delegation chain with their IAM
+    /// policies (a world file), to check each link of --caller → --delegate… → --target.
+    #[arg(
+        long,
+        long_help = crate::explain::GCP_DELEGATION_HELP,
+        conflicts_with_all = ["token", "aws_trust_policy", "gcp_provider", "entra"],
+        requires_all = ["caller", "target"]
+    )]
+    pub(crate) gcp_delegation: Option<PathBuf>,
+    /// With --gcp-delegation: the account that calls IAM Credentials (email or unique id).
+    #[arg(long, requires = "gcp_delegation")]
+    pub(crate) caller: Option<String>,
+    /// With --gcp-delegation: an intermediate account, caller side first (repeatable).
+    #[arg(long = "delegate", requires = "gcp_delegation")]
+    pub(crate) delegates: Vec<String>,
+    /// With --gcp-delegation: the account whose token is minted.
+    #[arg(long, requires = "gcp_delegation")]
+    pub(crate) target: Option<String>,
     /// Verify the signature against a JWKS file, a JWKS URL, or an issuer URL.
     #[arg(long)]
     pub(crate) verify: Option<String>,

@@ -36,7 +36,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             exec(&cred, &a.command).await
         }
         Command::Request(a) => request(a).await,
-        Command::Explain(a) => crate::explain::run(a).await,
+        Command::Explain(a) => crate::explain::run(*a).await,
         Command::Doctor(a) => crate::doctor::run(a).await,
         Command::Setup(a) => crate::setup::run(a).await,
         Command::Serve(a) => crate::serve::run(a).await,

@@ -12,6 +12,7 @@
 //! Exits 0 on allow, 2 ([`crate::error::DENY`]) on deny.
 
 mod aws;
+mod delegation;
 mod entra;
 mod gcp;
 mod report;
@@ -38,7 +39,12 @@ use crate::error::CliError;
 /// The warning of a report on a token whose signature was not checked.
 const UNVERIFIED: &str = "the token's signature was not verified (pass --verify JWKS|URL|ISSUER to check it); claims are taken as they are";
 
+pub(crate) use delegation::GCP_DELEGATION_HELP;
+
 pub(crate) async fn run(a: ExplainArgs) -> Result<ExitCode, CliError> {
+    if let Some(chain) = &a.gcp_delegation {
+        return delegation::run(&a, chain);
+    }
     if let Some(app) = &a.entra {
         return entra::run(&a, app).await;
     }
@@ -47,7 +53,7 @@ pub(crate) async fn run(a: ExplainArgs) -> Result<ExitCode, CliError> {
     }
     let Some(policy_path) = &a.aws_trust_policy else {
         return Err(CliError::Usage(
-            "explain: give --aws-trust-policy FILE, --gcp-provider FILE or --entra FILE".into(),
+            "explain: give --aws-trust-policy FILE, --gcp-provider FILE, --entra FILE or --gcp-delegation FILE".into(),
         ));
     };
     aws::run(&a, policy_path).await

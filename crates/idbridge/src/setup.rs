@@ -741,6 +741,12 @@ fn header(route: &RouteConfig, comment: &str) -> String {
     )
 }
 
+/// Whether a service account is named by its numeric unique id rather than its email: IAM
+/// policy members (`serviceAccount:…`) take only the email.
+fn is_unique_id(account: &str) -> bool {
+    !account.is_empty() && account.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// A word for the shell: bare when safe, else quoted.
 fn sh(s: &str) -> String {
     let safe = !s.is_empty()

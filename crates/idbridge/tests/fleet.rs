@@ -18,6 +18,9 @@
 //!
 //! Bounded: about two minutes, eight daemons, sixteen polling clients at 10 requests a second.
 //! The bounds on mints are counts per elapsed window (as in `refresh_live.rs`), no timing.
+//!
+//! A second test runs two daemons with an `entra` route and a `roles-anywhere` route: one
+//! exchange each for both daemons, and nothing of either credential in clear in Redis.
 
 mod common;
 
@@ -438,5 +441,192 @@ async fn eight_daemons_one_exchange_per_refresh_window() {
     );
     assert_eq!(event("rejected"), 0, "{events:?}");
     drop(live);
+    running.shutdown().await;
+}
+
+/// Two daemons on one Redis, each with an Entra route (GCE ID token → `entra`, served over
+/// Azure IMDS) and a Roles Anywhere route (X.509-SVID → `roles-anywhere`, served over AWS
+/// IMDSv2): the second daemon is served the first one's sealed credential, field for field,
+/// and upstream sees one exchange per route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_share_entra_and_roles_anywhere_credentials() {
+    let running = common::emulator().await;
+    let emu = Arc::clone(&running.emulator);
+    let env: Vec<(String, String)> = running.env_pairs();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("cache.key");
+    std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(&key)
+        .unwrap();
+    std::fs::write(&key, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n").unwrap();
+    let redis_port = free_port();
+    let redis = Redis::start(redis_port, tempfile::tempdir().unwrap());
+    let mut daemons = Vec::new();
+    for i in 0..2 {
+        let (azure, aws, metrics) = (free_port(), free_port(), free_port());
+        let text = format!(
+            r#"
+[[route]]
+name = "to-entra"
+source = {{ kind = "gce-metadata", audience = "api://AzureADTokenExchange" }}
+exchange = [
+  {{ kind = "entra", tenant = "7a1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d", client_id = "c1111111-0000-4000-8000-000000000011", scope = "api://idbridge-billing/.default" }},
+]
+
+[[route]]
+name = "to-roles-anywhere"
+source = {{ kind = "spiffe", svid = "x509" }}
+exchange = [
+  {{ kind = "roles-anywhere", trust_anchor_arn = "arn:aws:rolesanywhere:us-east-1:111122223333:trust-anchor/0c9d1f7e-5a1b-4c2d-9e3f-7a6b5c4d3e21", profile_arn = "arn:aws:rolesanywhere:us-east-1:111122223333:profile/3f2e1d0c-9b8a-4765-8432-10fedcba9876", role_arn = "arn:aws:iam::111122223333:role/spiffe-billing" }},
+]
+
+[cache]
+redis_url = "redis://127.0.0.1:{redis_port}/0"
+key_file = "{key}"
+
+[serve]
+bind = "127.0.0.1"
+[serve.azure_imds]
+port = {azure}
+[[serve.azure_imds.resource]]
+resource = "api://idbridge-billing"
+route = "to-entra"
+[serve.aws_imds]
+port = {aws}
+route = "to-roles-anywhere"
+[serve.metrics]
+port = {metrics}
+"#,
+            key = key.display()
+        );
+        let cfg = dir.path().join(format!("kinds{i}.toml"));
+        std::fs::write(&cfg, text).unwrap();
+        let log = std::fs::File::create(dir.path().join(format!("kinds{i}.log"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_idbridge"))
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .env_clear()
+            .envs(env.iter().cloned())
+            .env("HOME", dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        daemons.push((
+            Daemon {
+                child,
+                port: azure,
+                metrics,
+                alive: Arc::new(AtomicBool::new(true)),
+            },
+            aws,
+        ));
+    }
+    let http = reqwest::Client::new();
+    let entra = |port: u16| {
+        let http = http.clone();
+        async move {
+            let url = format!(
+                "http://127.0.0.1:{port}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=api://idbridge-billing"
+            );
+            for _ in 0..300 {
+                if let Ok(r) = http.get(&url).header("Metadata", "true").send().await
+                    && r.status() == 200
+                {
+                    return r.json::<serde_json::Value>().await.unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("no Entra token from the daemon on {port}");
+        }
+    };
+    let aws = |port: u16| {
+        let http = http.clone();
+        async move {
+            let base = format!("http://127.0.0.1:{port}/latest");
+            for _ in 0..300 {
+                if let Ok(r) = http
+                    .put(format!("{base}/api/token"))
+                    .header("x-aws-ec2-metadata-token-ttl-seconds", "60")
+                    .send()
+                    .await
+                    && r.status() == 200
+                {
+                    let t = r.text().await.unwrap();
+                    let r = http
+                        .get(format!(
+                            "{base}/meta-data/iam/security-credentials/spiffe-billing"
+                        ))
+                        .header("x-aws-ec2-metadata-token", &t)
+                        .send()
+                        .await
+                        .unwrap();
+                    if r.status() == 200 {
+                        return r.json::<serde_json::Value>().await.unwrap();
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("no AWS credentials from the daemon on {port}");
+        }
+    };
+    let first = entra(daemons[0].0.port).await;
+    let second = entra(daemons[1].0.port).await;
+    assert_eq!(first, second, "the same token, expiry and resource");
+    assert_eq!(emu.count("azure.entra.token"), 1, "one Entra exchange");
+    let first = aws(daemons[0].1).await;
+    let second = aws(daemons[1].1).await;
+    assert_eq!(
+        (&first["AccessKeyId"], &first["Token"], &first["Expiration"]),
+        (
+            &second["AccessKeyId"],
+            &second["Token"],
+            &second["Expiration"]
+        ),
+    );
+    assert_eq!(
+        emu.count("roles_anywhere.CreateSession"),
+        1,
+        "one Roles Anywhere exchange"
+    );
+    // What the store holds is sealed: no secret of either credential in it.
+    let secrets = [
+        first["SecretAccessKey"].as_str().unwrap().to_owned(),
+        first["Token"].as_str().unwrap().to_owned(),
+    ];
+    let mut conn = redis.conn().await;
+    let entries: Vec<String> = redis::cmd("KEYS")
+        .arg("idbridge:v1:entry:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    for e in entries {
+        let sealed: Vec<u8> = redis::cmd("GET")
+            .arg(&e)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let sealed = String::from_utf8_lossy(&sealed);
+        assert!(secrets.iter().all(|s| !sealed.contains(s.as_str())));
+        assert!(!sealed.contains("eyJ"), "no JWT in clear");
+    }
+    let text = http
+        .get(format!("http://127.0.0.1:{}/metrics", daemons[1].0.metrics))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("idbridge_serve_fleet_cache_total{event=\"shared_hit\"} 2"),
+        "{text}"
+    );
+    drop(daemons);
     running.shutdown().await;
 }

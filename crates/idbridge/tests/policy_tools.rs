@@ -1598,6 +1598,43 @@ async fn delegation_chain_setup_grants_every_link() {
     good.shutdown().await;
 }
 
+/// A delegate given by its unique id is never written as a `serviceAccount:<id>` member (IAM
+/// refuses it): gcloud looks the email up when run, Terraform and the world say to write it.
+#[tokio::test]
+async fn a_delegate_given_by_unique_id_is_never_a_member() {
+    let config = examples().join("gcp-delegation-chain.toml");
+    let route = "gcp-delegation-chain-id-token";
+    let id = "103948576012938475610";
+    let on = emulator_with(BUILTIN_TOML).await;
+    let (cli, _) = setup_out(&on, &config, route, "gcloud", &[]).await;
+    assert!(!cli.contains(&format!("serviceAccount:{id} ")), "{cli}");
+    assert!(
+        cli.contains(&format!(
+            "--member=\"serviceAccount:$(gcloud iam service-accounts describe {id} --format='value(email)')\""
+        )),
+        "{cli}"
+    );
+    assert!(cli.contains("a member must be an email"), "{cli}");
+    let (tf, _) = setup_out(&on, &config, route, "terraform", &[]).await;
+    assert!(!tf.contains(&format!("\"serviceAccount:{id}\"")), "{tf}");
+    assert!(
+        tf.contains(&format!(
+            "replace EMAIL_OF_{id} below with the account's email"
+        )),
+        "{tf}"
+    );
+    let fragment = setup_world(&on, &config, route).await;
+    assert!(
+        !fragment.contains(&format!("serviceAccount:{id}")),
+        "{fragment}"
+    );
+    assert!(
+        fragment.contains(&format!("whose unique id is {id}")),
+        "{fragment}"
+    );
+    on.shutdown().await;
+}
+
 #[tokio::test]
 async fn doctor_names_every_link_of_a_refused_delegation_chain() {
     let r = emulator_with(BUILTIN_TOML).await;
@@ -1636,4 +1673,54 @@ async fn doctor_names_every_link_of_a_refused_delegation_chain() {
         assert!(out.contains(&command), "{command}\n{out}");
     }
     assert!(!out.contains("ya29."), "a token was printed: {out}");
+}
+
+/// `explain --gcp-delegation`: each link of a chain against the built-in world's accounts, the
+/// first missing one named with its grant, the emulator's own decision.
+#[test]
+fn explain_checks_every_link_of_a_delegation_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = dir.path().join("world.toml");
+    std::fs::write(&world, BUILTIN_TOML).unwrap();
+    let run = |target: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_idbridge"))
+            .args(["explain", "--gcp-delegation"])
+            .arg(&world)
+            .args([
+                "--caller",
+                "psoxy-tenant@saas-tenant.iam.gserviceaccount.com",
+                "--delegate",
+                "103948576012938475610",
+                "--target",
+                target,
+                "--format",
+                "json",
+            ])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), v)
+    };
+    let (code, ok) = run("deploy-target@gcp-project.iam.gserviceaccount.com");
+    assert_eq!(
+        (code, ok["decision"].as_str()),
+        (Some(0), Some("allow")),
+        "{ok}"
+    );
+    assert_eq!(
+        ok["chain"][1],
+        "deploy-hop@gcp-project.iam.gserviceaccount.com"
+    );
+    let (code, denied) = run("deploy-locked@gcp-project.iam.gserviceaccount.com");
+    assert_eq!(code, Some(2), "{denied}");
+    assert_eq!(denied["first_missing"], 1, "{denied}");
+    assert_eq!(
+        denied["links"][0]["granted_by"],
+        "roles/iam.serviceAccountTokenCreator"
+    );
+    assert_eq!(
+        denied["fix"],
+        "gcloud iam service-accounts add-iam-policy-binding deploy-locked@gcp-project.iam.gserviceaccount.com --role=roles/iam.serviceAccountTokenCreator --member=serviceAccount:deploy-hop@gcp-project.iam.gserviceaccount.com"
+    );
 }

@@ -66,6 +66,7 @@
 //! principal identifiers) and the IAM v1 `WorkloadIdentityPoolProvider` reference.
 
 mod condition;
+mod delegation;
 mod expr;
 mod extract;
 mod federate;
@@ -74,6 +75,9 @@ mod member;
 mod provider;
 
 pub use condition::{AttributeCondition, ConditionError, MAX_CONDITION_LEN};
+pub use delegation::{
+    AccountPolicy, ChainCheck, Link, TOKEN_CREATOR, WORKLOAD_IDENTITY_USER, check_chain,
+};
 pub use extract::{TemplateError, extract};
 pub use federate::{Assertion, CallerIdentity, MappedValue, Rejection, Step, Trace, federate};
 pub use mapping::{

@@ -12,6 +12,11 @@
 //! `client_id` also matches an entry without one whose token turns out to be that client's).
 //! No entry for the resource is 400 `invalid_resource`; none for the identity 400 "Identity not
 //! found", as Azure answers.
+//!
+//! An entry with `resource = "*"` serves any other resource (after the named entries): its
+//! route's last hop (`entra`, or an `azure-managed-identity` source) is asked for
+//! `<resource>/.default`, and each resource's token is cached apart, in the route's bounded
+//! cache of client-chosen keys (`max_client_keys_per_route`).
 
 use std::sync::Arc;
 
@@ -56,6 +61,14 @@ pub struct Resource {
     pub resource_id: Option<String>,
 }
 
+/// The `resource` of an entry that serves any resource through its route.
+pub const ANY_RESOURCE: &str = "*";
+
+/// Whether `resource` (normalized) can be asked for as a scope: a URI, without spaces.
+fn is_resource_uri(resource: &str) -> bool {
+    !resource.is_empty() && !resource.contains(char::is_whitespace) && resource.contains(':')
+}
+
 /// The resource of a scope or resource URI: without `/.default` and without a trailing `/`.
 fn normalize(s: &str) -> &str {
     let s = s.strip_suffix("/.default").unwrap_or(s);
@@ -81,13 +94,13 @@ pub(crate) fn resources(
         let r = r.into_inner();
         let uri = r.resource.get_ref();
         let resource = normalize(uri.trim());
-        if resource.is_empty() || resource.contains(char::is_whitespace) || !resource.contains(':')
-        {
+        let any = resource == ANY_RESOURCE;
+        if !any && !is_resource_uri(resource) {
             return Err(s.err(
                 r.resource.span(),
                 format!(
                     "{table} field `resource`: {uri:?} is not a resource URI (such as \
-                     \"https://vault.azure.net\" or \"api://my-api\")"
+                     \"https://vault.azure.net\" or \"api://my-api\") or \"*\""
                 ),
             ));
         }
@@ -107,6 +120,21 @@ pub(crate) fn resources(
         let object_id = id(&r.object_id, "object_id")?;
         let resource_id = id(&r.resource_id, "resource_id")?;
         let route = s.route(table, "route", &r.route, Yields::AzureAccessToken)?;
+        if any {
+            let probe = idbridge_broker::Overrides {
+                audience: None,
+                scopes: Some(vec!["api://any-resource/.default".to_owned()]),
+            };
+            if let Err(e) = idbridge_broker::Route::new(route.clone()).with_overrides(&probe) {
+                return Err(s.err(
+                    r.route.span(),
+                    format!(
+                        "{table} field `route`: resource \"*\" needs a route whose last hop can ask for another scope: {}",
+                        e.message
+                    ),
+                ));
+            }
+        }
         let same = |a: &Option<String>, b: &Option<String>| match (a, b) {
             (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
             (None, None) => true,
@@ -151,10 +179,16 @@ fn choose<'a>(
     request: &'a TokenRequest,
 ) -> Result<(&'a Resource, Option<&'a str>), Refused> {
     let asked = normalize(&request.resource);
-    let candidates: Vec<&Resource> = resources
+    let mut candidates: Vec<&Resource> = resources
         .iter()
         .filter(|r| r.resource.eq_ignore_ascii_case(asked))
         .collect();
+    if candidates.is_empty() && is_resource_uri(asked) {
+        candidates = resources
+            .iter()
+            .filter(|r| r.resource == ANY_RESOURCE)
+            .collect();
+    }
     if candidates.is_empty() {
         return Err(Refused {
             status: StatusCode::BAD_REQUEST,
@@ -200,10 +234,13 @@ pub(crate) async fn token(
     request: &TokenRequest,
 ) -> Result<AzureAccessToken, Refused> {
     let (entry, check_client) = choose(resources, request)?;
-    match broker
-        .credential(peer, &CredentialKey::route(&entry.route))
-        .await
-    {
+    let key = if entry.resource == ANY_RESOURCE {
+        let resource = normalize(&request.resource);
+        CredentialKey::scopes(&entry.route, vec![format!("{resource}/.default")])
+    } else {
+        CredentialKey::route(&entry.route)
+    };
+    match broker.credential(peer, &key).await {
         Ok(Credential::AzureAccessToken(t)) => match check_client {
             Some(id) if !t.client_id.eq_ignore_ascii_case(id) => Err(identity_not_found()),
             _ => Ok(t),

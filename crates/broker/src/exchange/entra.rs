@@ -229,11 +229,28 @@ impl Step for Entra {
         )
     }
 
+    /// Another resource's token: one `<resource>/.default` scope (an audience is refused: Entra
+    /// access tokens are asked for by scope).
     fn with_overrides(&self, overrides: &Overrides) -> Option<Result<Box<dyn Step>, String>> {
-        let _ = overrides;
-        Some(Err(
-            "its last hop (entra) yields an Azure access token for its configured scope".to_owned(),
-        ))
+        if overrides.audience.is_some() {
+            return Some(Err(
+                "its last hop (entra) yields an Azure access token: ask for a scope, not an audience"
+                    .to_owned(),
+            ));
+        }
+        let Some(scopes) = &overrides.scopes else {
+            return Some(Ok(Box::new(self.clone())));
+        };
+        let scope = scopes.join(" ");
+        Some(match resource_of_scope(&scope) {
+            Ok(resource) => Ok(Box::new(Entra {
+                scope: format!("{resource}/.default"),
+                ..self.clone()
+            })),
+            Err(_) => Err(format!(
+                "its last hop (entra) takes one `<resource>/.default` scope, not {scope:?}"
+            )),
+        })
     }
 
     fn run<'a>(
@@ -249,6 +266,45 @@ impl Step for Entra {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overrides_ask_for_one_other_scope() {
+        let e = Entra {
+            tenant: "t".into(),
+            client_id: "c".into(),
+            scope: "api://a/.default".into(),
+            authority: None,
+        };
+        let scopes = |s: &[&str]| Overrides {
+            audience: None,
+            scopes: Some(s.iter().map(|s| (*s).to_owned()).collect()),
+        };
+        let other = e
+            .with_overrides(&scopes(&["api://b/.default", "openid"]))
+            .unwrap()
+            .unwrap();
+        assert!(
+            other.describe().ends_with("for api://b/.default"),
+            "{}",
+            other.describe()
+        );
+        for bad in [
+            scopes(&["api://b/.default", "api://c/.default"]),
+            scopes(&["api://b"]),
+        ] {
+            assert!(e.with_overrides(&bad).unwrap().is_err(), "{bad:?}");
+        }
+        let aud = Overrides {
+            audience: Some("x".into()),
+            scopes: None,
+        };
+        assert!(
+            e.with_overrides(&aud)
+                .unwrap()
+                .unwrap_err()
+                .contains("scope")
+        );
+    }
 
     #[test]
     fn errors_keep_the_code_and_first_line_only() {

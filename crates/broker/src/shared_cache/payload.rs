@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use idbridge_core::{AwsCredentials, Credential, GoogleAccessToken, IdToken, SecretString};
+use idbridge_core::{
+    AwsCredentials, AzureAccessToken, Credential, GoogleAccessToken, IdToken, SecretString,
+    X509Credential,
+};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
@@ -55,6 +58,19 @@ enum OutBody<'a> {
         token: &'a str,
         expires_ms: i64,
     },
+    X509 {
+        chain_pem: &'a str,
+        key_pem: &'a str,
+        expires_ms: i64,
+        subject: &'a str,
+    },
+    AzureAccessToken {
+        token: &'a str,
+        expires_ms: i64,
+        tenant: &'a str,
+        client_id: &'a str,
+        scope: &'a str,
+    },
     Error {
         kind: &'a str,
         hop: &'a str,
@@ -94,6 +110,19 @@ enum InBody {
     IdToken {
         token: SecretString,
         expires_ms: i64,
+    },
+    X509 {
+        chain_pem: String,
+        key_pem: SecretString,
+        expires_ms: i64,
+        subject: String,
+    },
+    AzureAccessToken {
+        token: SecretString,
+        expires_ms: i64,
+        tenant: String,
+        client_id: String,
+        scope: String,
     },
     Error {
         kind: String,
@@ -135,6 +164,12 @@ pub(crate) fn encode(
     fresh_until: Option<OffsetDateTime>,
     body: Result<&Credential, &BrokerError>,
 ) -> Option<Zeroizing<Vec<u8>>> {
+    // Room for any credential up front, so the buffer is not reallocated (leaving copies): a
+    // certificate chain and its key can outgrow the usual 16 KiB.
+    let room = match body {
+        Ok(Credential::X509(c)) => c.chain_pem.len() + c.key_pem.expose_secret().len(),
+        _ => 0,
+    };
     let body = match body {
         Ok(Credential::Aws(c)) => OutBody::Aws {
             access_key_id: &c.access_key_id,
@@ -154,6 +189,19 @@ pub(crate) fn encode(
             token: t.token.expose_secret(),
             expires_ms: ms(t.expires_at),
         },
+        Ok(Credential::X509(c)) => OutBody::X509 {
+            chain_pem: &c.chain_pem,
+            key_pem: c.key_pem.expose_secret(),
+            expires_ms: ms(c.expires_at),
+            subject: &c.subject,
+        },
+        Ok(Credential::AzureAccessToken(t)) => OutBody::AzureAccessToken {
+            token: t.token.expose_secret(),
+            expires_ms: ms(t.expires_at),
+            tenant: &t.tenant,
+            client_id: &t.client_id,
+            scope: &t.scope,
+        },
         Err(e) => OutBody::Error {
             kind: kind_name(e.kind),
             hop: e.hop.as_str(),
@@ -171,8 +219,7 @@ pub(crate) fn encode(
         fresh_until_ms: fresh_until.map(ms),
         body,
     };
-    // Room for any credential up front, so the buffer is not reallocated (leaving copies).
-    let mut buf = Zeroizing::new(Vec::with_capacity(16 * 1024));
+    let mut buf = Zeroizing::new(Vec::with_capacity(16 * 1024 + 2 * room));
     // Serializing plain structs into a Vec cannot fail.
     serde_json::to_writer(&mut *buf, &out).ok()?;
     Some(buf)
@@ -217,6 +264,30 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<Payload> {
         InBody::IdToken { token, expires_ms } => Ok(Credential::IdToken(IdToken {
             token,
             expires_at: from_ms(expires_ms)?,
+        })),
+        InBody::X509 {
+            chain_pem,
+            key_pem,
+            expires_ms,
+            subject,
+        } => Ok(Credential::X509(X509Credential {
+            chain_pem,
+            key_pem,
+            expires_at: from_ms(expires_ms)?,
+            subject,
+        })),
+        InBody::AzureAccessToken {
+            token,
+            expires_ms,
+            tenant,
+            client_id,
+            scope,
+        } => Ok(Credential::AzureAccessToken(AzureAccessToken {
+            token,
+            expires_at: from_ms(expires_ms)?,
+            tenant,
+            client_id,
+            scope,
         })),
         InBody::Error {
             kind,
@@ -270,6 +341,29 @@ mod tests {
             Credential::IdToken(IdToken {
                 token: "eyJ".into(),
                 expires_at: t,
+            }),
+            // Roles Anywhere and chained-role sessions: the assumed-role ARN is kept.
+            Credential::Aws(AwsCredentials {
+                access_key_id: "ASIA2".into(),
+                secret_access_key: "ra-secret".into(),
+                session_token: Some("ra-tok".into()),
+                expiration: Some(t),
+                account_id: Some("111122223333".into()),
+                arn: Some("arn:aws:sts::111122223333:assumed-role/spiffe-billing/s".into()),
+            }),
+            Credential::X509(X509Credential {
+                chain_pem: "-----BEGIN CERTIFICATE-----\nleaf\n-----END CERTIFICATE-----\n"
+                    .repeat(40),
+                key_pem: "-----BEGIN PRIVATE KEY-----\nk\n-----END PRIVATE KEY-----\n".into(),
+                expires_at: t + time::Duration::milliseconds(250),
+                subject: "spiffe://example.org/billing".into(),
+            }),
+            Credential::AzureAccessToken(AzureAccessToken {
+                token: "eyJ.azure".into(),
+                expires_at: t,
+                tenant: "7a1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d".into(),
+                client_id: "c1111111-0000-4000-8000-000000000011".into(),
+                scope: "api://idbridge-billing/.default".into(),
             }),
         ];
         for c in creds {

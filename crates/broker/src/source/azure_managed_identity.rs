@@ -25,12 +25,13 @@
 //! endpoint's own `error_description` (or `message`), never the request's header.
 
 use idbridge_core::{Credential, SecretString};
+use idbridge_wire::entra::resource_of_scope;
 use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::step::{CredentialSource, Facts, Input, KindError, Parse, Step, StepFuture, Yields};
 use crate::token::{describe_claims, id_token_from_jwt};
-use crate::{BrokerError, Context, ErrorKind, Hop, HopReport};
+use crate::{BrokerError, Context, ErrorKind, Hop, HopReport, Overrides};
 
 /// The hop.
 pub const HOP: Hop = Hop::new(
@@ -381,6 +382,35 @@ impl Step for AzureManagedIdentity {
         }
     }
 
+    /// A token for another resource: the audience (the resource URI), or one
+    /// `<resource>/.default` scope.
+    fn with_overrides(&self, overrides: &Overrides) -> Option<Result<Box<dyn Step>, String>> {
+        let resource = match (&overrides.audience, &overrides.scopes) {
+            (Some(a), None) => Ok(a.strip_suffix("/.default").unwrap_or(a).to_owned()),
+            (None, Some(scopes)) => resource_of_scope(&scopes.join(" "))
+                .map(str::to_owned)
+                .map_err(|_| {
+                    format!(
+                        "its source (azure-managed-identity) takes one `<resource>/.default` scope, not {:?}",
+                        scopes.join(" ")
+                    )
+                }),
+            (None, None) => Ok(self.resource.clone()),
+            (Some(_), Some(_)) => {
+                Err("give an audience or a scope, not both".to_owned())
+            }
+        };
+        Some(resource.and_then(|resource| {
+            if resource.is_empty() || resource.chars().any(char::is_whitespace) {
+                return Err(format!("{resource:?} is not a resource URI"));
+            }
+            Ok(Box::new(AzureManagedIdentity {
+                resource,
+                ..self.clone()
+            }) as Box<dyn Step>)
+        }))
+    }
+
     /// Google's URL-sourced credential for Azure: the IMDS URL with `Metadata: True` and the
     /// token in `access_token` (App Service's secret is never written to a file).
     fn credential_source(&self, _imds: &str) -> Option<CredentialSource> {
@@ -411,6 +441,7 @@ impl Step for AzureManagedIdentity {
 
 #[cfg(test)]
 mod tests {
+    use crate::Overrides;
     use crate::config::Config;
 
     fn parse(source: &str) -> Result<String, String> {
@@ -420,6 +451,32 @@ mod tests {
         Config::parse(&text, "c.toml", None)
             .map(|c| format!("{:?}", c.routes[0].source))
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn overrides_name_another_resource() {
+        let cfg = Config::parse(
+            "[[route]]\nname = \"r\"\nsource = { kind = \"azure-managed-identity\", resource = \"api://a\" }\n",
+            "r.toml",
+            None,
+        )
+        .unwrap();
+        let source = &cfg.routes[0].source;
+        let by = |audience: Option<&str>, scopes: Option<&[&str]>| {
+            source.with_overrides(&Overrides {
+                audience: audience.map(str::to_owned),
+                scopes: scopes.map(|s| s.iter().map(|s| (*s).to_owned()).collect()),
+            })
+        };
+        let d = by(Some("api://b"), None).unwrap().unwrap().describe();
+        assert!(d.ends_with("for api://b"), "{d}");
+        let d = by(None, Some(&["api://c/.default"]))
+            .unwrap()
+            .unwrap()
+            .describe();
+        assert!(d.ends_with("for api://c"), "{d}");
+        assert!(by(None, Some(&["api://c"])).unwrap().is_err());
+        assert!(by(Some("a b"), None).unwrap().is_err());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use idbridge_core::timefmt::rfc3339_seconds;
-use idbridge_policy::gcp::member_matches;
+use idbridge_policy::gcp::{AccountPolicy, check_chain};
 use idbridge_wire::google::{
     GenerateAccessTokenRequest, GenerateAccessTokenResponse, GenerateIdTokenRequest,
     GenerateIdTokenResponse,
@@ -394,56 +394,35 @@ fn authorize<'w>(
         }
     }
 
-    let mut principal = caller.principal.clone();
-    for delegate in chain {
-        if !may_delegate(delegate, &principal) {
-            tracing::debug!(account = %delegate.email, "IAM Credentials: delegation denied");
-            return Err(Box::new(permission_denied(method)));
-        }
-        principal = GooglePrincipal::ServiceAccount(delegate.email.clone());
-    }
-    if !has_grant(target, &principal) {
-        tracing::debug!(account = %target.email, "IAM Credentials: permission denied");
+    let Some(principal) = policy_principal(&caller.principal) else {
+        return Err(Box::new(permission_denied(method)));
+    };
+    let delegates: Vec<AccountPolicy<'_>> = chain.iter().map(|sa| account_policy(sa)).collect();
+    let check = check_chain(&principal, &delegates, &account_policy(target));
+    if let Some(link) = check.first_missing() {
+        tracing::debug!(account = %link.account, caller = %link.caller, "IAM Credentials: permission denied");
         return Err(Box::new(permission_denied(method)));
     }
     Ok(target)
 }
 
-/// Whether `principal` may pass through `delegate` in a delegation chain:
-/// `iam.serviceAccounts.implicitDelegation`, which of the roles the world models only
-/// `roles/iam.serviceAccountTokenCreator` (`token_creators`) holds — for a service account or a
-/// federated principal alike.
-fn may_delegate(delegate: &ServiceAccount, principal: &GooglePrincipal) -> bool {
-    let Some(caller) = policy_principal(principal) else {
-        return false;
-    };
-    delegate
-        .token_creators
-        .iter()
-        .any(|m| member_matches(m, &caller))
+/// What the delegation decision ([`check_chain`]) reads of a world account.
+fn account_policy(sa: &ServiceAccount) -> AccountPolicy<'_> {
+    AccountPolicy {
+        email: &sa.email,
+        token_creators: &sa.token_creators,
+        workload_identity_users: &sa.workload_identity_users,
+    }
 }
 
-/// Whether `principal` holds a role with the token-minting permissions on `account`.
-///
-/// * A service account: `roles/iam.serviceAccountTokenCreator` (`token_creators`) or
-///   `roles/iam.workloadIdentityUser` (`workload_identity_users`).
-/// * A federated principal (a Google STS token): `roles/iam.workloadIdentityUser` only, through
-///   a `principal://` or `principalSet://` member.
-///
-/// Members are matched with [`idbridge_policy::gcp::member_matches`].
+/// Whether `principal` holds a role with the token-minting permissions on `account`: the
+/// target link of [`check_chain`] (`roles/iam.serviceAccountTokenCreator` or
+/// `roles/iam.workloadIdentityUser` for a service account; only the latter, through a
+/// `principal://` or `principalSet://` member, for a federated principal).
+#[cfg(test)]
 fn has_grant(account: &ServiceAccount, principal: &GooglePrincipal) -> bool {
-    let Some(caller) = policy_principal(principal) else {
-        return false;
-    };
-    let matches = |m: &String| member_matches(m, &caller);
-    match principal {
-        GooglePrincipal::ServiceAccount(_) => account
-            .token_creators
-            .iter()
-            .chain(&account.workload_identity_users)
-            .any(matches),
-        GooglePrincipal::Federated { .. } => account.workload_identity_users.iter().any(matches),
-    }
+    policy_principal(principal)
+        .is_some_and(|p| check_chain(&p, &[], &account_policy(account)).allowed())
 }
 
 #[cfg(test)]
@@ -1185,7 +1164,11 @@ token_creators = ["serviceAccount:c@p.iam.gserviceaccount.com"]
         ];
         let caller = Principal::Federated(p);
         for (member, want) in cases {
-            assert_eq!(member_matches(&member, &caller), want, "{member}");
+            assert_eq!(
+                idbridge_policy::gcp::member_matches(&member, &caller),
+                want,
+                "{member}"
+            );
         }
         // A federated identifier that is not principal://…/subject/… is nobody.
         let odd = GooglePrincipal::Federated {

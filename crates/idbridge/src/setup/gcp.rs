@@ -119,14 +119,26 @@ pub(super) fn gcloud(
     }
     for c in &plan.creators {
         let _ = writeln!(out, "\n# Let the caller mint tokens of {}:", c.target);
+        let member = match c.caller.as_deref() {
+            // A policy member is an email: gcloud looks the unique id's email up when run.
+            Some(id) if is_unique_id(id) => {
+                let _ = writeln!(
+                    out,
+                    "# {id} is a unique id and a member must be an email: the command asks IAM for it (or write the email in its place)."
+                );
+                format!(
+                    "\"serviceAccount:$(gcloud iam service-accounts describe {id} --format='value(email)')\""
+                )
+            }
+            caller => sh(&format!(
+                "serviceAccount:{}",
+                caller.unwrap_or("CALLER_EMAIL")
+            )),
+        };
         let _ = writeln!(
             out,
-            "gcloud iam service-accounts add-iam-policy-binding {} --role=roles/iam.serviceAccountTokenCreator --member={}",
+            "gcloud iam service-accounts add-iam-policy-binding {} --role=roles/iam.serviceAccountTokenCreator --member={member}",
             sh(&c.target),
-            sh(&format!(
-                "serviceAccount:{}",
-                c.caller.as_deref().unwrap_or("CALLER_EMAIL")
-            ))
         );
     }
     if !plan.aws.is_empty() {
@@ -290,6 +302,16 @@ pub(super) fn terraform(
     }
     for c in &plan.creators {
         let sa_project = sa_project(&c.target).unwrap_or_else(|| "-".into());
+        let caller = match c.caller.as_deref() {
+            Some(id) if is_unique_id(id) => {
+                let _ = writeln!(
+                    out,
+                    "\n# {id} is a unique id and a member must be an email: replace EMAIL_OF_{id} below with the account's email (gcloud iam service-accounts describe {id} --format='value(email)')."
+                );
+                format!("EMAIL_OF_{id}")
+            }
+            caller => caller.unwrap_or("CALLER_EMAIL").to_owned(),
+        };
         let _ = writeln!(
             out,
             "\nresource \"google_service_account_iam_member\" \"{}_token_creator\" {{\n  service_account_id = {}\n  role               = \"roles/iam.serviceAccountTokenCreator\"\n  member             = {}\n}}",
@@ -298,10 +320,7 @@ pub(super) fn terraform(
                 "projects/{sa_project}/serviceAccounts/{}",
                 c.target
             )),
-            hcl(&format!(
-                "serviceAccount:{}",
-                c.caller.as_deref().unwrap_or("CALLER_EMAIL")
-            ))
+            hcl(&format!("serviceAccount:{caller}"))
         );
     }
     Ok(out)

@@ -90,7 +90,13 @@ pub(super) fn world(plan: &Plan, route: &RouteConfig, config_path: &str) -> Stri
         }
     }
     for c in &plan.creators {
-        if let Some(caller) = &c.caller {
+        if let Some(id) = c.caller.as_deref().filter(|c| is_unique_id(c)) {
+            let _ = writeln!(
+                out,
+                "\n# {} needs token_creators = [\"serviceAccount:EMAIL\"] with the email of the account whose unique id is {id} (a member must be an email).",
+                c.target
+            );
+        } else if let Some(caller) = &c.caller {
             let e = sas.entry(c.target.clone()).or_default();
             e.token_creators.push(format!("serviceAccount:{caller}"));
             e.unique_id = e.unique_id.clone().or_else(|| c.target_unique_id.clone());

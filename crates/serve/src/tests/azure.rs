@@ -443,3 +443,115 @@ async fn no_azure_secret_reaches_the_logs() {
         assert!(!logs.contains(secret), "{secret} in {logs}");
     }
 }
+
+/// `resource = "*"`: any other resource is asked of the route's last hop as
+/// `<resource>/.default`, each resource's token cached apart (and bounded); named entries
+/// still come first.
+#[tokio::test(start_paused = true)]
+async fn any_resource_asks_the_route_for_that_scope() {
+    let serve = "[serve.azure_imds]\n[[serve.azure_imds.resource]]\nresource = \"api://billing\"\nroute = \"az2\"\n[[serve.azure_imds.resource]]\nresource = \"*\"\nroute = \"az\"\n";
+    let c = ServeConfig::parse(
+        &format!("{AZ_ROUTES}[serve]\n{serve}"),
+        "az.toml",
+        None,
+        &Accounts::default(),
+    )
+    .unwrap();
+    // The route's own config takes the override: its entra hop asks for the other scope.
+    let az = c.routes.routes.iter().find(|r| r.name == "az").unwrap();
+    let other = idbridge_broker::Route::new(az.clone())
+        .with_overrides(&idbridge_broker::Overrides {
+            audience: None,
+            scopes: Some(vec!["api://reports/.default".into()]),
+        })
+        .unwrap();
+    assert!(
+        other.config.exchange[0]
+            .describe()
+            .ends_with("for api://reports/.default")
+    );
+
+    let clock = TokioClock::at(1_750_000_000);
+    let calls = Arc::new(Mutex::new(Vec::<String>::new()));
+    let loader = {
+        let (clock, calls) = (Arc::clone(&clock), Arc::clone(&calls));
+        move |key: CredentialKey| {
+            let expires_at = clock.now() + Duration::from_secs(3600);
+            let scope = key
+                .overrides
+                .scopes
+                .as_ref()
+                .map_or("api://billing/.default".to_owned(), |s| s.join(" "));
+            calls.lock().unwrap().push(format!("{} {scope}", key.route));
+            async move {
+                Ok(Credential::AzureAccessToken(AzureAccessToken {
+                    token: SecretString::new(format!("eyJ{SECRET}-{scope}")),
+                    expires_at,
+                    tenant: "t".into(),
+                    client_id: "c1".into(),
+                    scope,
+                }))
+            }
+        }
+    };
+    let broker = Arc::new(
+        Broker::with_loader(
+            loader,
+            Arc::clone(&clock) as SharedClock,
+            CallerPolicy::open(),
+            NonZeroUsize::new(64).unwrap(),
+        )
+        .with_client_keys_per_route(NonZeroUsize::new(2).unwrap()),
+    );
+    let imds = c.frontends[0].router(Arc::clone(&broker));
+    let md = [("Metadata", "true")];
+    let ask = |resource: &str| {
+        format!(
+            "{TOKEN}?api-version=2018-02-01&resource={}",
+            resource.replace(':', "%3A").replace('/', "%2F")
+        )
+    };
+    for resource in [
+        "api://reports",
+        "api://reports/.default",
+        "https://vault.azure.net",
+        "api://billing",
+    ] {
+        let r = send(&imds, get(&ask(resource), &md)).await;
+        assert_eq!(r.status, StatusCode::OK, "{resource}: {}", r.body);
+        let v: Value = serde_json::from_str(&r.body).unwrap();
+        let scope = match resource {
+            "api://billing" => "api://billing/.default".to_owned(),
+            r => format!("{}/.default", r.strip_suffix("/.default").unwrap_or(r)),
+        };
+        assert_eq!(
+            v["access_token"],
+            format!("eyJ{SECRET}-{scope}"),
+            "{resource}"
+        );
+    }
+    assert_eq!(
+        *calls.lock().unwrap(),
+        [
+            "az api://reports/.default",
+            "az https://vault.azure.net/.default",
+            "az2 api://billing/.default",
+        ],
+        "one load per scope; the named entry keeps its own route"
+    );
+    // Not a resource URI: refused as Azure does, before any load.
+    let r = send(&imds, get(&ask("nonsense"), &md)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body.contains("invalid_resource"), "{}", r.body);
+    // Bounded: a third scope evicts one of the two cached ones.
+    send(&imds, get(&ask("api://third"), &md)).await;
+    let snapshots = broker.client_key_snapshots();
+    let (route, snap) = &snapshots[0];
+    assert_eq!(route, "az");
+    assert!(snap.entries.len() <= 2, "{:?}", snap.entries.len());
+
+    let e = az_err(
+        "[serve.azure_imds]\n[[serve.azure_imds.resource]]\nresource = \"*\"\nroute = \"aws\"\n",
+    );
+    assert!(e.contains("field `route`"), "{e}");
+}
