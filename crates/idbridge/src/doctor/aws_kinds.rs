@@ -10,7 +10,7 @@
 //! does, and the failing condition is the cause.
 
 use idbridge_broker::exchange::roles_anywhere;
-use idbridge_policy::aws::{AssumeRoleRequest, CallerSession};
+use idbridge_policy::aws::{AssumeRoleRequest, CallerSession, certificate_request};
 
 use super::{Advice, Failure, aws_sts};
 
@@ -283,16 +283,9 @@ fn roles_anywhere(f: &Failure<'_>, advice: &mut Advice) -> String {
                 "aws iam get-role --role-name {name} --query Role.AssumeRolePolicyDocument"
             ));
             advice.commands.push(f.setup_cmd("aws-json"));
-            let request = cert.and_then(|c| {
-                idbridge_emulator::roles_anywhere::certificate_request(&anchor, &c.chain_pem)
-            });
+            let request = cert.and_then(|c| certificate_request(&anchor, &c.chain_pem));
             if let Some(req) = &request {
-                let tag = |k: &str| {
-                    req.tags
-                        .iter()
-                        .find(|(t, _)| t == k)
-                        .map(|(_, v)| v.clone())
-                };
+                let tag = |k: &str| req.tag(k).map(str::to_owned);
                 let mut cmd = format!(
                     "idbridge explain --aws-trust-policy trust.json --trust-anchor {anchor}"
                 );

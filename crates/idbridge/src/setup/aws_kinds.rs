@@ -31,6 +31,7 @@ use std::path::PathBuf;
 use idbridge_broker::step::{AssumeRoleFacts, Input, RolesAnywhereFacts};
 use idbridge_policy::aws::{
     AssumeRoleRequest, CallerSession, ROLES_ANYWHERE_PRINCIPAL, RolesAnywhereRequest,
+    certificate_request,
 };
 
 /// A role assumed with another role's session.
@@ -150,19 +151,11 @@ pub(super) async fn plan_roles_anywhere(
         None
     } else {
         match probe(ctx, route, i).await {
-            Some(Credential::X509(x)) => idbridge_emulator::roles_anywhere::certificate_request(
-                facts.trust_anchor_arn,
-                &x.chain_pem,
-            ),
+            Some(Credential::X509(x)) => certificate_request(facts.trust_anchor_arn, &x.chain_pem),
             _ => None,
         }
     };
-    let tag = |k: &str| {
-        request
-            .as_ref()
-            .and_then(|r| r.tags.iter().find(|(t, _)| t == k))
-            .map(|(_, v)| v.clone())
-    };
+    let tag = |k: &str| request.as_ref().and_then(|r| r.tag(k)).map(str::to_owned);
     let (uri, cn) = if a.x509_uri.is_some() || a.x509_cn.is_some() {
         (a.x509_uri.clone(), a.x509_cn.clone())
     } else {
@@ -678,7 +671,13 @@ pub(super) fn account_extra(plan: &Plan, account: &str) -> String {
     }
 }
 
-fn world_role(out: &mut String, role_arn: &str, policy: &Value, max_session: Option<u32>) {
+/// An `[[aws_role]]` of the world file: `role_arn` with trust policy `policy`.
+pub(super) fn world_role(
+    out: &mut String,
+    role_arn: &str,
+    policy: &Value,
+    max_session: Option<u32>,
+) {
     let policy = pretty(policy);
     let policy = if policy.contains("'''") {
         toml_str(&policy)
