@@ -16,15 +16,18 @@ use super::{Advice, Failure, aws_sts};
 
 /// The cause and fix of a failed chained role, Roles Anywhere session or AWS JWT.
 pub(super) fn diagnose(f: &Failure<'_>, advice: &mut Advice) -> Option<String> {
-    let kind = match f.exchange {
-        Some(x) => x.kind(),
-        None => f.route.source.kind(),
+    let facts = match f.exchange {
+        Some(x) => x.facts(),
+        None => f.route.source.facts(),
     };
-    match kind {
-        "aws-assume-role" if f.e.hop == aws_sts::HOP => Some(assume_role(f, advice)),
-        "roles-anywhere" if f.e.hop == roles_anywhere::HOP => Some(roles_anywhere(f, advice)),
-        "aws-web-identity-token" if f.e.hop == aws_sts::HOP => Some(web_identity_token(f, advice)),
-        _ => None,
+    if facts.assume_role.is_some() && f.e.hop == aws_sts::HOP {
+        Some(assume_role(f, advice))
+    } else if facts.roles_anywhere.is_some() && f.e.hop == roles_anywhere::HOP {
+        Some(roles_anywhere(f, advice))
+    } else if facts.aws_outbound.is_some() && f.e.hop == aws_sts::HOP {
+        Some(web_identity_token(f, advice))
+    } else {
+        None
     }
 }
 

@@ -224,7 +224,10 @@ pub(super) async fn plan_outbound(
         subject: token
             .as_ref()
             .and_then(|t| t.str_claim("sub").map(str::to_owned)),
-        to_entra: route.exchange.first().is_some_and(|x| x.kind() == "entra"),
+        to_entra: route
+            .exchange
+            .first()
+            .is_some_and(|x| x.facts().entra.is_some()),
     })
 }
 
