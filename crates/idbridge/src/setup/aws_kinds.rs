@@ -364,28 +364,6 @@ fn read_ca_bundle(path: &std::path::Path) -> Option<String> {
 
 // ----- aws CLI ----------------------------------------------------------------------------------
 
-fn create_role(out: &mut String, role_arn: &str, policy: &Value, max_session: Option<u32>) {
-    let (name, path) = role_name_path(role_arn);
-    let file = format!("trust-policy-{name}.json");
-    let _ = writeln!(out, "cat > {file} <<'EOF'\n{}\nEOF", pretty(policy));
-    let mut create = format!(
-        "aws iam create-role --role-name {} --assume-role-policy-document file://{file}",
-        sh(&name)
-    );
-    if path != "/" {
-        let _ = write!(create, " --path {}", sh(&path));
-    }
-    if let Some(d) = max_session.filter(|d| *d > 3600) {
-        let _ = write!(create, " --max-session-duration {d}");
-    }
-    let _ = writeln!(out, "{create}");
-    let _ = writeln!(
-        out,
-        "# or, for an existing role:\n# aws iam update-assume-role-policy --role-name {} --policy-document file://{file}",
-        sh(&name)
-    );
-}
-
 pub(super) fn aws_cli(plan: &Plan, out: &mut String) {
     for c in &plan.chained {
         let _ = writeln!(
@@ -393,7 +371,12 @@ pub(super) fn aws_cli(plan: &Plan, out: &mut String) {
             "\n# The role {} and the role whose sessions assume it (role chaining: sessions of at most 1 hour):",
             c.role_arn
         );
-        create_role(out, &c.role_arn, &chained_trust_policy(c), c.max_session);
+        create_role(
+            out,
+            &c.role_arn,
+            &chained_trust_policy(c),
+            c.max_session.filter(|d| *d > 3600),
+        );
         if account_of(&c.caller_role) != account_of(&c.role_arn) {
             let (first, _) = role_name_path(&c.caller_role);
             let file = format!("assume-{}.json", role_name_path(&c.role_arn).0);
@@ -469,7 +452,7 @@ pub(super) fn aws_cli(plan: &Plan, out: &mut String) {
             out,
             &r.role_arn,
             &roles_anywhere_trust_policy(r),
-            r.duration,
+            r.duration.filter(|d| *d > 3600),
         );
         let mut profile = format!(
             "aws rolesanywhere create-profile --region {} --name {} --role-arns {} --enabled",
