@@ -11,7 +11,8 @@ pub mod google_sts;
 pub mod iam_credentials;
 pub mod roles_anywhere;
 
-use crate::step::Kind;
+use crate::step::{Kind, KindError};
+use crate::values::{RoleArn, SessionName};
 
 /// Every exchange kind: the name written in `exchange = [{ kind = "…" }]` and its parser.
 pub const KINDS: &[Kind] = &[
@@ -22,3 +23,27 @@ pub const KINDS: &[Kind] = &[
     Kind::new("impersonate", iam_credentials::Impersonate::parse),
     Kind::new("roles-anywhere", roles_anywhere::RolesAnywhere::parse),
 ];
+
+/// The fields the AWS role exchanges read alike: `role_arn`, the optional `session_name`, and
+/// `duration_seconds` within STS's 900..=43200. `invalid` builds the error naming a field.
+pub(crate) fn role_fields(
+    invalid: &dyn Fn(&str, String) -> KindError,
+    role_arn: &str,
+    session_name: Option<&str>,
+    duration_seconds: Option<u32>,
+) -> Result<(RoleArn, Option<SessionName>), KindError> {
+    let role_arn = RoleArn::parse(role_arn).map_err(|m| invalid("role_arn", m))?;
+    let session_name = session_name
+        .map(SessionName::parse)
+        .transpose()
+        .map_err(|m| invalid("session_name", m))?;
+    if let Some(d) = duration_seconds
+        && !(900..=43200).contains(&d)
+    {
+        return Err(invalid(
+            "duration_seconds",
+            format!("{d} is outside 900..=43200"),
+        ));
+    }
+    Ok((role_arn, session_name))
+}

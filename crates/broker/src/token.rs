@@ -47,6 +47,28 @@ pub(crate) fn id_token_from_jwt(
     ))
 }
 
+/// The ID token `jwt` an upstream at `endpoint` handed back, as the hop's credential: read as
+/// [`id_token_from_jwt`] does, its hop reported as `LABEL: CLAIMS` (the label from `label`,
+/// given the token's claims; the claims as [`describe_claims`] has them).
+pub(crate) fn id_token_hop(
+    hop: Hop,
+    jwt: &str,
+    endpoint: impl Into<String>,
+    label: impl FnOnce(&idbridge_core::jwt::UnverifiedJwt) -> String,
+    started: tokio::time::Instant,
+    hops: &mut Vec<crate::HopReport>,
+) -> Result<idbridge_core::Credential, BrokerError> {
+    let (token, claims) = id_token_from_jwt(hop, jwt)?;
+    hops.push(crate::HopReport::new(
+        hop,
+        endpoint,
+        format!("{}: {}", label(&claims), describe_claims(&claims)),
+        Some(token.expires_at),
+        started,
+    ));
+    Ok(idbridge_core::Credential::IdToken(token))
+}
+
 /// A short description of an ID token's identity for reports: `sub` (and email, aud).
 pub(crate) fn describe_claims(jwt: &idbridge_core::jwt::UnverifiedJwt) -> String {
     let mut parts = Vec::new();

@@ -53,7 +53,7 @@ use webpki::{
     CertRevocationList, EndEntityCert, ExpirationPolicy, OwnedCertRevocationList,
     RevocationCheckDepth, RevocationOptionsBuilder, UnknownStatusPolicy,
 };
-use x509_parser::prelude::{FromDer, GeneralName, X509Certificate, X509Name};
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::Emulator;
 use crate::sigv4::MAX_CLOCK_SKEW;
@@ -366,92 +366,6 @@ struct Body {
     _instance_properties: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-/// Certificate attributes as Roles Anywhere maps them to session tags.
-#[derive(Debug, Default)]
-struct CertAttributes {
-    tags: Vec<(String, String)>,
-    common_name: Option<String>,
-}
-
-fn rdn_name(oid: &str) -> Option<&'static str> {
-    Some(match oid {
-        "2.5.4.3" => "CN",
-        "2.5.4.11" => "OU",
-        "2.5.4.10" => "O",
-        "2.5.4.6" => "C",
-        "2.5.4.8" => "ST",
-        "2.5.4.7" => "L",
-        _ => return None,
-    })
-}
-
-fn push_name(tags: &mut Vec<(String, String)>, prefix: &str, name: &X509Name<'_>) {
-    for attr in name.iter_attributes() {
-        let Some(short) = rdn_name(&attr.attr_type().to_id_string()) else {
-            continue;
-        };
-        let key = format!("{prefix}/{short}");
-        if tags.iter().any(|(k, _)| *k == key) {
-            continue;
-        }
-        if let Ok(value) = attr.as_str() {
-            tags.push((key, value.to_owned()));
-        }
-    }
-}
-
-fn attributes(cert: &X509Certificate<'_>) -> CertAttributes {
-    let mut tags = Vec::new();
-    push_name(&mut tags, "x509Subject", cert.subject());
-    push_name(&mut tags, "x509Issuer", cert.issuer());
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        let (mut dns, mut uri, mut dir) = (false, false, false);
-        for name in &san.value.general_names {
-            match name {
-                GeneralName::DNSName(d) if !dns => {
-                    dns = true;
-                    tags.push(("x509SAN/DNS".to_owned(), (*d).to_owned()));
-                }
-                GeneralName::URI(u) if !uri => {
-                    uri = true;
-                    tags.push(("x509SAN/URI".to_owned(), (*u).to_owned()));
-                }
-                GeneralName::DirectoryName(n) if !dir => {
-                    dir = true;
-                    push_name(&mut tags, "x509SAN/Name", n);
-                }
-                _ => {}
-            }
-        }
-    }
-    let common_name = cert
-        .subject()
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok())
-        .map(str::to_owned);
-    CertAttributes { tags, common_name }
-}
-
-/// The request `CreateSession` evaluates the role's trust policy for, with the leaf of
-/// `chain_pem` (PEM, leaf first) presented under `trust_anchor_arn`: its attributes as Roles
-/// Anywhere maps them to principal tags. `None` when the PEM holds no certificate.
-pub fn certificate_request(
-    trust_anchor_arn: &str,
-    chain_pem: &str,
-) -> Option<RolesAnywhereRequest> {
-    let leaf = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
-        .next()?
-        .ok()?;
-    let (_, cert) = X509Certificate::from_der(&leaf).ok()?;
-    let attrs = attributes(&cert);
-    Some(RolesAnywhereRequest {
-        trust_anchor_arn: trust_anchor_arn.to_owned(),
-        tags: attrs.tags,
-        common_name: attrs.common_name,
-    })
-}
-
 fn header<'h>(parts: &'h request::Parts, name: &str) -> Option<&'h str> {
     parts.headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -688,12 +602,7 @@ fn create_session(
         .ok_or_else(|| RaError::not_found("Role not found"))?;
 
     // 7. The role's trust policy.
-    let attrs = attributes(&leaf);
-    let request = RolesAnywhereRequest {
-        trust_anchor_arn: anchor.arn.clone(),
-        tags: attrs.tags.clone(),
-        common_name: attrs.common_name.clone(),
-    };
+    let request = RolesAnywhereRequest::from_certificate(&anchor.arn, &leaf);
     let ctx = roles_anywhere_context(&request);
     let policy = TrustPolicy::parse(&role.trust_policy)
         .map_err(|_| RaError::denied("Unable to assume role"))?;
@@ -740,8 +649,8 @@ fn create_session(
     }
 
     let context = crate::state::SessionContext {
-        source_identity: attrs.common_name.clone(),
-        tags: attrs.tags.clone(),
+        source_identity: request.common_name.clone(),
+        tags: request.tags.clone(),
         ..Default::default()
     };
     let session = crate::aws_sts::issue_session_with(
@@ -766,7 +675,7 @@ fn create_session(
             },
             "packedPolicySize": 0,
             "roleArn": role.arn,
-            "sourceIdentity": attrs.common_name.unwrap_or_default(),
+            "sourceIdentity": request.common_name.unwrap_or_default(),
         }],
         "subjectArn": format!(
             "arn:aws:rolesanywhere:{}:{}:subject/{}",

@@ -346,16 +346,7 @@ fn verify_with<'k>(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
-    let audiences: Vec<String> = match claims.get("aud") {
-        Some(Value::String(a)) if !a.is_empty() => vec![a.clone()],
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .filter(|a| !a.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        _ => Vec::new(),
-    };
+    let audiences = idbridge_policy::azure::audiences(&claims);
     for required in &opts.required_claims {
         let present = match *required {
             "sub" => !subject.is_empty(),

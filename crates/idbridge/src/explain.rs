@@ -82,3 +82,19 @@ fn fmt_unix(t: i64) -> String {
         .map(idbridge_core::timefmt::rfc3339_seconds)
         .unwrap_or_else(|_| t.to_string())
 }
+
+/// A document given by a flag: JSON (a `.json` file, or text starting with `{`) or TOML, as a
+/// JSON value. The error does not name the flag or file: the caller prefixes both.
+fn load_document(path: &std::path::Path) -> Result<serde_json::Value, String> {
+    let text =
+        idbridge_core::file::read_config_file(path).map_err(|e| format!("cannot read: {e}"))?;
+    let is_json =
+        path.extension().is_some_and(|e| e == "json") || text.trim_start().starts_with('{');
+    if is_json {
+        serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))
+    } else {
+        let table: toml::Table =
+            toml::from_str(&text).map_err(|e| format!("not TOML: {}", e.to_string().trim_end()))?;
+        serde_json::to_value(table).map_err(|e| e.to_string())
+    }
+}

@@ -90,7 +90,9 @@ pub use policy::{
     ActionSpec, Condition, Effect, MalformedKind, MalformedPolicy, PolicyVersion, PrincipalEntry,
     PrincipalKind, PrincipalSet, PrincipalSpec, ResourceSpec, Statement, TrustPolicy,
 };
-pub use roles_anywhere::{ROLES_ANYWHERE_PRINCIPAL, RolesAnywhereRequest, roles_anywhere_context};
+pub use roles_anywhere::{
+    ROLES_ANYWHERE_PRINCIPAL, RolesAnywhereRequest, certificate_request, roles_anywhere_context,
+};
 pub use web_identity::{
     ASSUME_ROLE_WITH_WEB_IDENTITY, ClaimsError, SOURCE_IDENTITY_CLAIM, TAGS_CLAIM,
     WebIdentityProvider, WebIdentityRequest, web_identity_context,

@@ -73,21 +73,12 @@ impl AwsAssumeRole {
         let raw: Raw = p.table(table)?;
         let invalid =
             |field: &str, m: String| KindError::Invalid(format!("field `{}`: {m}", p.field(field)));
-        let role_arn = RoleArn::parse(&raw.role_arn).map_err(|m| invalid("role_arn", m))?;
-        let session_name = raw
-            .session_name
-            .as_deref()
-            .map(SessionName::parse)
-            .transpose()
-            .map_err(|m| invalid("session_name", m))?;
-        if let Some(d) = raw.duration_seconds
-            && !(900..=43200).contains(&d)
-        {
-            return Err(invalid(
-                "duration_seconds",
-                format!("{d} is outside 900..=43200"),
-            ));
-        }
+        let (role_arn, session_name) = super::role_fields(
+            &invalid,
+            &raw.role_arn,
+            raw.session_name.as_deref(),
+            raw.duration_seconds,
+        )?;
         if let Some(id) = &raw.external_id
             && !(2..=1224).contains(&id.len())
         {

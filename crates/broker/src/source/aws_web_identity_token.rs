@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use crate::exchange::aws_sts::{DEFAULT_REGION, HOP, map_sdk_error, sts_client};
 use crate::step::{AwsOutboundFacts, Facts, Input, KindError, Parse, Step, StepFuture, Yields};
-use crate::token::{describe_claims, id_token_from_jwt};
+use crate::token::id_token_hop;
 use crate::{BrokerError, Context, ErrorKind, HopReport};
 
 /// The signing algorithms AWS offers.
@@ -145,15 +145,14 @@ impl AwsWebIdentityToken {
         let jwt = out
             .web_identity_token()
             .ok_or_else(|| BrokerError::unparsable(HOP, "the response has no WebIdentityToken"))?;
-        let (token, parsed) = id_token_from_jwt(HOP, jwt)?;
-        hops.push(HopReport::new(
+        id_token_hop(
             HOP,
+            jwt,
             endpoint,
-            format!("AWS web identity token: {}", describe_claims(&parsed)),
-            Some(token.expires_at),
+            |_| "AWS web identity token".to_owned(),
             started,
-        ));
-        Ok(Credential::IdToken(token))
+            hops,
+        )
     }
 }
 

@@ -30,7 +30,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::step::{CredentialSource, Facts, Input, KindError, Parse, Step, StepFuture, Yields};
-use crate::token::{describe_claims, id_token_from_jwt};
+use crate::token::id_token_hop;
 use crate::{BrokerError, Context, ErrorKind, Hop, HopReport, Overrides};
 
 /// The hop.
@@ -290,23 +290,21 @@ impl AzureManagedIdentity {
         let parsed: TokenBody = serde_json::from_str(&body).map_err(|_| {
             BrokerError::unparsable(HOP, format!("unparsable token response from {shown}"))
         })?;
-        let (token, claims) = id_token_from_jwt(HOP, parsed.access_token.expose_secret())?;
         let protocol = match target.protocol {
             Protocol::Imds => "IMDS",
             Protocol::AppService => "App Service",
         };
-        let issuer = claims.str_claim("iss").unwrap_or("?").to_owned();
-        hops.push(HopReport::new(
+        id_token_hop(
             HOP,
+            parsed.access_token.expose_secret(),
             shown,
-            format!(
-                "Entra token ({protocol}) of {issuer}: {}",
-                describe_claims(&claims)
-            ),
-            Some(token.expires_at),
+            |claims| {
+                let issuer = claims.str_claim("iss").unwrap_or("?");
+                format!("Entra token ({protocol}) of {issuer}")
+            },
             started,
-        ));
-        Ok(Credential::IdToken(token))
+            hops,
+        )
     }
 }
 

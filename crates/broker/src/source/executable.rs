@@ -16,7 +16,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::step::{CredentialSource, Facts, Input, KindError, Parse, Step, StepFuture, Yields};
-use crate::token::{describe_claims, id_token_from_jwt};
+use crate::token::id_token_hop;
 use crate::{BrokerError, Context, ErrorKind, Hop, HopReport};
 
 /// The hop.
@@ -170,15 +170,14 @@ async fn fetch(
             .map(zeroize::Zeroizing::new)
         && let Ok(Some((token, _))) = parse(ctx, &text, &path.display().to_string())
     {
-        let (tok, parsed) = id_token_from_jwt(HOP, token.expose_secret())?;
-        hops.push(HopReport::new(
+        return id_token_hop(
             HOP,
+            token.expose_secret(),
             path.display().to_string(),
-            format!("cached token: {}", describe_claims(&parsed)),
-            Some(tok.expires_at),
+            |_| "cached token".to_owned(),
             started,
-        ));
-        return Ok(Credential::IdToken(tok));
+            hops,
+        );
     }
     let mut words = req.command.split_whitespace();
     let program = words
@@ -234,13 +233,12 @@ async fn fetch(
             format!("{program} printed an expired token"),
         )
     })?;
-    let (tok, parsed) = id_token_from_jwt(HOP, token.expose_secret())?;
-    hops.push(HopReport::new(
+    id_token_hop(
         HOP,
+        token.expose_secret(),
         program.to_owned(),
-        format!("token: {}", describe_claims(&parsed)),
-        Some(tok.expires_at),
+        |_| "token".to_owned(),
         started,
-    ));
-    Ok(Credential::IdToken(tok))
+        hops,
+    )
 }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::step::{Facts, Input, KindError, Parse, Step, StepFuture, Yields};
-use crate::token::{describe_claims, id_token_from_jwt};
+use crate::token::id_token_hop;
 use crate::values::Mint;
 use crate::{BrokerError, Context, Hop, HopReport, Overrides};
 
@@ -105,15 +105,7 @@ impl GceMetadata {
                 format.unwrap_or("full")
             );
             let (jwt, shown) = get(ctx, &q).await?;
-            let (tok, parsed) = id_token_from_jwt(HOP, &jwt)?;
-            hops.push(HopReport::new(
-                HOP,
-                shown,
-                format!("ID token: {}", describe_claims(&parsed)),
-                Some(tok.expires_at),
-                started,
-            ));
-            return Ok(Credential::IdToken(tok));
+            return id_token_hop(HOP, &jwt, shown, |_| "ID token".to_owned(), started, hops);
         }
         let scopes = scopes.unwrap_or_default();
         let mut q = format!("instance/service-accounts/{sa}/token");

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::step::{Facts, Input, KindError, Parse, Step, StepFuture, Yields};
-use crate::token::{describe_claims, id_token_from_jwt};
+use crate::token::id_token_hop;
 use crate::{BrokerError, Context, ErrorKind, Hop, HopReport, Overrides};
 
 /// The hop.
@@ -297,20 +297,14 @@ impl KubernetesPod {
             ));
         };
         let jwt = zeroize::Zeroizing::new(jwt.to_owned());
-        let (tok, parsed) = id_token_from_jwt(HOP, &jwt)?;
-        hops.push(HopReport::new(
+        id_token_hop(
             HOP,
+            &jwt,
             shown,
-            format!(
-                "pod {}/{}: {}",
-                pod.namespace,
-                pod.name,
-                describe_claims(&parsed)
-            ),
-            Some(tok.expires_at),
+            |_| format!("pod {}/{}", pod.namespace, pod.name),
             started,
-        ));
-        Ok(Credential::IdToken(tok))
+            hops,
+        )
     }
 }
 

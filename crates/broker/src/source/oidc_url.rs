@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use crate::config::RequestHeaders;
 use crate::step::{CredentialSource, Input, KindError, Parse, Step, StepFuture, Yields};
-use crate::token::{describe_claims, id_token_from_jwt, token_from_body};
+use crate::token::{id_token_hop, token_from_body};
 use crate::{BrokerError, Context, Hop, HopReport};
 
 /// The hop.
@@ -67,15 +67,7 @@ impl OidcUrl {
         })
         .await?;
         let token = zeroize::Zeroizing::new(token_from_body(HOP, url, &body, json_field)?);
-        let (tok, parsed) = id_token_from_jwt(HOP, &token)?;
-        hops.push(HopReport::new(
-            HOP,
-            url,
-            format!("token: {}", describe_claims(&parsed)),
-            Some(tok.expires_at),
-            started,
-        ));
-        Ok(Credential::IdToken(tok))
+        id_token_hop(HOP, &token, url, |_| "token".to_owned(), started, hops)
     }
 }
 

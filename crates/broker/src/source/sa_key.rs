@@ -23,7 +23,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::step::{Facts, Input, KindError, Parse, Step, StepFuture, Yields};
-use crate::token::{describe_claims, id_token_from_jwt, json_error_message};
+use crate::token::{id_token_hop, json_error_message};
 use crate::values::Mint;
 use crate::{BrokerError, Context, ErrorKind, Hop, HopReport, Overrides};
 
@@ -254,15 +254,7 @@ async fn fetch(
             .ok_or_else(|| {
                 BrokerError::unparsable(HOP, format!("no id_token in the response from {url}"))
             })?;
-        let (tok, claims) = id_token_from_jwt(HOP, &jwt)?;
-        hops.push(HopReport::new(
-            HOP,
-            url,
-            format!("ID token: {}", describe_claims(&claims)),
-            Some(tok.expires_at),
-            started,
-        ));
-        return Ok(Credential::IdToken(tok));
+        return id_token_hop(HOP, &jwt, url, |_| "ID token".to_owned(), started, hops);
     }
     let (Some(token), Some(expires_in)) = (parsed.access_token, parsed.expires_in) else {
         return Err(BrokerError::unparsable(

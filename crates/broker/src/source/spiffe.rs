@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use serde::Deserialize;
 
 use crate::step::{Facts, Input, KindError, Parse, Step, StepFuture, Yields};
-use crate::token::{describe_claims, id_token_from_jwt};
+use crate::token::id_token_hop;
 use crate::{BrokerError, Context, ErrorKind, Hop, HopReport, Overrides};
 
 /// The hop.
@@ -251,13 +251,12 @@ async fn fetch(
         .await
         .map_err(|e| api_error("FetchJWTSVID", &socket, e))?;
     let token = zeroize::Zeroizing::new(token);
-    let (tok, parsed) = id_token_from_jwt(HOP, &token)?;
-    hops.push(HopReport::new(
+    id_token_hop(
         HOP,
+        &token,
         socket,
-        format!("JWT-SVID: {}", describe_claims(&parsed)),
-        Some(tok.expires_at),
+        |_| "JWT-SVID".to_owned(),
         started,
-    ));
-    Ok(Credential::IdToken(tok))
+        hops,
+    )
 }

@@ -10,21 +10,24 @@
 //! does, and the failing condition is the cause.
 
 use idbridge_broker::exchange::roles_anywhere;
-use idbridge_policy::aws::{AssumeRoleRequest, CallerSession};
+use idbridge_policy::aws::{AssumeRoleRequest, CallerSession, certificate_request};
 
 use super::{Advice, Failure, aws_sts};
 
 /// The cause and fix of a failed chained role, Roles Anywhere session or AWS JWT.
 pub(super) fn diagnose(f: &Failure<'_>, advice: &mut Advice) -> Option<String> {
-    let kind = match f.exchange {
-        Some(x) => x.kind(),
-        None => f.route.source.kind(),
+    let facts = match f.exchange {
+        Some(x) => x.facts(),
+        None => f.route.source.facts(),
     };
-    match kind {
-        "aws-assume-role" if f.e.hop == aws_sts::HOP => Some(assume_role(f, advice)),
-        "roles-anywhere" if f.e.hop == roles_anywhere::HOP => Some(roles_anywhere(f, advice)),
-        "aws-web-identity-token" if f.e.hop == aws_sts::HOP => Some(web_identity_token(f, advice)),
-        _ => None,
+    if facts.assume_role.is_some() && f.e.hop == aws_sts::HOP {
+        Some(assume_role(f, advice))
+    } else if facts.roles_anywhere.is_some() && f.e.hop == roles_anywhere::HOP {
+        Some(roles_anywhere(f, advice))
+    } else if facts.aws_outbound.is_some() && f.e.hop == aws_sts::HOP {
+        Some(web_identity_token(f, advice))
+    } else {
+        None
     }
 }
 
@@ -283,16 +286,9 @@ fn roles_anywhere(f: &Failure<'_>, advice: &mut Advice) -> String {
                 "aws iam get-role --role-name {name} --query Role.AssumeRolePolicyDocument"
             ));
             advice.commands.push(f.setup_cmd("aws-json"));
-            let request = cert.and_then(|c| {
-                idbridge_emulator::roles_anywhere::certificate_request(&anchor, &c.chain_pem)
-            });
+            let request = cert.and_then(|c| certificate_request(&anchor, &c.chain_pem));
             if let Some(req) = &request {
-                let tag = |k: &str| {
-                    req.tags
-                        .iter()
-                        .find(|(t, _)| t == k)
-                        .map(|(_, v)| v.clone())
-                };
+                let tag = |k: &str| req.tag(k).map(str::to_owned);
                 let mut cmd = format!(
                     "idbridge explain --aws-trust-policy trust.json --trust-anchor {anchor}"
                 );

@@ -86,17 +86,7 @@ impl EntraPrincipal {
 /// Reads `--entra` (see [`ENTRA_HELP`]); `client_id` picks the principal in a world file.
 pub(crate) fn load_entra(path: &Path, client_id: Option<&str>) -> Result<EntraPrincipal, CliError> {
     let bad = |m: String| CliError::Usage(format!("--entra {}: {m}", path.display()));
-    let text = idbridge_core::file::read_config_file(path)
-        .map_err(|e| bad(format!("cannot read: {e}")))?;
-    let is_json =
-        path.extension().is_some_and(|e| e == "json") || text.trim_start().starts_with('{');
-    let doc: Value = if is_json {
-        serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?
-    } else {
-        let table: toml::Table = toml::from_str(&text)
-            .map_err(|e| bad(format!("not TOML: {}", e.to_string().trim_end())))?;
-        serde_json::to_value(table).map_err(|e| bad(e.to_string()))?
-    };
+    let doc = super::load_document(path).map_err(bad)?;
     parse_entra(&doc, client_id).map_err(bad)
 }
 

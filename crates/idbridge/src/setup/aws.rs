@@ -109,14 +109,41 @@ pub(super) fn role_name_path(arn: &str) -> (String, String) {
     }
 }
 
+/// The aws CLI lines creating `role_arn` with trust policy `policy` (and `max_session`, when
+/// given), or updating an existing role's.
+pub(super) fn create_role(
+    out: &mut String,
+    role_arn: &str,
+    policy: &Value,
+    max_session: Option<u32>,
+) {
+    let (name, path) = role_name_path(role_arn);
+    let file = format!("trust-policy-{name}.json");
+    let _ = writeln!(out, "cat > {file} <<'EOF'\n{}\nEOF", pretty(policy));
+    let mut create = format!(
+        "aws iam create-role --role-name {} --assume-role-policy-document file://{file}",
+        sh(&name)
+    );
+    if path != "/" {
+        let _ = write!(create, " --path {}", sh(&path));
+    }
+    if let Some(d) = max_session {
+        let _ = write!(create, " --max-session-duration {d}");
+    }
+    let _ = writeln!(out, "{create}");
+    let _ = writeln!(
+        out,
+        "# or, for an existing role:\n# aws iam update-assume-role-policy --role-name {} --policy-document file://{file}",
+        sh(&name)
+    );
+}
+
 pub(super) fn aws_cli(plan: &Plan, route: &RouteConfig) -> Result<String, CliError> {
     if plan.aws.is_empty() && aws_kinds::is_empty(plan) {
         return Err(no_aws(route));
     }
     let mut out = header(route, "#");
     for r in &plan.aws {
-        let (name, path) = role_name_path(&r.role_arn);
-        let file = format!("trust-policy-{name}.json");
         if let AwsTrust::Oidc {
             issuer, audience, ..
         } = &r.trust
@@ -133,27 +160,7 @@ pub(super) fn aws_cli(plan: &Plan, route: &RouteConfig) -> Result<String, CliErr
             );
         }
         let _ = writeln!(out, "\n# The role {} and whom it trusts:", r.role_arn);
-        let _ = writeln!(
-            out,
-            "cat > {file} <<'EOF'\n{}\nEOF",
-            pretty(&trust_policy(r))
-        );
-        let mut create = format!(
-            "aws iam create-role --role-name {} --assume-role-policy-document file://{file}",
-            sh(&name)
-        );
-        if path != "/" {
-            let _ = write!(create, " --path {}", sh(&path));
-        }
-        if let Some(d) = r.max_session {
-            let _ = write!(create, " --max-session-duration {d}");
-        }
-        let _ = writeln!(out, "{create}");
-        let _ = writeln!(
-            out,
-            "# or, for an existing role:\n# aws iam update-assume-role-policy --role-name {} --policy-document file://{file}",
-            sh(&name)
-        );
+        create_role(&mut out, &r.role_arn, &trust_policy(r), r.max_session);
     }
     aws_kinds::aws_cli(plan, &mut out);
     Ok(out)

@@ -31,6 +31,7 @@ use std::path::PathBuf;
 use idbridge_broker::step::{AssumeRoleFacts, Input, RolesAnywhereFacts};
 use idbridge_policy::aws::{
     AssumeRoleRequest, CallerSession, ROLES_ANYWHERE_PRINCIPAL, RolesAnywhereRequest,
+    certificate_request,
 };
 
 /// A role assumed with another role's session.
@@ -150,19 +151,11 @@ pub(super) async fn plan_roles_anywhere(
         None
     } else {
         match probe(ctx, route, i).await {
-            Some(Credential::X509(x)) => idbridge_emulator::roles_anywhere::certificate_request(
-                facts.trust_anchor_arn,
-                &x.chain_pem,
-            ),
+            Some(Credential::X509(x)) => certificate_request(facts.trust_anchor_arn, &x.chain_pem),
             _ => None,
         }
     };
-    let tag = |k: &str| {
-        request
-            .as_ref()
-            .and_then(|r| r.tags.iter().find(|(t, _)| t == k))
-            .map(|(_, v)| v.clone())
-    };
+    let tag = |k: &str| request.as_ref().and_then(|r| r.tag(k)).map(str::to_owned);
     let (uri, cn) = if a.x509_uri.is_some() || a.x509_cn.is_some() {
         (a.x509_uri.clone(), a.x509_cn.clone())
     } else {
@@ -231,7 +224,10 @@ pub(super) async fn plan_outbound(
         subject: token
             .as_ref()
             .and_then(|t| t.str_claim("sub").map(str::to_owned)),
-        to_entra: route.exchange.first().is_some_and(|x| x.kind() == "entra"),
+        to_entra: route
+            .exchange
+            .first()
+            .is_some_and(|x| x.facts().entra.is_some()),
     })
 }
 
@@ -368,28 +364,6 @@ fn read_ca_bundle(path: &std::path::Path) -> Option<String> {
 
 // ----- aws CLI ----------------------------------------------------------------------------------
 
-fn create_role(out: &mut String, role_arn: &str, policy: &Value, max_session: Option<u32>) {
-    let (name, path) = role_name_path(role_arn);
-    let file = format!("trust-policy-{name}.json");
-    let _ = writeln!(out, "cat > {file} <<'EOF'\n{}\nEOF", pretty(policy));
-    let mut create = format!(
-        "aws iam create-role --role-name {} --assume-role-policy-document file://{file}",
-        sh(&name)
-    );
-    if path != "/" {
-        let _ = write!(create, " --path {}", sh(&path));
-    }
-    if let Some(d) = max_session.filter(|d| *d > 3600) {
-        let _ = write!(create, " --max-session-duration {d}");
-    }
-    let _ = writeln!(out, "{create}");
-    let _ = writeln!(
-        out,
-        "# or, for an existing role:\n# aws iam update-assume-role-policy --role-name {} --policy-document file://{file}",
-        sh(&name)
-    );
-}
-
 pub(super) fn aws_cli(plan: &Plan, out: &mut String) {
     for c in &plan.chained {
         let _ = writeln!(
@@ -397,7 +371,12 @@ pub(super) fn aws_cli(plan: &Plan, out: &mut String) {
             "\n# The role {} and the role whose sessions assume it (role chaining: sessions of at most 1 hour):",
             c.role_arn
         );
-        create_role(out, &c.role_arn, &chained_trust_policy(c), c.max_session);
+        create_role(
+            out,
+            &c.role_arn,
+            &chained_trust_policy(c),
+            c.max_session.filter(|d| *d > 3600),
+        );
         if account_of(&c.caller_role) != account_of(&c.role_arn) {
             let (first, _) = role_name_path(&c.caller_role);
             let file = format!("assume-{}.json", role_name_path(&c.role_arn).0);
@@ -473,7 +452,7 @@ pub(super) fn aws_cli(plan: &Plan, out: &mut String) {
             out,
             &r.role_arn,
             &roles_anywhere_trust_policy(r),
-            r.duration,
+            r.duration.filter(|d| *d > 3600),
         );
         let mut profile = format!(
             "aws rolesanywhere create-profile --region {} --name {} --role-arns {} --enabled",
@@ -678,7 +657,13 @@ pub(super) fn account_extra(plan: &Plan, account: &str) -> String {
     }
 }
 
-fn world_role(out: &mut String, role_arn: &str, policy: &Value, max_session: Option<u32>) {
+/// An `[[aws_role]]` of the world file: `role_arn` with trust policy `policy`.
+pub(super) fn world_role(
+    out: &mut String,
+    role_arn: &str,
+    policy: &Value,
+    max_session: Option<u32>,
+) {
     let policy = pretty(policy);
     let policy = if policy.contains("'''") {
         toml_str(&policy)

@@ -61,18 +61,7 @@ pub(super) fn world(plan: &Plan, route: &RouteConfig, config_path: &str) -> Stri
                 "\n# The issuer {issuer} must be an [[oidc_issuer]] of the world (with its keys)."
             );
         }
-        let policy = pretty(&trust_policy(r));
-        let policy = if policy.contains("'''") {
-            toml_str(&policy)
-        } else {
-            format!("'''\n{policy}\n'''")
-        };
-        let _ = writeln!(
-            out,
-            "\n[[aws_role]]\narn = {}\nmax_session_duration = {}\ntrust_policy = {policy}",
-            toml_str(&r.role_arn),
-            r.max_session.unwrap_or(3600).max(3600)
-        );
+        aws_kinds::world_role(&mut out, &r.role_arn, &trust_policy(r), r.max_session);
     }
     aws_kinds::world_fragment(plan, &mut out);
     let mut sas: BTreeMap<String, WorldSa> = BTreeMap::new();

@@ -9,8 +9,13 @@
 //! its account `aws:SourceAccount`; the subject's CN is the source identity
 //! (`aws:SourceIdentity`, `sts:SourceIdentity`). The role's trust policy must allow
 //! `sts:AssumeRole`, `sts:TagSession` and, when the certificate has a CN,
-//! `sts:SetSourceIdentity`. Reading the certificate is the caller's business: this module takes
-//! its attributes.
+//! `sts:SetSourceIdentity`. [`RolesAnywhereRequest::from_certificate`] and
+//! [`certificate_request`] read those attributes from a certificate, the one copy the emulated
+//! `CreateSession`, `doctor` and `setup` share.
+
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate, X509Name};
 
 use super::assume_role::{ASSUME_ROLE, SET_SOURCE_IDENTITY, TAG_SESSION};
 use super::evaluate::{Principal, RequestContext};
@@ -52,6 +57,58 @@ impl RolesAnywhereRequest {
         }
     }
 
+    /// The request presenting `cert` under `trust_anchor_arn`: its subject's and issuer's RDNs,
+    /// and its first SAN DNS name, URI and directory name, as Roles Anywhere maps them to
+    /// principal tags; the subject's CN as source identity.
+    pub fn from_certificate(
+        trust_anchor_arn: impl Into<String>,
+        cert: &X509Certificate<'_>,
+    ) -> RolesAnywhereRequest {
+        let mut tags = Vec::new();
+        push_name(&mut tags, "x509Subject", cert.subject());
+        push_name(&mut tags, "x509Issuer", cert.issuer());
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            let (mut dns, mut uri, mut dir) = (false, false, false);
+            for name in &san.value.general_names {
+                match name {
+                    GeneralName::DNSName(d) if !dns => {
+                        dns = true;
+                        tags.push(("x509SAN/DNS".to_owned(), (*d).to_owned()));
+                    }
+                    GeneralName::URI(u) if !uri => {
+                        uri = true;
+                        tags.push(("x509SAN/URI".to_owned(), (*u).to_owned()));
+                    }
+                    GeneralName::DirectoryName(n) if !dir => {
+                        dir = true;
+                        push_name(&mut tags, "x509SAN/Name", n);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let common_name = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .map(str::to_owned);
+        RolesAnywhereRequest {
+            trust_anchor_arn: trust_anchor_arn.into(),
+            tags,
+            common_name,
+        }
+    }
+
+    /// The value of the tag `key` (`x509SAN/URI`, `x509Subject/CN`, …), when the certificate
+    /// has it.
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// The trust anchor's account, when its ARN has one.
     pub fn account(&self) -> Option<&str> {
         self.trust_anchor_arn
@@ -67,6 +124,52 @@ impl RolesAnywhereRequest {
             actions.push(SET_SOURCE_IDENTITY);
         }
         actions
+    }
+}
+
+/// The request `CreateSession` evaluates the role's trust policy for, with the leaf of
+/// `chain_pem` (PEM, leaf first) presented under `trust_anchor_arn`. `None` when the PEM holds no
+/// certificate.
+pub fn certificate_request(
+    trust_anchor_arn: &str,
+    chain_pem: &str,
+) -> Option<RolesAnywhereRequest> {
+    let leaf = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .next()?
+        .ok()?;
+    let (_, cert) = X509Certificate::from_der(&leaf).ok()?;
+    Some(RolesAnywhereRequest::from_certificate(
+        trust_anchor_arn,
+        &cert,
+    ))
+}
+
+/// The short name Roles Anywhere gives an RDN's attribute type, for those it maps.
+fn rdn_name(oid: &str) -> Option<&'static str> {
+    Some(match oid {
+        "2.5.4.3" => "CN",
+        "2.5.4.11" => "OU",
+        "2.5.4.10" => "O",
+        "2.5.4.6" => "C",
+        "2.5.4.8" => "ST",
+        "2.5.4.7" => "L",
+        _ => return None,
+    })
+}
+
+/// Appends `name`'s mapped attributes as `prefix/SHORT` tags, the first of each type only.
+fn push_name(tags: &mut Vec<(String, String)>, prefix: &str, name: &X509Name<'_>) {
+    for attr in name.iter_attributes() {
+        let Some(short) = rdn_name(&attr.attr_type().to_id_string()) else {
+            continue;
+        };
+        let key = format!("{prefix}/{short}");
+        if tags.iter().any(|(k, _)| *k == key) {
+            continue;
+        }
+        if let Ok(value) = attr.as_str() {
+            tags.push((key, value.to_owned()));
+        }
     }
 }
 
