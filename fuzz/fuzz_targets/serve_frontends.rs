@@ -86,7 +86,7 @@ fn routers() -> &'static [Router; 4] {
             [
                 gce_metadata::router(Arc::clone(&broker), config.gce_metadata.clone().expect("gce")),
                 aws_imds::router(Arc::clone(&broker), config.aws_imds.clone().expect("imds")),
-                aws_ecs::router(Arc::clone(&broker), config.aws_ecs.clone().expect("ecs")),
+                aws_ecs::router(Arc::clone(&broker), config.aws_ecs().cloned().expect("ecs")),
                 metrics::router(Arc::clone(&broker)),
             ]
         })

@@ -147,7 +147,7 @@ pub enum Signature {
     Valid,
     /// No key of the issuer has the `kid`, or the signature does not verify (AADSTS700027).
     Invalid,
-    /// The issuer's keys could not be obtained (AADSTS700211).
+    /// The issuer's OpenID discovery document or JWKS could not be fetched (AADSTS50166).
     KeysUnavailable,
     /// The token could not be read for verification (AADSTS50027), with why.
     Unreadable(String),
@@ -201,7 +201,8 @@ pub enum Rejection {
     Algorithm(String),
     /// No credential names the assertion's issuer (AADSTS700211).
     Issuer(String),
-    /// The issuer's keys could not be obtained (AADSTS700211).
+    /// A credential names the issuer, but its OpenID discovery document or JWKS could not be
+    /// fetched (AADSTS50166).
     IssuerKeys(String),
     /// The signature does not verify (AADSTS700027).
     Signature,
@@ -219,7 +220,8 @@ impl Rejection {
     pub fn code(&self) -> u32 {
         match self {
             Rejection::Malformed(_) | Rejection::Algorithm(_) => 50027,
-            Rejection::Issuer(_) | Rejection::IssuerKeys(_) => 700211,
+            Rejection::Issuer(_) => 700211,
+            Rejection::IssuerKeys(_) => 50166,
             Rejection::Signature => 700027,
             Rejection::Time(_) => 700024,
             Rejection::Subject(_) => 700213,
@@ -230,15 +232,18 @@ impl Rejection {
     /// The OAuth `error`.
     pub fn error(&self) -> &'static str {
         match self {
-            Rejection::Malformed(_) | Rejection::Algorithm(_) => "invalid_request",
+            Rejection::Malformed(_) | Rejection::Algorithm(_) | Rejection::IssuerKeys(_) => {
+                "invalid_request"
+            }
             _ => "invalid_client",
         }
     }
 
-    /// The HTTP status: 400 for a malformed request, 401 for a failed credential check.
+    /// The HTTP status: 400 for a malformed request or an issuer whose discovery failed, 401
+    /// for a failed credential check.
     pub fn status(&self) -> u16 {
         match self {
-            Rejection::Malformed(_) | Rejection::Algorithm(_) => 400,
+            Rejection::Malformed(_) | Rejection::Algorithm(_) | Rejection::IssuerKeys(_) => 400,
             _ => 401,
         }
     }
@@ -257,10 +262,8 @@ impl Rejection {
                 "No matching federated identity record found for presented assertion issuer '{}'. {CHECK}",
                 short(iss, MAX_QUOTED)
             ),
-            Rejection::IssuerKeys(iss) => format!(
-                "No matching federated identity record found for presented assertion issuer '{}': the issuer's signing keys could not be obtained.",
-                short(iss, MAX_QUOTED)
-            ),
+            // Entra quotes nothing here: not the issuer, nor the URL it failed to fetch.
+            Rejection::IssuerKeys(_) => "Request to External OIDC endpoint failed.".to_owned(),
             Rejection::Signature => "Client assertion failed signature validation.".to_owned(),
             Rejection::Time(v) => format!(
                 "Client assertion is not within its valid time range. Current time: {}, assertion valid from {}, expiry time of assertion {}.",
@@ -530,8 +533,18 @@ mod tests {
             Some(700211)
         );
         assert_eq!(code(json!({}), "RS256", Signature::Invalid), Some(700027));
+        // A credential names the issuer but its discovery document or JWKS is out of reach.
         assert_eq!(
             code(json!({}), "RS256", Signature::KeysUnavailable),
+            Some(50166)
+        );
+        // An issuer no credential names is still 700211, reachable or not.
+        assert_eq!(
+            code(
+                json!({"iss": "https://else"}),
+                "RS256",
+                Signature::KeysUnavailable
+            ),
             Some(700211)
         );
         assert_eq!(
@@ -599,6 +612,23 @@ mod tests {
             NOW,
         );
         assert_eq!(trace.rejection.map(|r| r.code()), Some(700212));
+    }
+
+    #[test]
+    fn unreachable_issuer_is_entras_50166() {
+        let trace = federate(
+            &credentials(),
+            "RS256",
+            &claims(json!({})),
+            Signature::KeysUnavailable,
+            NOW,
+        );
+        let r = trace.rejection.unwrap();
+        assert_eq!(
+            (r.code(), r.error(), r.status()),
+            (50166, "invalid_request", 400)
+        );
+        assert_eq!(r.message(), "Request to External OIDC endpoint failed.");
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //! | `client_assertion` with the jwt-bearer `client_assertion_type` | missing | 401 | `invalid_client` | 7000218 |
 //! | the assertion is a JWT with an accepted `alg` (RS256/384/512, ES256/384; never `none` or HMAC, refused before any key is used) | malformed, `alg` | 400 | `invalid_request` | 50027 |
 //! | a federated credential of the client names the assertion's `iss` | none | 401 | `invalid_client` | 700211 |
-//! | the issuer's keys (the emulator's issuers: Google, `[[oidc_issuer]]`s, SPIFFE, Entra itself) verify the signature, by `kid` | bad signature, unknown `kid` | 401 | `invalid_client` | 700027 |
+//! | the issuer's discovery document and JWKS can be fetched: it is one of the emulator's issuers (Google, `[[oidc_issuer]]`s, SPIFFE, Kubernetes, AWS outbound, Entra itself) | any other issuer ("Request to External OIDC endpoint failed.") | 400 | `invalid_request` | 50166 |
+//! | the issuer's keys verify the signature, by `kid` | bad signature, unknown `kid` | 401 | `invalid_client` | 700027 |
 //! | `exp`/`nbf`/`iat` (five minutes of skew) | outside | 401 | `invalid_client` | 700024 |
 //! | a credential with that issuer has exactly the assertion's `sub` (case-sensitive) | none | 401 | `invalid_client` | 700213 |
 //! | …and its audience is among the assertion's `aud` | none | 401 | `invalid_client` | 700212 |
@@ -703,6 +704,46 @@ mod tests {
         assert_eq!(
             (status, body["error_codes"][0].as_u64()),
             (StatusCode::UNAUTHORIZED, Some(7000218))
+        );
+    }
+
+    #[tokio::test]
+    async fn an_issuer_out_of_reach_is_50166() {
+        let mut world = World::builtin().unwrap();
+        let caller = world
+            .entra_apps
+            .iter_mut()
+            .find(|a| a.client_id == CALLER)
+            .unwrap();
+        caller
+            .federated_credentials
+            .push(azure::FederatedCredential {
+                name: "offline-issuer".into(),
+                issuer: "https://oidc.unreachable.example".into(),
+                subject: "workload".into(),
+                audiences: vec!["api://AzureADTokenExchange".into()],
+            });
+        let state = Emulator::new(world, idbridge_core::clock::system()).unwrap();
+        let assertion = k8s_token(
+            &state,
+            json!({"iss": "https://oidc.unreachable.example", "sub": "workload"}),
+        );
+        let path = format!("/{TENANT}/oauth2/v2.0/token");
+        let (status, body) = post(
+            &state,
+            &path,
+            &form(&assertion, "api://idbridge-billing/.default"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"], "invalid_request");
+        assert_eq!(body["error_codes"], json!([50166]));
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .starts_with("AADSTS50166: Request to External OIDC endpoint failed.\r\n"),
+            "{body}"
         );
     }
 }

@@ -145,6 +145,14 @@ pub(super) fn entra(f: &Failure<'_>, advice: &mut Advice) -> String {
             ));
             "the client assertion's signature does not verify with the issuer's keys".into()
         }
+        50166 => {
+            advice.fix.push(format!(
+                "Entra fetches {}/.well-known/openid-configuration and its jwks_uri: both must be reachable from the internet over https, with no firewall or private endpoint in the way",
+                claim("iss")
+            ));
+            "Entra could not fetch the OpenID discovery document or keys of the token's issuer"
+                .into()
+        }
         50027 => {
             advice.fix.push("Entra takes RS256/384/512 or ES256/384 JWTs: the source must hand a signed JWT (an ID token), not an opaque token".into());
             "the client assertion is not a JWT Entra accepts".into()
