@@ -84,8 +84,8 @@ fn routers() -> &'static [Router; 4] {
         ));
         common::runtime().block_on(async {
             [
-                gce_metadata::router(Arc::clone(&broker), config.gce_metadata.clone().expect("gce")),
-                aws_imds::router(Arc::clone(&broker), config.aws_imds.clone().expect("imds")),
+                gce_metadata::router(Arc::clone(&broker), config.gce_metadata().cloned().expect("gce")),
+                aws_imds::router(Arc::clone(&broker), config.aws_imds().cloned().expect("imds")),
                 aws_ecs::router(Arc::clone(&broker), config.aws_ecs().cloned().expect("ecs")),
                 metrics::router(Arc::clone(&broker)),
             ]
