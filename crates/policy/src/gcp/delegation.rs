@@ -53,7 +53,7 @@ impl Link {
 /// The outcome of [`check_chain`]: every link, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChainCheck {
-    /// caller → delegates[0], …, last delegate (or the caller) → target.
+    /// caller → `delegates[0]`, …, last delegate (or the caller) → target.
     pub links: Vec<Link>,
 }
 
